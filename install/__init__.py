@@ -1,0 +1,1 @@
+"""Installation assets (launcher template, service files, default config)."""

@@ -1,0 +1,3 @@
+from libvirt_bridge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,165 @@
+"""Async (after_*) events: a per-domain queue on disk, drained by a detached runner.
+
+An async event must not hold libvirt's operation, and its scripts may call ``virsh`` on
+their own domain (libvirt holds the domain's lock while a hook runs). So the hook writes
+a job file into ``<state_dir>/queue/<key>/`` (``key``: the domain UUID, or ``daemon``)
+and forks a runner in a new session with its stdio on ``/dev/null``; the hook then exits.
+
+A queue's jobs run one at a time in the order they were queued: the runner holds an
+exclusive ``flock`` on ``<key>.lock`` while it drains, and every runner drains the whole
+queue, so a job queued while another runner holds the lock is taken by one of them. A job
+is renamed ``.running`` while its scripts run; a ``.running`` left by a runner that died
+(the lock went with it) is logged as interrupted and dropped, and the queue goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .config import Config
+    from .log import Log
+
+JOB = ".job"
+RUNNING = ".running"
+
+
+class Job:
+    """One queued event: what to run and on what."""
+
+    __slots__ = ("event", "name", "path", "uuid", "xml")
+
+    def __init__(self, event: str, name: str, uuid: str, xml: bytes, path: str = "") -> None:
+        self.event = event
+        self.name = name
+        self.uuid = uuid
+        self.xml = xml
+        self.path = path
+
+    def encode(self) -> bytes:
+        # The name is hex-encoded: a domain name may hold newlines or any other character.
+        header = f"event={self.event}\nname={self.name.encode().hex()}\nuuid={self.uuid}\n"
+        return header.encode() + b"\n" + self.xml
+
+    @classmethod
+    def decode(cls, blob: bytes, path: str) -> Job:
+        header, _, xml = blob.partition(b"\n\n")
+        fields = dict(line.split("=", 1) for line in header.decode().splitlines() if "=" in line)
+        name = bytes.fromhex(fields.get("name", "")).decode("utf-8", "replace")
+        return cls(fields.get("event", ""), name, fields.get("uuid", ""), xml, path)
+
+
+def queue_dir(state_dir: str, key: str) -> str:
+    return os.path.join(state_dir, "queue", key)
+
+
+def enqueue(state_dir: str, key: str, job: Job) -> str:
+    """Write ``job`` at the tail of queue ``key``; return its path. Raises OSError."""
+    directory = queue_dir(state_dir, key)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    # CLOCK_MONOTONIC is one clock for every process of the host, so the hook and the
+    # listener queue into one order.
+    stem = f"{time.monotonic_ns():020d}-{os.getpid()}"
+    tmp = os.path.join(directory, f".{stem}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(job.encode())
+    path = os.path.join(directory, stem + JOB)
+    os.rename(tmp, path)
+    return path
+
+
+def spawn_runner(config: Config, log: Log, key: str) -> None:
+    """Fork a detached process that drains queue ``key``; return at once."""
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        log.error(f"cannot start the async runner for {key}: {exc.strerror}; queued jobs wait")
+        return
+    if pid:
+        return
+    status = 0
+    try:
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.closerange(3, 65536)
+        drain(config, log, key)
+    except BaseException as exc:  # the child must never return into the hook's code
+        log.error(f"async runner for {key} failed: {exc!r}")
+        status = 1
+    finally:
+        os._exit(status)
+
+
+def drain(config: Config, log: Log, key: str) -> None:
+    """Run every job of queue ``key`` in order, holding the queue's lock."""
+    import fcntl
+
+    directory = queue_dir(config.state_dir, key)
+    lock_fd = os.open(directory + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        while True:
+            job = _next_job(directory, log)
+            if job is None:
+                return
+            _run_job(config, log, job)
+    finally:
+        os.close(lock_fd)
+
+
+def _next_job(directory: str, log: Log) -> Job | None:
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.endswith((JOB, RUNNING)))
+    except FileNotFoundError:
+        return None
+    for name in names:
+        path = os.path.join(directory, name)
+        if name.endswith(RUNNING):
+            job = _load(path)
+            what = f"{job.event} of {job.name!r} ({job.uuid})" if job else name
+            log.error(f"async event {what} was interrupted: its runner died; not run again")
+            _unlink(path)
+            continue
+        running = path[: -len(JOB)] + RUNNING
+        try:
+            os.rename(path, running)
+        except FileNotFoundError:
+            continue
+        job = _load(running)
+        if job is None:
+            log.error(f"async job {running} is unreadable; dropped")
+            _unlink(running)
+            continue
+        return job
+    return None
+
+
+def _load(path: str) -> Job | None:
+    try:
+        with open(path, "rb") as f:
+            return Job.decode(f.read(), path)
+    except (OSError, ValueError):
+        return None
+
+
+def _run_job(config: Config, log: Log, job: Job) -> None:
+    from .discovery import find_scripts
+    from .events import run_scripts_for
+
+    try:
+        # The hook already logged what it skipped in the event's directories.
+        scripts = find_scripts(config.hooks_dirs, job.event)
+        run_scripts_for(config, log, job.event, job.name, job.uuid, job.xml, scripts)
+    finally:
+        _unlink(job.path)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,1 @@
+"""Modules that hook scripts import; this directory is put on their PYTHONPATH."""

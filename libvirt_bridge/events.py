@@ -1,0 +1,53 @@
+"""Firing one VDSM event for one domain: find its scripts, build their environment, run.
+
+Shared by the hook's sync path, the async runner and the listener. Imported only once
+the bridge knows there is something to run (it pulls in subprocess and lxml).
+"""
+
+from __future__ import annotations
+
+from . import domxml
+from .discovery import find_scripts
+from .runner import EventRun, run_event, script_environment
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .config import Config
+    from .log import Log
+
+
+def event_label(event: str, name: str, uuid: str) -> str:
+    return f"{event} domain={name!r} uuid={uuid or '-'}"
+
+
+def properties_of(xml: bytes) -> dict[str, str]:
+    """Custom properties of the domain XML (raises domxml.XMLError if it is malformed)."""
+    return domxml.custom_properties(domxml.parse(xml)) if xml else {}
+
+
+def run_scripts_for(
+    config: Config,
+    log: Log,
+    event: str,
+    name: str,
+    uuid: str,
+    xml: bytes,
+    scripts: list[str] | None = None,
+) -> EventRun | None:
+    """Run ``event``'s scripts on ``xml``; None when the event has no script.
+
+    A malformed XML is logged and the scripts still run, without custom properties:
+    callers that may veto check the XML before they get here.
+    """
+    if scripts is None:
+        scripts = find_scripts(config.hooks_dirs, event, log)
+    if not scripts:
+        return None
+    label = event_label(event, name, uuid)
+    try:
+        props = properties_of(xml)
+    except domxml.XMLError as exc:
+        log.error(f"{label}: domain XML is not well-formed ({exc}); running without properties")
+        props = {}
+    env = script_environment(props, uuid or None)
+    return run_event(scripts, xml, env, config.script_timeout, log, label)

@@ -1,0 +1,125 @@
+"""The one table from libvirt hook calls to VDSM event names.
+
+Read by the hook entry point, the listener, the docs and the tests. A row is keyed by the
+call exactly as libvirt makes it (driver, op, subop) plus a *context* the bridge works out
+from its own bookkeeping, because libvirt uses the same call for different VDSM events:
+
+- ``prepare``/``started`` context: ``fresh`` (a cold boot), ``restore`` (a restore or the
+  start of a managed-saved guest) or ``migrate`` (an incoming migration);
+- ``stopped``/``release`` context: ``destroy`` (destroy, shutdown, crash, failed start),
+  ``saved`` (save, managedsave) or ``migrated`` (migrated out).
+
+This module is on the hook's fast path: standard library only, nothing heavy imported.
+"""
+
+from __future__ import annotations
+
+SYNC = "sync"
+ASYNC = "async"
+
+XML_NONE = "none"
+XML_READ_ONLY = "read-only"
+XML_WRITABLE = "writable"
+
+ANY = ""
+
+
+class Row:
+    """One libvirt call (in one context) and the VDSM event it fires."""
+
+    __slots__ = ("context", "driver", "event", "mode", "op", "subop", "veto", "xml")
+
+    def __init__(
+        self,
+        driver: str,
+        op: str,
+        subop: str,
+        context: str,
+        event: str,
+        mode: str,
+        veto: bool,
+        xml: str,
+    ) -> None:
+        self.driver = driver
+        self.op = op
+        self.subop = subop
+        self.context = context
+        self.event = event
+        self.mode = mode
+        self.veto = veto
+        self.xml = xml
+
+    @property
+    def trigger(self) -> str:
+        """The libvirt call as an operator reads it, e.g. ``qemu prepare begin (fresh)``."""
+        call = f"{self.driver} {self.op} {self.subop}"
+        return f"{call} ({self.context})" if self.context else call
+
+    def __repr__(self) -> str:
+        return f"Row({self.trigger} -> {self.event})"
+
+
+# fmt: off
+HOOK_TABLE: tuple[Row, ...] = (
+    Row("daemon", "start",    "-",     ANY,        "before_vdsm_start",             SYNC,  False, XML_NONE),       # noqa: E501
+    Row("daemon", "shutdown", "-",     ANY,        "after_vdsm_stop",               ASYNC, False, XML_NONE),       # noqa: E501
+    Row("qemu",   "prepare",  "begin", "fresh",    "before_vm_start",               SYNC,  True,  XML_READ_ONLY),  # noqa: E501
+    Row("qemu",   "started",  "begin", "fresh",    "after_vm_start",                ASYNC, False, XML_READ_ONLY),  # noqa: E501
+    Row("qemu",   "restore",  "begin", ANY,        "before_vm_dehibernate",         SYNC,  True,  XML_WRITABLE),   # noqa: E501
+    Row("qemu",   "started",  "begin", "restore",  "after_vm_dehibernate",          ASYNC, False, XML_READ_ONLY),  # noqa: E501
+    Row("qemu",   "migrate",  "begin", ANY,        "before_vm_migrate_destination", SYNC,  True,  XML_WRITABLE),   # noqa: E501
+    Row("qemu",   "stopped",  "end",   "destroy",  "before_vm_destroy",             SYNC,  False, XML_READ_ONLY),  # noqa: E501
+    Row("qemu",   "release",  "end",   "destroy",  "after_vm_destroy",              ASYNC, False, XML_READ_ONLY),  # noqa: E501
+    Row("qemu",   "release",  "end",   "saved",    "after_vm_hibernate",            ASYNC, False, XML_READ_ONLY),  # noqa: E501
+    Row("qemu",   "release",  "end",   "migrated", "after_vm_migrate_source",       ASYNC, False, XML_READ_ONLY),  # noqa: E501
+)
+# fmt: on
+
+# Calls libvirt makes that fire no VDSM event on purpose (documented, not "unknown").
+SILENT_CALLS: frozenset[tuple[str, str, str]] = frozenset(
+    {
+        ("qemu", "start", "begin"),
+        ("qemu", "reconnect", "begin"),
+        ("daemon", "reload", "begin"),
+    }
+)
+
+# Calls whose non-zero exit makes libvirt kill the VM or is ignored: always exit 0.
+ALWAYS_SUCCEED: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("qemu", "started"),
+        ("qemu", "reconnect"),
+        ("qemu", "stopped"),
+        ("qemu", "release"),
+        ("daemon", "start"),
+        ("daemon", "shutdown"),
+        ("daemon", "reload"),
+    }
+)
+
+# libvirt >= 10.5 passes the shutoff reason as `release end <reason>`.
+RELEASE_REASON_CONTEXT: dict[str, str] = {"saved": "saved", "migrated": "migrated"}
+
+# Every event the bridge can fire; the hooks root gets one directory for each.
+EVENTS: tuple[str, ...] = tuple(dict.fromkeys(row.event for row in HOOK_TABLE))
+
+
+def find_row(driver: str, op: str, subop: str, context: str) -> Row | None:
+    """The row for this call in this context, or None when the call fires no event."""
+    for row in HOOK_TABLE:
+        if (row.driver, row.op, row.subop) == (driver, op, subop) and row.context in (
+            ANY,
+            context,
+        ):
+            return row
+    return None
+
+
+def has_rows(driver: str, op: str, subop: str) -> bool:
+    """Whether this call can fire an event in some context."""
+    return any((r.driver, r.op, r.subop) == (driver, op, subop) for r in HOOK_TABLE)
+
+
+def release_context(reason: str) -> str:
+    """The stop context that a libvirt >= 10.5 ``release end <reason>`` names."""
+    return RELEASE_REASON_CONTEXT.get(reason, "destroy")

@@ -1,0 +1,220 @@
+"""What the hook remembers between libvirt's calls, in ``state_dir``.
+
+libvirt uses the same calls (``prepare``, ``started``, ``stopped``, ``release``) for a cold
+boot, a restore and an incoming migration, and on libvirt < 10.5 for a destroy, a save and
+a migration out. The bridge tells them apart with small files keyed by domain UUID (never
+by name: a name may hold any character):
+
+- ``markers/<uuid>``: written at ``migrate begin``/``restore begin``, taken at the
+  ``prepare`` that follows within ``MARKER_TTL`` seconds; an older one is stale.
+- ``domains/<uuid>.start``: how the running domain was started (``fresh``, ``restore``,
+  ``migrate``), read at ``started``.
+- ``domains/<uuid>.stop``: why it stopped (``destroy``, ``saved``, ``migrated``), decided
+  at ``stopped`` and read at ``release``, where libvirt < 10.5 no longer says.
+
+On the hook's fast path: standard library only, plain file operations.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+MARKER_TTL = 120.0
+FRESH = "fresh"
+RESTORE = "restore"
+MIGRATE = "migrate"
+DESTROY = "destroy"
+SAVED = "saved"
+MIGRATED = "migrated"
+
+START_KINDS = (FRESH, RESTORE, MIGRATE)
+STOP_KINDS = (DESTROY, SAVED, MIGRATED)
+
+# libvirt's own status files; the hook runs in the daemon's mount namespace.
+QEMU_STATUS_DIR = "/run/libvirt/qemu"
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def is_uuid(text: str) -> bool:
+    """Whether ``text`` is a UUID in libvirt's 8-4-4-4-12 form (safe as a file name)."""
+    if len(text) != 36:
+        return False
+    for i, ch in enumerate(text):
+        if i in (8, 13, 18, 23):
+            if ch != "-":
+                return False
+        elif ch not in _HEX:
+            return False
+    return True
+
+
+def domain_uuid(xml: bytes) -> str | None:
+    """The domain's UUID from libvirt's XML without parsing it.
+
+    libvirt writes ``<uuid>`` right after ``<name>``, before any metadata, so the first
+    ``<uuid>`` element is the domain's own.
+    """
+    start = xml.find(b"<uuid>")
+    if start < 0:
+        return None
+    end = xml.find(b"</uuid>", start)
+    if end < 0:
+        return None
+    text = xml[start + 6 : end].strip().decode("ascii", "replace").lower()
+    return text if is_uuid(text) else None
+
+
+def safe_domain_name(name: str) -> bool:
+    """Whether a domain name can be used to build libvirt's status file path."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\0" not in name
+
+
+class State:
+    """The bridge's per-domain bookkeeping under ``state_dir``."""
+
+    __slots__ = ("root",)
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def _path(self, kind: str, name: str) -> str:
+        return os.path.join(self.root, kind, name)
+
+    def _write(self, kind: str, name: str, value: str) -> None:
+        directory = os.path.join(self.root, kind)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        path = os.path.join(directory, name)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            f.write(value)
+        os.replace(tmp, path)
+
+    def _read(self, kind: str, name: str) -> str | None:
+        try:
+            with open(self._path(kind, name)) as f:
+                return f.read().strip()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def _remove(self, kind: str, name: str) -> None:
+        try:
+            os.unlink(self._path(kind, name))
+        except FileNotFoundError:
+            pass
+
+    def set_marker(self, uuid: str, start_kind: str) -> None:
+        self._write("markers", uuid, start_kind)
+
+    def take_marker(self, uuid: str, ttl: float = MARKER_TTL) -> str | None:
+        """The start kind a fresh marker announces (and remove it); None if none or stale."""
+        path = self._path("markers", uuid)
+        try:
+            age = time.time() - os.stat(path).st_mtime
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        kind = self._read("markers", uuid)
+        self._remove("markers", uuid)
+        return kind if age <= ttl and kind in START_KINDS else None
+
+    def clear_marker(self, uuid: str) -> None:
+        self._remove("markers", uuid)
+
+    def remove_stale_markers(self, ttl: float = MARKER_TTL) -> list[str]:
+        """Remove markers older than ``ttl``; return their UUIDs."""
+        removed: list[str] = []
+        directory = os.path.join(self.root, "markers")
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return removed
+        now = time.time()
+        for entry in entries:
+            try:
+                if now - entry.stat().st_mtime > ttl:
+                    os.unlink(entry.path)
+                    removed.append(entry.name)
+            except FileNotFoundError:
+                pass
+        return removed
+
+    def set_start_kind(self, uuid: str, kind: str) -> None:
+        self._write("domains", f"{uuid}.start", kind)
+
+    def start_kind(self, uuid: str) -> str | None:
+        kind = self._read("domains", f"{uuid}.start")
+        return kind if kind in START_KINDS else None
+
+    def set_stop_kind(self, uuid: str, kind: str) -> None:
+        self._write("domains", f"{uuid}.stop", kind)
+
+    def stop_kind(self, uuid: str) -> str | None:
+        kind = self._read("domains", f"{uuid}.stop")
+        return kind if kind in STOP_KINDS else None
+
+    def forget_domain(self, uuid: str) -> None:
+        """Drop everything known about a domain that is gone from this host."""
+        self._remove("domains", f"{uuid}.start")
+        self._remove("domains", f"{uuid}.stop")
+        self._remove("markers", uuid)
+
+
+def stop_kind_from_status(status_xml: bytes) -> str:
+    """Why a domain stopped, from libvirt's status file as it is at ``stopped end``.
+
+    The ``<domstatus>`` root still holds the state from before the stop: paused for a
+    save (reason ``save``) or a finished outgoing migration (reason ``migration`` with an
+    outgoing migration job). Anything else is a destroy, shutdown, crash or failed start.
+    """
+    start = status_xml.find(b"<domstatus")
+    if start < 0:
+        return DESTROY
+    end = status_xml.find(b">", start)
+    attrs = _attributes(status_xml[start:end])
+    if attrs.get("state") != "paused":
+        return DESTROY
+    reason = attrs.get("reason")
+    if reason == "save":
+        return SAVED
+    if reason == "migration" and _has_outgoing_migration_job(status_xml):
+        return MIGRATED
+    return DESTROY
+
+
+def _has_outgoing_migration_job(status_xml: bytes) -> bool:
+    start = status_xml.find(b"<job ")
+    if start < 0:
+        return False
+    end = status_xml.find(b">", start)
+    return _attributes(status_xml[start:end]).get("async") == "migration out"
+
+
+def _attributes(tag: bytes) -> dict[str, str]:
+    """Attributes of one start tag; enough for libvirt's own machine-written files."""
+    attrs: dict[str, str] = {}
+    text = tag.decode("utf-8", "replace")
+    i = 0
+    while True:
+        eq = text.find("=", i)
+        if eq < 0 or eq + 1 >= len(text):
+            return attrs
+        quote = text[eq + 1]
+        if quote not in "'\"":
+            return attrs
+        close = text.find(quote, eq + 2)
+        if close < 0:
+            return attrs
+        key = text[i:eq].split()[-1] if text[i:eq].split() else ""
+        attrs[key] = text[eq + 2 : close]
+        i = close + 1
+
+
+def read_status_file(name: str, status_dir: str = QEMU_STATUS_DIR) -> bytes | None:
+    """The head of libvirt's status file for domain ``name``, or None."""
+    if not safe_domain_name(name):
+        return None
+    try:
+        with open(os.path.join(status_dir, f"{name}.xml"), "rb") as f:
+            return f.read(65536)
+    except OSError:
+        return None
