@@ -22,6 +22,7 @@ DEFAULTS: dict[str, object] = {
     "log_file": "/var/log/libvirt/libvirt-bridge.log",
     "script_timeout": 300.0,
     "libvirt_uri": "qemu:///system",
+    "qemu_status_dir": "/run/libvirt/qemu",
 }
 
 KEY_HELP: dict[str, str] = {
@@ -30,9 +31,10 @@ KEY_HELP: dict[str, str] = {
     "log_file": "absolute path of the log file (one line per script run)",
     "script_timeout": "seconds a script may run before its process group is killed; 0: none",
     "libvirt_uri": "libvirt connection URI used by the listener and the commands",
+    "qemu_status_dir": "where the qemu driver keeps its status files (<name>.xml)",
 }
 
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 
 
 class ConfigError(Exception):
@@ -42,7 +44,15 @@ class ConfigError(Exception):
 class Config:
     """Validated configuration values."""
 
-    __slots__ = ("hooks_dirs", "libvirt_uri", "log_file", "path", "script_timeout", "state_dir")
+    __slots__ = (
+        "hooks_dirs",
+        "libvirt_uri",
+        "log_file",
+        "path",
+        "qemu_status_dir",
+        "script_timeout",
+        "state_dir",
+    )
 
     def __init__(self, values: dict[str, object], path: str) -> None:
         self.path = path
@@ -51,6 +61,7 @@ class Config:
         self.log_file = str(values["log_file"])
         self.script_timeout = float(values["script_timeout"])  # type: ignore[arg-type]
         self.libvirt_uri = str(values["libvirt_uri"])
+        self.qemu_status_dir = str(values["qemu_status_dir"])
 
 
 def config_path(environ: dict[str, str] | os._Environ[str] | None = None) -> str:

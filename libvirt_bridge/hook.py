@@ -154,7 +154,7 @@ def _context(call: HookCall, config: Config, log: Log, uuid: str, xml: bytes) ->
         if call.op == "started":
             return state.start_kind(uuid) or FRESH
         if call.op == "stopped":
-            status = read_status_file(call.obj)
+            status = read_status_file(call.obj, config.qemu_status_dir)
             kind = stop_kind_from_status(status) if status else DESTROY
             state.set_stop_kind(uuid, kind)
             return kind

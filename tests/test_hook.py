@@ -1,0 +1,280 @@
+"""Every row of the mapping table, driven through the installed launcher as libvirt does."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Bridge, domain_xml, uuid_of
+
+from libvirt_bridge import mapping
+
+STATUS_SAVE = b"<domstatus state='paused' reason='save' pid='1'>\n<domain type='kvm'/>\n"
+STATUS_MIGRATED = (
+    b"<domstatus state='paused' reason='migration' pid='1'>\n"
+    b"  <job type='none' async='migration out' phase='perform3'/>\n<domain/>\n"
+)
+STATUS_INCOMING = (
+    b"<domstatus state='paused' reason='migration' pid='1'>\n"
+    b"  <job type='none' async='migration in' phase='prepare'/>\n<domain/>\n"
+)
+STATUS_DESTROY = b"<domstatus state='shutdown' reason='unknown' pid='1'>\n<domain/>\n"
+
+
+def probe_all(bridge: Bridge) -> None:
+    for event in mapping.EVENTS:
+        bridge.probe(event)
+
+
+def status_bridge(tmp_path: Path) -> tuple[Bridge, Path]:
+    status_dir = tmp_path / "qemu-status"
+    status_dir.mkdir()
+    return Bridge(tmp_path, qemu_status_dir=str(status_dir)), status_dir
+
+
+def test_cold_start_fires_before_and_after_vm_start(bridge: Bridge) -> None:
+    probe_all(bridge)
+    xml = domain_xml("vm1")
+    for op in ("prepare", "start", "started"):
+        assert bridge.qemu("vm1", op, "begin", xml).returncode == 0
+    records = bridge.wait_async(2)
+    assert [r["event"] for r in records] == ["before_vm_start", "after_vm_start"]
+    for record in records:
+        assert record["env"]["vmId"] == uuid_of(xml)
+        assert record["xml"] == xml.decode()
+
+
+def test_restore_fires_dehibernate_and_no_start_events(bridge: Bridge) -> None:
+    probe_all(bridge)
+    xml = domain_xml("vm1")
+    assert bridge.qemu("vm1", "restore", "begin", xml).returncode == 0
+    for op in ("prepare", "start", "started"):
+        assert bridge.qemu("vm1", op, "begin", xml).returncode == 0
+    records = bridge.wait_async(2)
+    assert [r["event"] for r in records] == ["before_vm_dehibernate", "after_vm_dehibernate"]
+
+
+def test_incoming_migration_fires_only_migrate_destination(bridge: Bridge) -> None:
+    probe_all(bridge)
+    xml = domain_xml("vm1")
+    assert bridge.qemu("vm1", "migrate", "begin", xml).returncode == 0
+    for op in ("prepare", "start", "started"):
+        assert bridge.qemu("vm1", op, "begin", xml).returncode == 0
+    assert [r["event"] for r in bridge.wait_async()] == ["before_vm_migrate_destination"]
+
+
+def test_marker_is_used_once(bridge: Bridge) -> None:
+    probe_all(bridge)
+    xml = domain_xml("vm1")
+    bridge.qemu("vm1", "restore", "begin", xml)
+    bridge.qemu("vm1", "prepare", "begin", xml)
+    bridge.qemu("vm1", "prepare", "begin", xml)
+    assert bridge.events() == ["before_vm_dehibernate", "before_vm_start"]
+
+
+def test_stale_marker_is_ignored(bridge: Bridge) -> None:
+    probe_all(bridge)
+    xml = domain_xml("vm1")
+    bridge.qemu("vm1", "migrate", "begin", xml)
+    marker = bridge.state / "markers" / uuid_of(xml)
+    old = time.time() - 3600
+    os.utime(marker, (old, old))
+    bridge.qemu("vm1", "prepare", "begin", xml)
+    assert bridge.events() == ["before_vm_migrate_destination", "before_vm_start"]
+    assert not marker.exists()
+
+
+def test_vetoed_migration_leaves_no_marker(bridge: Bridge) -> None:
+    bridge.script("before_vm_migrate_destination", "10_no", "#!/bin/sh\necho no >&2\nexit 1\n")
+    bridge.probe("before_vm_start")
+    xml = domain_xml("vm1")
+    assert bridge.qemu("vm1", "migrate", "begin", xml).returncode == 1
+    assert not (bridge.state / "markers" / uuid_of(xml)).exists()
+    bridge.qemu("vm1", "prepare", "begin", xml)
+    assert bridge.events() == ["before_vm_start"]
+
+
+def test_daemon_start_removes_markers_of_interrupted_operations(bridge: Bridge) -> None:
+    probe_all(bridge)
+    xml = domain_xml("vm1")
+    bridge.qemu("vm1", "restore", "begin", xml)
+    bridge.daemon("start", "start")
+    bridge.qemu("vm1", "prepare", "begin", xml)
+    assert bridge.events() == ["before_vm_dehibernate", "before_vdsm_start", "before_vm_start"]
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (STATUS_DESTROY, ["before_vm_destroy", "after_vm_destroy"]),
+        (None, ["before_vm_destroy", "after_vm_destroy"]),
+        (STATUS_SAVE, ["after_vm_hibernate"]),
+        (STATUS_MIGRATED, ["after_vm_migrate_source"]),
+        (STATUS_INCOMING, ["before_vm_destroy", "after_vm_destroy"]),
+    ],
+    ids=["destroy", "no-status-file", "save", "migrated-out", "failed-incoming"],
+)
+def test_stop_reason_from_status_file(
+    tmp_path: Path, status: bytes | None, expected: list[str]
+) -> None:
+    bridge, status_dir = status_bridge(tmp_path)
+    probe_all(bridge)
+    xml = domain_xml("vm 1")
+    if status is not None:
+        (status_dir / "vm 1.xml").write_bytes(status)
+    assert bridge.qemu("vm 1", "stopped", "end", xml).returncode == 0
+    (status_dir / "vm 1.xml").unlink(missing_ok=True)
+    assert bridge.qemu("vm 1", "release", "end", xml).returncode == 0
+    assert [r["event"] for r in bridge.wait_async(len(expected))] == expected
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        ("destroyed", "after_vm_destroy"),
+        ("shutdown", "after_vm_destroy"),
+        ("crashed", "after_vm_destroy"),
+        ("from snapshot", "after_vm_destroy"),
+        ("saved", "after_vm_hibernate"),
+        ("migrated", "after_vm_migrate_source"),
+    ],
+)
+def test_release_reason_of_newer_libvirt_wins(tmp_path: Path, reason: str, expected: str) -> None:
+    bridge, status_dir = status_bridge(tmp_path)
+    probe_all(bridge)
+    xml = domain_xml("vm1")
+    (status_dir / "vm1.xml").write_bytes(STATUS_DESTROY)
+    bridge.qemu("vm1", "stopped", "end", xml)
+    assert bridge.qemu("vm1", "release", "end", xml, extra=reason).returncode == 0
+    events = [r["event"] for r in bridge.wait_async()]
+    assert events[-1] == expected
+
+
+def test_release_forgets_the_domain(tmp_path: Path) -> None:
+    bridge, _ = status_bridge(tmp_path)
+    xml = domain_xml("vm1")
+    bridge.qemu("vm1", "prepare", "begin", xml)
+    bridge.qemu("vm1", "stopped", "end", xml)
+    bridge.qemu("vm1", "release", "end", xml)
+    assert list((bridge.state / "domains").iterdir()) == []
+
+
+def test_daemon_hook_fires_for_qemu_daemons_only(bridge: Bridge) -> None:
+    probe_all(bridge)
+    for parent in ("virtnetworkd", "virtstoraged", "bash"):
+        assert bridge.daemon("start", "start", parent=parent).returncode == 0
+        assert bridge.daemon("shutdown", "shutdown", parent=parent).returncode == 0
+    assert bridge.wait_async() == []
+    assert "virtnetworkd" in bridge.log_text()
+    for parent in ("libvirtd", "virtqemud"):
+        bridge.daemon("start", "start", parent=parent)
+        bridge.daemon("shutdown", "shutdown", parent=parent)
+    records = bridge.wait_async(4)
+    assert [r["event"] for r in records] == [
+        "before_vdsm_start",
+        "after_vdsm_stop",
+        "before_vdsm_start",
+        "after_vdsm_stop",
+    ]
+    for record in records:
+        assert record["xml"] == ""
+        assert "vmId" not in record["env"]
+
+
+@pytest.mark.parametrize(
+    ("op", "subop", "extra"),
+    [
+        ("start", "begin", "-"),
+        ("reconnect", "begin", "-"),
+        ("attach", "begin", "-"),
+        ("frobnicate", "x", "y"),
+    ],
+)
+def test_calls_without_event_fire_nothing(bridge: Bridge, op: str, subop: str, extra: str) -> None:
+    probe_all(bridge)
+    result = bridge.qemu("vm1", op, subop, domain_xml(), extra=extra)
+    assert result.returncode == 0
+    assert result.stdout == b""
+    assert bridge.wait_async() == []
+
+
+def test_unknown_operation_is_logged(bridge: Bridge) -> None:
+    assert bridge.qemu("vm1", "frobnicate", "begin", domain_xml()).returncode == 0
+    assert "frobnicate" in bridge.log_text()
+    assert bridge.daemon("reload", "SIGHUP", subop="begin").returncode == 0
+
+
+def test_failures_where_libvirt_would_kill_the_vm_exit_zero(bridge: Bridge) -> None:
+    failing = "#!/bin/sh\necho broken >&2\nexit 1\n"
+    bridge.script("before_vm_destroy", "10_fail", failing)
+    bridge.script("before_vdsm_start", "10_fail", failing)
+    xml = domain_xml("vm1")
+    for op, subop in (
+        ("started", "begin"),
+        ("reconnect", "begin"),
+        ("stopped", "end"),
+        ("release", "end"),
+    ):
+        assert bridge.qemu("vm1", op, subop, xml).returncode == 0
+    assert bridge.daemon("start", "start").returncode == 0
+    assert "broken" in bridge.log_text()
+
+
+def test_wrong_argument_count_is_a_usage_error(bridge: Bridge) -> None:
+    result = bridge.call("qemu", "vm1", "prepare", "begin", "-")
+    assert result.returncode == 0
+    import subprocess
+
+    short = subprocess.run([str(bridge.launchers / "qemu"), "vm1", "prepare"], capture_output=True)
+    assert short.returncode == 2
+    assert b"expected 4 arguments" in short.stderr
+
+
+def test_cli_hook_subcommand_is_the_same_entry_point(bridge: Bridge) -> None:
+    import subprocess
+    import sys
+
+    bridge.probe("before_vm_start")
+    env = {"PATH": os.environ["PATH"], "LIBVIRT_BRIDGE_CONFIG": str(bridge.config)}
+    cmd = [sys.executable, "-m", "libvirt_bridge", "hook", "qemu", "vm1", "prepare", "begin", "-"]
+    result = subprocess.run(cmd, input=domain_xml("vm1"), env=env, capture_output=True, cwd="/")
+    assert result.returncode == 0, result.stderr
+    assert bridge.events() == ["before_vm_start"]
+
+
+def test_fast_path_imports_nothing_heavy(bridge: Bridge) -> None:
+    """An event with no scripts must not import lxml, libvirt, subprocess or tomllib."""
+    import subprocess
+    import sys
+
+    from libvirt_bridge.launcher import import_path
+
+    code = (
+        "import io, sys\n"
+        f"sys.path[:0] = {import_path()!r}\n"
+        "from libvirt_bridge.hook import run\n"
+        f"xml = io.BytesIO({domain_xml('vm1')!r})\n"
+        "for op in ('prepare', 'start', 'started'):\n"
+        "    xml.seek(0)\n"
+        f"    assert run('qemu', ['vm1', op, 'begin', '-'], {str(bridge.config)!r}, xml, io.BytesIO()) == 0\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    # Twice: the first call writes the config cache, the second must use it.
+    for _ in range(2):
+        out = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+    modules = set(out.stdout.split())
+    assert not modules & {
+        "lxml",
+        "libvirt",
+        "subprocess",
+        "tomllib",
+        "re",
+        "typing",
+        "logging",
+        "json",
+    }
