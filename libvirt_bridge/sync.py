@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 from . import domxml, mapping
-from .events import event_label, properties_of
+from .events import event_label
 from .log import say
 from .runner import EventRun, run_event, script_environment
 
@@ -41,7 +41,7 @@ def run_sync(
     props: dict[str, str] = {}
     if row.xml != mapping.XML_NONE:
         try:
-            props = properties_of(data)
+            props = domxml.custom_properties(domxml.parse(data))
         except domxml.XMLError as exc:
             if row.veto:
                 say(

@@ -258,7 +258,8 @@ def test_fast_path_imports_nothing_heavy(bridge: Bridge) -> None:
         f"xml = io.BytesIO({domain_xml('vm1')!r})\n"
         "for op in ('prepare', 'start', 'started'):\n"
         "    xml.seek(0)\n"
-        f"    assert run('qemu', ['vm1', op, 'begin', '-'], {str(bridge.config)!r}, xml, io.BytesIO()) == 0\n"
+        f"    argv = ['vm1', op, 'begin', '-']\n"
+        f"    assert run('qemu', argv, {str(bridge.config)!r}, xml, io.BytesIO()) == 0\n"
         "print(' '.join(sorted(sys.modules)))\n"
     )
     # Twice: the first call writes the config cache, the second must use it.
