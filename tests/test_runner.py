@@ -403,3 +403,22 @@ def test_config_cache_follows_edits(bridge: Bridge, tmp_path: Path) -> None:
     prepare(bridge, domain_xml())
     assert [r["script"] for r in bridge.read_records()] == ["50_probe", "99_other"]
     assert stat.S_ISREG(os.stat(bridge.config.parent / ".libvirt-bridge.toml.cache").st_mode)
+
+
+def test_scripts_import_the_hooking_module_both_ways(bridge: Bridge) -> None:
+    body = f"""#!{sys.executable}
+import sys
+try:
+    import hooking
+    from vdsm.hook import hooking as vdsm_hooking
+except ImportError as exc:
+    sys.exit(f"{{exc}}")
+doc = hooking.read_domxml()
+if doc.getElementsByTagName("name")[0].firstChild.data != "vm1":
+    sys.exit("wrong XML")
+hooking.write_domxml(doc)
+vdsm_hooking.exit_hook("fine", return_code=0)
+"""
+    bridge.script("before_vm_start", "50_uses_hooking", body)
+    result = prepare(bridge, domain_xml("vm1"))
+    assert result.returncode == 0, result.stderr
