@@ -50,6 +50,14 @@ class Row:
         self.xml = xml
 
     @property
+    def libvirt_argv(self) -> str:
+        """How libvirt calls it: ``qemu NAME prepare begin -``, ``daemon - start - start``."""
+        if self.driver == "daemon":
+            return f"daemon - {self.op} {self.subop} {self.op}"
+        extra = "REASON" if self.op == "release" else "-"
+        return f"qemu NAME {self.op} {self.subop} {extra}"
+
+    @property
     def trigger(self) -> str:
         """The libvirt call as an operator reads it, e.g. ``qemu prepare begin (fresh)``."""
         call = f"{self.driver} {self.op} {self.subop}"
@@ -123,3 +131,29 @@ def has_rows(driver: str, op: str, subop: str) -> bool:
 def release_context(reason: str) -> str:
     """The stop context that a libvirt >= 10.5 ``release end <reason>`` names."""
     return RELEASE_REASON_CONTEXT.get(reason, "destroy")
+
+
+def markdown_table() -> str:
+    """The table as the README shows it (a test keeps the two equal)."""
+    lines = [
+        "| VDSM event | libvirt call | when | runs | can veto | XML |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in HOOK_TABLE:
+        call = f"`{row.libvirt_argv}`"
+        when = CONTEXT_TEXT[row.context]
+        veto = "yes" if row.veto else "no"
+        xml = {XML_NONE: "none", XML_READ_ONLY: "read-only", XML_WRITABLE: "writable (stdout)"}
+        lines.append(f"| {row.event} | {call} | {when} | {row.mode} | {veto} | {xml[row.xml]} |")
+    return "\n".join(lines) + "\n"
+
+
+CONTEXT_TEXT: dict[str, str] = {
+    ANY: "always",
+    "fresh": "a cold boot",
+    "restore": "after a restore or a managed-save start",
+    "migrate": "an incoming migration",
+    "destroy": "destroy, shutdown, crash or failed start",
+    "saved": "save or managedsave",
+    "migrated": "migrated out",
+}

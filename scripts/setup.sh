@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what libvirt-bridge needs to run, test and demo on Debian/Ubuntu, as root:
+# libvirt 9+ and QEMU from the distribution, then a venv in .venv with this package
+# (editable) and its test tools. Idempotent; starts no service.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(libvirt-daemon-system qemu-system-x86 libvirt-clients libvirt-dev pkg-config
+          python3-venv python3-dev gcc util-linux)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Debian's interpreter: libvirt-python is built against the distribution's libvirt.
+if [ ! -x .venv/bin/python ]; then
+    /usr/bin/python3 -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e '.[test]'
+echo "setup: done; the bridge is .venv/bin/libvirt-bridge"

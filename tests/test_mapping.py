@@ -1,0 +1,61 @@
+"""The mapping table: one table, read by the hook, the docs and the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from libvirt_bridge import mapping
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_shows_the_code_table() -> None:
+    assert mapping.markdown_table() in README.read_text()
+
+
+def test_each_call_and_context_has_one_row() -> None:
+    keys = [(r.driver, r.op, r.subop, r.context) for r in mapping.HOOK_TABLE]
+    assert len(keys) == len(set(keys))
+
+
+def test_only_before_events_run_sync_and_only_sync_events_veto() -> None:
+    for row in mapping.HOOK_TABLE:
+        assert (row.mode == mapping.SYNC) == row.event.startswith("before_"), row
+        if row.veto:
+            assert row.mode == mapping.SYNC, row
+        if row.xml == mapping.XML_WRITABLE:
+            assert row.op in ("migrate", "restore"), row
+
+
+def test_calls_where_failure_kills_the_vm_never_veto() -> None:
+    for row in mapping.HOOK_TABLE:
+        if (row.driver, row.op) in mapping.ALWAYS_SUCCEED:
+            assert not row.veto, row
+
+
+def test_find_row_uses_the_context() -> None:
+    start = mapping.find_row("qemu", "started", "begin", "fresh")
+    restored = mapping.find_row("qemu", "started", "begin", "restore")
+    assert start is not None and start.event == "after_vm_start"
+    assert restored is not None and restored.event == "after_vm_dehibernate"
+    assert mapping.find_row("qemu", "started", "begin", "migrate") is None
+    assert mapping.find_row("qemu", "nothing", "begin", "fresh") is None
+
+
+def test_release_reasons_of_newer_libvirt() -> None:
+    assert mapping.release_context("saved") == "saved"
+    assert mapping.release_context("migrated") == "migrated"
+    for reason in (
+        "destroyed",
+        "shutdown",
+        "crashed",
+        "failed",
+        "daemon",
+        "unknown",
+        "from snapshot",
+    ):
+        assert mapping.release_context(reason) == "destroy"
+
+
+def test_events_lists_every_event_once() -> None:
+    assert len(mapping.EVENTS) == len(set(mapping.EVENTS)) == 11

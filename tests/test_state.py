@@ -1,0 +1,56 @@
+"""Bookkeeping helpers: UUIDs from raw XML, status files, markers."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from libvirt_bridge import state
+
+U = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+
+
+def test_uuid_is_the_domains_own() -> None:
+    xml = (
+        f"<domain><name>x</name><uuid> {U.upper()} </uuid><metadata><a xmlns='n'>"
+        "<uuid>ffffffff-ffff-ffff-ffff-ffffffffffff</uuid></a></metadata></domain>"
+    ).encode()
+    assert state.domain_uuid(xml) == U
+
+
+def test_bad_uuids_are_refused() -> None:
+    for text in ("", "<uuid>../../etc/passwd</uuid>", "<uuid>" + U[:-1] + "g</uuid>", "<uuid>x"):
+        assert state.domain_uuid(text.encode()) is None
+
+
+def test_stop_kinds_from_status() -> None:
+    assert state.stop_kind_from_status(b"<domstatus state='paused' reason='save'>") == "saved"
+    assert state.stop_kind_from_status(b'<domstatus state="running" reason="booted">') == "destroy"
+    migrated = (
+        b"<domstatus state='paused' reason='migration' pid='3'>\n"
+        b"<job type='none' async='migration out' phase='perform3'/>"
+    )
+    assert state.stop_kind_from_status(migrated) == "migrated"
+    incoming = migrated.replace(b"migration out", b"migration in")
+    assert state.stop_kind_from_status(incoming) == "destroy"
+    assert state.stop_kind_from_status(b"garbage") == "destroy"
+
+
+def test_status_file_names_are_never_paths(tmp_path: Path) -> None:
+    (tmp_path / "ok.xml").write_bytes(b"<domstatus/>")
+    assert state.read_status_file("ok", str(tmp_path)) == b"<domstatus/>"
+    for name in ("../ok", "a/b", "..", "."):
+        assert state.read_status_file(name, str(tmp_path)) is None
+
+
+def test_markers_expire(tmp_path: Path) -> None:
+    s = state.State(str(tmp_path))
+    s.set_marker(U, "restore")
+    assert s.take_marker(U) == "restore"
+    assert s.take_marker(U) is None
+    s.set_marker(U, "migrate")
+    old = time.time() - 1000
+    os.utime(tmp_path / "markers" / U, (old, old))
+    assert s.remove_stale_markers(ttl=500) == [U]
+    assert s.take_marker(U) is None
