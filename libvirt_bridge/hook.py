@@ -38,8 +38,15 @@ if TYPE_CHECKING:
 QEMU_DAEMONS = frozenset({"libvirtd", "virtqemud"})
 
 
-def run_launcher(driver: str, argv: list[str], config_path: str) -> int:
-    """Called by an installed launcher with libvirt's argv (without the program name)."""
+def run_launcher(driver: str, argv: list[str], config_path: str, legacy: str = "") -> int:
+    """Called by an installed launcher with libvirt's argv (without the program name).
+
+    ``legacy`` is the foreign hook the installer kept beside the launcher, if any.
+    """
+    if legacy and os.path.exists(legacy):
+        from .legacy import run_with_legacy
+
+        return run_with_legacy(driver, argv, config_path, legacy)
     return run(driver, argv, config_path, sys.stdin.buffer, sys.stdout.buffer)
 
 
@@ -111,6 +118,7 @@ def _daemon_call(call: HookCall, config: Config, log: Log) -> int:
         # Modular hosts run one daemon per driver, and each calls the daemon hook.
         log.info(f"{call}: called by {parent!r}, not by a qemu daemon; no event")
         return 0
+    _record_daemon_call(config, log, call, parent)
     row = mapping.find_row("daemon", call.op, call.subop, mapping.ANY)
     if call.op == "start":
         # Whatever restore or migration was under way died with the previous daemon.
@@ -233,6 +241,23 @@ def _queue(
         return 0
     spawn_runner(config, log, key)
     return 0
+
+
+def _record_daemon_call(config: Config, log: Log, call: HookCall, parent: str) -> None:
+    """Note which daemon last looked for hooks: it does so at start and on SIGHUP only.
+
+    ``libvirt-bridge status`` compares this with the launchers' age to tell whether the
+    running daemon has picked them up.
+    """
+    if call.op not in ("start", "reload"):
+        return
+    try:
+        directory = os.path.join(config.state_dir, "daemon")
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        with open(os.path.join(directory, parent), "w") as f:
+            f.write(f"pid={os.getppid()}\nop={call.op}\n")
+    except OSError as exc:
+        log.error(f"{call}: cannot record the daemon call in {config.state_dir}: {exc.strerror}")
 
 
 def _parent_name() -> str:

@@ -29,8 +29,11 @@ def import_path() -> list[str]:
     return paths
 
 
-def render(driver: str, config_path: str, python: str | None = None) -> str:
-    """The text of the launcher for ``driver`` reading ``config_path``."""
+def render(driver: str, config_path: str, python: str | None = None, legacy: str = "") -> str:
+    """The text of the launcher for ``driver`` reading ``config_path``.
+
+    ``legacy``: the path of a foreign hook the launcher runs first ("" for none).
+    """
     if driver not in DRIVERS:
         raise ValueError(f"unknown hook driver {driver!r}; expected one of {DRIVERS}")
     template = resources.files("libvirt_bridge.assets").joinpath("launcher.in").read_text()
@@ -40,6 +43,7 @@ def render(driver: str, config_path: str, python: str | None = None) -> str:
         .replace("@SYS_PATH@", repr(import_path()))
         .replace("@DRIVER_REPR@", repr(driver))
         .replace("@CONFIG_REPR@", repr(os.path.abspath(config_path)))
+        .replace("@LEGACY_REPR@", repr(legacy))
     )
 
 
@@ -53,10 +57,10 @@ def is_ours(path: str) -> bool:
     return MARK.encode() in head
 
 
-def write(path: str, driver: str, config_path: str) -> None:
+def write(path: str, driver: str, config_path: str, legacy: str = "") -> None:
     """Write the launcher for ``driver`` at ``path`` (mode 0755), atomically."""
     tmp = f"{path}.tmp.{os.getpid()}"
     with open(tmp, "w") as f:
-        f.write(render(driver, config_path))
+        f.write(render(driver, config_path, legacy=legacy))
     os.chmod(tmp, 0o755)
     os.replace(tmp, path)
