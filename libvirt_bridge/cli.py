@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from . import __version__
-from .commands import hook
+from .commands import drain, hook, listen
 
-COMMANDS = (hook,)
+COMMANDS = (hook, listen, drain)
 
 
 def build_parser() -> argparse.ArgumentParser:

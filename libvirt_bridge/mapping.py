@@ -54,6 +54,8 @@ class Row:
         """How libvirt calls it: ``qemu NAME prepare begin -``, ``daemon - start - start``."""
         if self.driver == "daemon":
             return f"daemon - {self.op} {self.subop} {self.op}"
+        if self.driver == "listener":
+            return f"event {self.op.upper()}/{self.subop.upper()}"
         extra = "REASON" if self.op == "release" else "-"
         return f"qemu NAME {self.op} {self.subop} {extra}"
 
@@ -80,6 +82,15 @@ HOOK_TABLE: tuple[Row, ...] = (
     Row("qemu",   "release",  "end",   "destroy",  "after_vm_destroy",              ASYNC, False, XML_READ_ONLY),  # noqa: E501
     Row("qemu",   "release",  "end",   "saved",    "after_vm_hibernate",            ASYNC, False, XML_READ_ONLY),  # noqa: E501
     Row("qemu",   "release",  "end",   "migrated", "after_vm_migrate_source",       ASYNC, False, XML_READ_ONLY),  # noqa: E501
+    # libvirt has no hook for these: the listener fires them from lifecycle events, once
+    # the domain's state reason (the context here) shows what really happened.
+    Row("listener", "suspended", "paused",   "user",     "after_vm_pause",               ASYNC, False, XML_READ_ONLY),  # noqa: E501
+    Row("listener", "suspended", "paused",   "ioerror",  "after_vm_pause",               ASYNC, False, XML_READ_ONLY),  # noqa: E501
+    Row("listener", "suspended", "paused",   "watchdog", "after_vm_pause",               ASYNC, False, XML_READ_ONLY),  # noqa: E501
+    Row("listener", "suspended", "ioerror",  ANY,        "after_vm_pause",               ASYNC, False, XML_READ_ONLY),  # noqa: E501
+    Row("listener", "suspended", "watchdog", ANY,        "after_vm_pause",               ASYNC, False, XML_READ_ONLY),  # noqa: E501
+    Row("listener", "resumed",   "unpaused", "unpaused", "after_vm_cont",                ASYNC, False, XML_READ_ONLY),  # noqa: E501
+    Row("listener", "resumed",   "migrated", "migrated", "after_vm_migrate_destination", ASYNC, False, XML_READ_ONLY),  # noqa: E501
 )
 # fmt: on
 
@@ -141,7 +152,10 @@ def markdown_table() -> str:
     ]
     for row in HOOK_TABLE:
         call = f"`{row.libvirt_argv}`"
-        when = CONTEXT_TEXT[row.context]
+        if row.driver == "listener" and row.context:
+            when = f"state reason {row.context}"
+        else:
+            when = CONTEXT_TEXT[row.context]
         veto = "yes" if row.veto else "no"
         xml = {XML_NONE: "none", XML_READ_ONLY: "read-only", XML_WRITABLE: "writable (stdout)"}
         lines.append(f"| {row.event} | {call} | {when} | {row.mode} | {veto} | {xml[row.xml]} |")

@@ -58,4 +58,4 @@ def test_release_reasons_of_newer_libvirt() -> None:
 
 
 def test_events_lists_every_event_once() -> None:
-    assert len(mapping.EVENTS) == len(set(mapping.EVENTS)) == 11
+    assert len(mapping.EVENTS) == len(set(mapping.EVENTS)) == 14

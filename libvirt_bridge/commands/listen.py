@@ -1,0 +1,93 @@
+"""``libvirt-bridge listen``: the long-running listener for pause, continue and migrations."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from types import FrameType
+
+from .. import config
+from ..log import Log, say
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "listen",
+        help="fire after_vm_pause, after_vm_cont and after_vm_migrate_destination",
+        description=(
+            "Listen to libvirt's lifecycle events on libvirt_uri and fire the VDSM events "
+            "libvirt has no hook for: after_vm_pause, after_vm_cont and "
+            "after_vm_migrate_destination. Runs in the foreground (as a systemd service) "
+            "unless --background is given; reconnects when the daemon restarts."
+        ),
+        epilog=(
+            "examples: libvirt-bridge listen\n"
+            "          libvirt-bridge listen --background --pidfile /run/lb/listener.pid"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--pidfile", help="write the listener's pid here (removed on exit)")
+    parser.add_argument(
+        "--background", action="store_true", help="detach from the terminal and return at once"
+    )
+    parser.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        cfg = config.load()
+    except config.ConfigError as exc:
+        say(str(exc))
+        return 1
+    if args.background and _detach():
+        return 0
+    if args.pidfile:
+        try:
+            _write_pidfile(args.pidfile)
+        except OSError as exc:
+            say(f"cannot write pid file {args.pidfile}: {exc.strerror}")
+            return 1
+    from ..listener import Listener
+
+    listener = Listener(cfg, Log(cfg.log_file))
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        listener.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        listener.run()
+    finally:
+        if args.pidfile:
+            try:
+                os.unlink(args.pidfile)
+            except OSError:
+                pass
+    return 0
+
+
+def _detach() -> bool:
+    """Fork into the background; True in the parent, which should return."""
+    if os.fork():
+        return True
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115
+    return False
+
+
+def _write_pidfile(path: str) -> None:
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    os.replace(tmp, path)

@@ -1,0 +1,337 @@
+"""``libvirt-bridge listen``: fires the events libvirt has no hook for.
+
+- libvirt's default event loop is registered before any connection is opened and runs
+  in its own thread; the lifecycle callback only queues ``(uuid, name, event, detail)``,
+  so nothing blocks that thread (keepalive replies go on).
+- A worker thread reads each domain's state reason (``tracker.Tracker`` decides) and, for
+  a real pause, continue or finished incoming migration, fetches the XML and queues the
+  event into the domain's async queue, the same one the hook uses, so a pause's event
+  never overtakes the start's ``after_vm_start``.
+- The connection is watched (close callback, keepalive); when it drops, the listener
+  reconnects with back-off, registers its callbacks again and resynchronises: what it knew
+  of each domain is compared with the domain's state now, which also covers what changed
+  while the listener itself was not running (the known states are kept in ``state_dir``).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import threading
+
+import libvirt
+
+from .asyncq import Job, enqueue
+from .discovery import find_scripts
+from .tracker import SHUTOFF, DomainState, Tracker
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .config import Config
+    from .log import Log
+
+KEEPALIVE_INTERVAL = 5
+KEEPALIVE_COUNT = 3
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 15.0
+RESYNC = "resync"
+
+
+def _names(prefix: str) -> dict[int, str]:
+    return {
+        value: key[len(prefix) :].lower()
+        for key, value in vars(libvirt).items()
+        if key.startswith(prefix) and isinstance(value, int) and not key.endswith("_LAST")
+    }
+
+
+EVENT_NAMES = {
+    libvirt.VIR_DOMAIN_EVENT_DEFINED: "defined",
+    libvirt.VIR_DOMAIN_EVENT_UNDEFINED: "undefined",
+    libvirt.VIR_DOMAIN_EVENT_STARTED: "started",
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: "suspended",
+    libvirt.VIR_DOMAIN_EVENT_RESUMED: "resumed",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED: "stopped",
+    libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: "pmsuspended",
+    libvirt.VIR_DOMAIN_EVENT_CRASHED: "crashed",
+}
+DETAIL_NAMES = {
+    event: _names(f"VIR_DOMAIN_EVENT_{name.upper()}_") for event, name in EVENT_NAMES.items()
+}
+STATE_NAMES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+REASON_NAMES = {
+    libvirt.VIR_DOMAIN_RUNNING: _names("VIR_DOMAIN_RUNNING_"),
+    libvirt.VIR_DOMAIN_PAUSED: _names("VIR_DOMAIN_PAUSED_"),
+    libvirt.VIR_DOMAIN_SHUTOFF: _names("VIR_DOMAIN_SHUTOFF_"),
+}
+
+_loop_started = False
+_loop_lock = threading.Lock()
+
+
+def start_event_loop() -> None:
+    """Register libvirt's default event loop (once per process) and run it in a thread."""
+    global _loop_started
+    with _loop_lock:
+        if _loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+        thread = threading.Thread(target=_run_loop, name="libvirt-event-loop", daemon=True)
+        thread.start()
+        _loop_started = True
+
+
+def _run_loop() -> None:
+    while True:
+        libvirt.virEventRunDefaultImpl()
+
+
+def state_names(state: list[int]) -> DomainState:
+    code, reason = state[0], state[1]
+    return STATE_NAMES.get(code, str(code)), REASON_NAMES.get(code, {}).get(reason, str(reason))
+
+
+class Listener:
+    """One listener process: connection, callbacks, worker, async-queue hand-off."""
+
+    def __init__(self, config: Config, log: Log) -> None:
+        self.config = config
+        self.log = log
+        self.tracker = Tracker(self._load_known())
+        self.queue: queue.Queue[tuple[str, str, int, int] | str | None] = queue.Queue()
+        self.stopping = threading.Event()
+        self.closed = threading.Event()
+        self.connected = threading.Event()
+        self.conn: libvirt.virConnect | None = None
+        self.runners: list[subprocess.Popen[bytes]] = []
+        self.fired: list[tuple[str, str]] = []  # (event, uuid), for tests and the demo
+
+    # --- connection -----------------------------------------------------------------
+
+    def run(self) -> None:
+        """Listen until ``stop()``; reconnect with back-off when the daemon goes away."""
+        start_event_loop()
+        worker = threading.Thread(target=self._work, name="listener-worker", daemon=True)
+        worker.start()
+        backoff = BACKOFF_FIRST
+        try:
+            while not self.stopping.is_set():
+                try:
+                    self._connect()
+                except libvirt.libvirtError as exc:
+                    self.log.warning(
+                        f"listener: cannot connect to {self.config.libvirt_uri}: "
+                        f"{exc.get_error_message()}; retrying in {backoff:.1f}s"
+                    )
+                    self.stopping.wait(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+                    continue
+                backoff = BACKOFF_FIRST
+                while not self.stopping.is_set() and not self.closed.wait(0.2):
+                    pass
+                self._disconnect()
+        finally:
+            self.queue.put(None)
+            worker.join(timeout=10)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _connect(self) -> None:
+        conn = libvirt.openReadOnly(self.config.libvirt_uri)
+        self.closed.clear()
+        try:
+            conn.registerCloseCallback(self._on_close, None)
+        except libvirt.libvirtError:
+            pass  # drivers without a persistent connection (test://) have none
+        try:
+            conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
+        except libvirt.libvirtError:
+            pass
+        conn.domainEventRegisterAny(
+            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
+        )
+        self.conn = conn
+        self.queue.put(RESYNC)
+        self.connected.set()
+        self.log.info(f"listener: connected to {self.config.libvirt_uri}")
+
+    def _disconnect(self) -> None:
+        self.connected.clear()
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        try:
+            conn.unregisterCloseCallback()
+        except libvirt.libvirtError:
+            pass
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass
+        if not self.stopping.is_set():
+            self.log.warning(f"listener: lost {self.config.libvirt_uri}; reconnecting")
+
+    def _on_close(self, conn: libvirt.virConnect, reason: int, opaque: object) -> None:
+        self.closed.set()
+
+    def _on_lifecycle(
+        self, conn: libvirt.virConnect, dom: libvirt.virDomain, event: int, detail: int, _: object
+    ) -> None:
+        # libvirt's loop thread: queue and return, never call libvirt here.
+        try:
+            self.queue.put((dom.UUIDString(), dom.name(), event, detail))
+        except Exception as exc:  # an escaping exception would only be printed by libvirt
+            self.log.error(f"listener: dropped a lifecycle event: {exc!r}")
+
+    # --- worker ---------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            try:
+                if item == RESYNC:
+                    self._resync()
+                elif isinstance(item, tuple):
+                    self._handle(*item)
+            except libvirt.libvirtError as exc:
+                # The connection went away: the resync after reconnecting catches up.
+                self.log.warning(f"listener: {exc.get_error_message()}; will resync")
+            except Exception as exc:
+                self.log.error(f"listener: internal error: {exc!r}")
+            self._reap()
+
+    def _handle(self, uuid: str, name: str, event: int, detail: int) -> None:
+        event_name = EVENT_NAMES.get(event, str(event))
+        detail_name = DETAIL_NAMES.get(event, {}).get(detail, str(detail))
+        dom, current = self._lookup(uuid)
+        fired = self.tracker.observe(uuid, event_name, detail_name, current)
+        self._save_known(uuid)
+        if fired:
+            why = f"{event_name.upper()}/{detail_name.upper()}, state {current[0]}/{current[1]}"
+            self._fire(fired, name, uuid, dom, why)
+
+    def _resync(self) -> None:
+        conn = self.conn
+        if conn is None:
+            return
+        seen = set()
+        for dom in conn.listAllDomains():
+            uuid = dom.UUIDString()
+            seen.add(uuid)
+            current = state_names(dom.state())
+            missed = self.tracker.resync(uuid, current)
+            self._save_known(uuid)
+            if missed:
+                why = f"state {current[0]}/{current[1]} found on resync"
+                self._fire(missed, dom.name(), uuid, dom, why)
+        for uuid in set(self.tracker.known) - seen:
+            self.tracker.forget(uuid)
+            self._save_known(uuid)
+
+    def _lookup(self, uuid: str) -> tuple[libvirt.virDomain | None, DomainState]:
+        conn = self.conn
+        if conn is None:
+            raise libvirt.libvirtError("not connected")
+        try:
+            dom = conn.lookupByUUIDString(uuid)
+            return dom, state_names(dom.state())
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None, SHUTOFF
+            raise
+
+    def _fire(
+        self, event: str, name: str, uuid: str, dom: libvirt.virDomain | None, why: str
+    ) -> None:
+        self.fired.append((event, uuid))
+        scripts = find_scripts(self.config.hooks_dirs, event, self.log)
+        self.log.info(
+            f"listener: {event} domain={name!r} uuid={uuid} ({why}); {len(scripts)} script(s)"
+        )
+        if not scripts:
+            return
+        xml = b""
+        if dom is not None:
+            try:
+                xml = dom.XMLDesc(0).encode()
+            except libvirt.libvirtError as exc:
+                self.log.warning(f"listener: no XML for {name!r}: {exc.get_error_message()}")
+        try:
+            enqueue(self.config.state_dir, uuid, Job(event, name, uuid, xml))
+        except OSError as exc:
+            self.log.error(f"listener: cannot queue {event} for {name!r}: {exc.strerror}; lost")
+            return
+        self._spawn_runner(uuid)
+
+    def _spawn_runner(self, key: str) -> None:
+        # A fork of this multi-threaded process must exec at once: run the package again.
+        env = dict(os.environ, LIBVIRT_BRIDGE_CONFIG=self.config.path)
+        argv = [sys.executable, "-m", "libvirt_bridge", "drain", key]
+        try:
+            self.runners.append(
+                subprocess.Popen(
+                    argv,
+                    env=env,
+                    cwd="/",
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
+        except OSError as exc:
+            self.log.error(f"listener: cannot start the async runner: {exc.strerror}")
+
+    def _reap(self) -> None:
+        self.runners = [p for p in self.runners if p.poll() is None]
+
+    # --- known states, kept across restarts -----------------------------------------
+
+    def _known_dir(self) -> str:
+        return os.path.join(self.config.state_dir, "listener")
+
+    def _load_known(self) -> dict[str, DomainState]:
+        known: dict[str, DomainState] = {}
+        try:
+            names = os.listdir(self._known_dir())
+        except OSError:
+            return known
+        for uuid in names:
+            try:
+                with open(os.path.join(self._known_dir(), uuid)) as f:
+                    state, _, reason = f.read().strip().partition(" ")
+            except OSError:
+                continue
+            known[uuid] = (state, reason)
+        return known
+
+    def _save_known(self, uuid: str) -> None:
+        path = os.path.join(self._known_dir(), uuid)
+        try:
+            state = self.tracker.known.get(uuid)
+            if state is None:
+                if os.path.exists(path):
+                    os.unlink(path)
+                return
+            os.makedirs(self._known_dir(), mode=0o700, exist_ok=True)
+            tmp = f"{path}.tmp"
+            with open(tmp, "w") as f:
+                f.write(f"{state[0]} {state[1]}\n")
+            os.replace(tmp, path)
+        except OSError as exc:
+            self.log.error(f"listener: cannot keep state in {self._known_dir()}: {exc.strerror}")

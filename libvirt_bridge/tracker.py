@@ -1,0 +1,93 @@
+"""Deciding which lifecycle events are a real pause, continue or finished incoming migration.
+
+libvirt's event details cannot tell a user's pause from a save's, nor a user's resume from
+the resume of every boot and restore; the domain's state reason can. The reason is read
+when the event is handled, which may be after later changes (events come in bursts), so
+the tracker also remembers, per domain, the last state it settled on:
+
+- a pause fires ``after_vm_pause`` when the domain is paused for a pause reason (user,
+  I/O error, watchdog), or already running again with reason ``unpaused`` (a user's
+  resume ended it before we looked), unless it is already known to be paused that way;
+- a resume fires ``after_vm_cont`` only when the domain was known paused for a pause
+  reason, so the resume of a boot, a restore or a cancelled save fires nothing;
+- ``RESUMED/MIGRATED`` fires ``after_vm_migrate_destination`` when the domain came in by
+  migration (``STARTED/MIGRATED`` seen, or running with reason ``migrated``), not when
+  a failed outgoing migration resumes the source (reason ``migration_canceled``).
+
+Pure logic, no libvirt: states, reasons, events and details are libvirt's constant names,
+lower-cased (``paused``/``user``, ``suspended``/``paused``).
+"""
+
+from __future__ import annotations
+
+from . import mapping
+
+PAUSE_REASONS = frozenset({"user", "ioerror", "watchdog"})
+SHUTOFF = ("shutoff", "unknown")
+
+DomainState = tuple[str, str]
+
+
+class Tracker:
+    """What the listener knows of each domain, keyed by UUID."""
+
+    def __init__(self, known: dict[str, DomainState] | None = None) -> None:
+        self.known: dict[str, DomainState] = dict(known or {})
+        self.incoming: set[str] = set()
+
+    def paused_for_pause(self, uuid: str) -> bool:
+        state = self.known.get(uuid)
+        return state is not None and state[0] == "paused" and state[1] in PAUSE_REASONS
+
+    def observe(self, uuid: str, event: str, detail: str, current: DomainState) -> str | None:
+        """The VDSM event that this lifecycle event fires (or None); remembers the result."""
+        state, reason = current
+        fired: str | None = None
+        settled = current
+        if event == "suspended":
+            context = reason if state == "paused" else ""
+            if current == ("running", "unpaused"):
+                context = "user"
+            row = mapping.find_row("listener", event, detail, context)
+            if row is not None:
+                if not self.paused_for_pause(uuid):
+                    fired = row.event
+                settled = ("paused", context or detail)
+        elif event == "resumed" and detail == "unpaused":
+            if self.paused_for_pause(uuid) and (reason == "unpaused" or state == "paused"):
+                row = mapping.find_row("listener", event, detail, "unpaused")
+                fired = row.event if row else None
+                if state == "paused":
+                    # Paused again before we looked: the next SUSPENDED says how.
+                    settled = ("running", "unpaused")
+        elif event == "resumed" and detail == "migrated":
+            came_in = uuid in self.incoming or (state == "running" and reason == "migrated")
+            if came_in and reason != "migration_canceled":
+                row = mapping.find_row("listener", event, detail, "migrated")
+                fired = row.event if row else None
+            self.incoming.discard(uuid)
+        elif event == "started" and detail == "migrated":
+            self.incoming.add(uuid)
+        elif event in ("stopped", "undefined"):
+            self.incoming.discard(uuid)
+            settled = SHUTOFF
+        self.known[uuid] = settled
+        return fired
+
+    def resync(self, uuid: str, current: DomainState) -> str | None:
+        """After a gap (reconnect, restart): the event a changed state shows was missed."""
+        before = self.known.get(uuid)
+        self.known[uuid] = current
+        if before is None:
+            return None
+        was_paused = before[0] == "paused" and before[1] in PAUSE_REASONS
+        now_paused = current[0] == "paused" and current[1] in PAUSE_REASONS
+        if now_paused and not was_paused and before[0] == "running":
+            return "after_vm_pause"
+        if was_paused and current == ("running", "unpaused"):
+            return "after_vm_cont"
+        return None
+
+    def forget(self, uuid: str) -> None:
+        self.known.pop(uuid, None)
+        self.incoming.discard(uuid)

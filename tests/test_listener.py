@@ -1,0 +1,144 @@
+"""The listener against libvirt's in-process test driver (test:///default)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+from conftest import Bridge
+
+from libvirt_bridge.config import load
+from libvirt_bridge.listener import Listener
+from libvirt_bridge.log import Log
+
+
+@pytest.fixture
+def listening(bridge: Bridge) -> Iterator[tuple[Bridge, Listener, libvirt.virConnect]]:
+    bridge.write_config(libvirt_uri="test:///default")
+    for event in ("after_vm_pause", "after_vm_cont", "after_vm_migrate_destination"):
+        bridge.probe(event)
+    conn = libvirt.open("test:///default")
+    running(conn.lookupByName("test"))
+    config = load(str(bridge.config))
+    listener = Listener(config, Log(config.log_file))
+    thread = threading.Thread(target=listener.run, daemon=True)
+    thread.start()
+    assert listener.connected.wait(10)
+    yield bridge, listener, conn
+    listener.stop()
+    thread.join(10)
+    conn.close()
+
+
+def settle(listener: Listener) -> None:
+    deadline = time.monotonic() + 10
+    while not listener.queue.empty() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+
+
+def test_pause_and_resume_fire_once_each(
+    listening: tuple[Bridge, Listener, libvirt.virConnect],
+) -> None:
+    bridge, listener, conn = listening
+    dom = conn.lookupByName("test")
+    dom.suspend()
+    dom.resume()
+    records = bridge.wait_async(2)
+    assert [r["event"] for r in records] == ["after_vm_pause", "after_vm_cont"]
+    assert records[0]["env"]["vmId"] == dom.UUIDString()
+    assert "<name>test</name>" in str(records[0]["xml"])
+    settle(listener)
+    assert len(bridge.read_records()) == 2
+
+
+def test_save_and_restore_fire_nothing(
+    listening: tuple[Bridge, Listener, libvirt.virConnect], tmp_path: object
+) -> None:
+    bridge, listener, conn = listening
+    image = f"{tmp_path}/test.save"
+    conn.lookupByName("test").save(image)
+    conn.restore(image)
+    settle(listener)
+    assert bridge.wait_async() == []
+    assert listener.fired == []
+
+
+def run_briefly(bridge: Bridge) -> Listener:
+    config = load(str(bridge.config))
+    listener = Listener(config, Log(config.log_file))
+    thread = threading.Thread(target=listener.run, daemon=True)
+    thread.start()
+    assert listener.connected.wait(10)
+    settle(listener)
+    listener.stop()
+    thread.join(10)
+    return listener
+
+
+def test_a_pause_made_while_no_listener_ran_fires_once(bridge: Bridge) -> None:
+    bridge.write_config(libvirt_uri="test:///default")
+    bridge.probe("after_vm_pause")
+    conn = libvirt.open("test:///default")
+    dom = conn.lookupByName("test")
+    running(dom)
+    try:
+        assert run_briefly(bridge).fired == []
+        dom.suspend()
+        assert [e for e, _ in run_briefly(bridge).fired] == ["after_vm_pause"]
+        assert run_briefly(bridge).fired == []
+        assert [r["event"] for r in bridge.wait_async()] == ["after_vm_pause"]
+    finally:
+        running(dom)
+        conn.close()
+
+
+def running(dom: libvirt.virDomain) -> None:
+    state = dom.state()[0]
+    if state == libvirt.VIR_DOMAIN_PAUSED:
+        dom.resume()
+    elif state == libvirt.VIR_DOMAIN_SHUTOFF:
+        dom.create()
+
+
+def test_listen_command_pidfile_and_clean_stop(bridge: Bridge, tmp_path: Path) -> None:
+    bridge.write_config(libvirt_uri="test:///default")
+    pidfile = tmp_path / "run" / "listener.pid"
+    env = dict(os.environ, LIBVIRT_BRIDGE_CONFIG=str(bridge.config))
+    cmd = [
+        sys.executable,
+        "-m",
+        "libvirt_bridge",
+        "listen",
+        "--background",
+        "--pidfile",
+        str(pidfile),
+    ]
+    assert subprocess.run(cmd, env=env, timeout=30).returncode == 0
+    deadline = time.monotonic() + 10
+    while not ("connected to test:///default" in bridge.log_text() and pidfile.exists()):
+        assert time.monotonic() < deadline, bridge.log_text()
+        time.sleep(0.05)
+    pid = int(pidfile.read_text())
+    os.kill(pid, signal.SIGTERM)
+    while pidfile.exists():
+        assert time.monotonic() < deadline + 10
+        time.sleep(0.05)
+
+
+def test_listen_refuses_a_broken_config(bridge: Bridge) -> None:
+    bridge.config.write_text("libvirt_uri = 3\n")
+    env = dict(os.environ, LIBVIRT_BRIDGE_CONFIG=str(bridge.config))
+    result = subprocess.run(
+        [sys.executable, "-m", "libvirt_bridge", "listen"], env=env, capture_output=True, timeout=30
+    )
+    assert result.returncode == 1
+    assert b"libvirt_uri must be a non-empty string" in result.stderr

@@ -1,0 +1,121 @@
+"""The listener's decisions, event by event, including bursts and gaps."""
+
+from __future__ import annotations
+
+from libvirt_bridge.tracker import Tracker
+
+U = "uuid-1"
+RUNNING_BOOTED = ("running", "booted")
+RUNNING_UNPAUSED = ("running", "unpaused")
+PAUSED_USER = ("paused", "user")
+PAUSED_SAVE = ("paused", "save")
+SHUTOFF = ("shutoff", "saved")
+
+
+def play(tracker: Tracker, steps: list[tuple[str, str, tuple[str, str]]]) -> list[str]:
+    fired = []
+    for event, detail, current in steps:
+        result = tracker.observe(U, event, detail, current)
+        if result:
+            fired.append(result)
+    return fired
+
+
+def test_boot_fires_nothing() -> None:
+    steps = [("resumed", "unpaused", RUNNING_BOOTED), ("started", "booted", RUNNING_BOOTED)]
+    assert play(Tracker({U: ("shutoff", "destroyed")}), steps) == []
+
+
+def test_user_pause_and_resume() -> None:
+    t = Tracker({U: RUNNING_BOOTED})
+    assert play(t, [("suspended", "paused", PAUSED_USER)]) == ["after_vm_pause"]
+    assert play(t, [("resumed", "unpaused", RUNNING_UNPAUSED)]) == ["after_vm_cont"]
+
+
+def test_save_pause_fires_nothing_and_neither_does_a_cancelled_save() -> None:
+    t = Tracker({U: RUNNING_BOOTED})
+    assert play(t, [("suspended", "paused", PAUSED_SAVE), ("stopped", "saved", SHUTOFF)]) == []
+    t = Tracker({U: RUNNING_BOOTED})
+    steps = [
+        ("suspended", "paused", PAUSED_SAVE),
+        ("resumed", "unpaused", ("running", "save_canceled")),
+    ]
+    assert play(t, steps) == []
+
+
+def test_restore_fires_nothing() -> None:
+    t = Tracker({U: ("shutoff", "saved")})
+    steps = [
+        ("started", "restored", ("paused", "migration")),
+        ("resumed", "from_snapshot", ("running", "restored")),
+    ]
+    assert play(t, steps) == []
+
+
+def test_start_paused_then_resume() -> None:
+    t = Tracker({U: ("shutoff", "destroyed")})
+    steps = [("started", "booted", PAUSED_USER), ("suspended", "paused", PAUSED_USER)]
+    assert play(t, steps) == []
+    assert play(t, [("resumed", "unpaused", RUNNING_UNPAUSED)]) == ["after_vm_cont"]
+
+
+def test_burst_pause_resume_seen_late() -> None:
+    t = Tracker({U: RUNNING_BOOTED})
+    # Both events are handled after the resume: state() already says running/unpaused.
+    steps = [("suspended", "paused", RUNNING_UNPAUSED), ("resumed", "unpaused", RUNNING_UNPAUSED)]
+    assert play(t, steps) == ["after_vm_pause", "after_vm_cont"]
+
+
+def test_burst_pause_resume_pause_seen_late() -> None:
+    t = Tracker({U: RUNNING_BOOTED})
+    steps = [
+        ("suspended", "paused", PAUSED_USER),
+        ("resumed", "unpaused", PAUSED_USER),
+        ("suspended", "paused", PAUSED_USER),
+    ]
+    assert play(t, steps) == ["after_vm_pause", "after_vm_cont", "after_vm_pause"]
+
+
+def test_ioerror_pause_fires_once_even_with_two_events() -> None:
+    t = Tracker({U: RUNNING_BOOTED})
+    steps = [
+        ("suspended", "ioerror", ("paused", "ioerror")),
+        ("suspended", "paused", ("paused", "ioerror")),
+    ]
+    assert play(t, steps) == ["after_vm_pause"]
+
+
+def test_incoming_migration_completes_once() -> None:
+    t = Tracker()
+    steps = [
+        ("started", "migrated", ("paused", "migration")),
+        ("resumed", "migrated", ("running", "migrated")),
+    ]
+    assert play(t, steps) == ["after_vm_migrate_destination"]
+
+
+def test_cancelled_outgoing_migration_fires_nothing() -> None:
+    t = Tracker({U: RUNNING_BOOTED})
+    steps = [
+        ("suspended", "migrated", ("paused", "migration")),
+        ("resumed", "migrated", ("running", "migration_canceled")),
+    ]
+    assert play(t, steps) == []
+
+
+def test_migration_source_pause_fires_nothing() -> None:
+    t = Tracker({U: RUNNING_BOOTED})
+    steps = [
+        ("suspended", "migrated", ("paused", "migration")),
+        ("stopped", "migrated", ("shutoff", "migrated")),
+    ]
+    assert play(t, steps) == []
+
+
+def test_resync_finds_what_changed_while_away() -> None:
+    t = Tracker({U: RUNNING_BOOTED, "b": PAUSED_USER, "c": RUNNING_BOOTED})
+    assert t.resync(U, PAUSED_USER) == "after_vm_pause"
+    assert t.resync("b", RUNNING_UNPAUSED) == "after_vm_cont"
+    assert t.resync("c", RUNNING_BOOTED) is None
+    assert t.resync("new", PAUSED_USER) is None  # never seen: nothing can be said
+    assert t.resync(U, PAUSED_USER) is None  # no duplicate
