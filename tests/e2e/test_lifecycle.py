@@ -1,0 +1,259 @@
+"""What `virsh` actions fire, on real libvirt daemons in private sandboxes.
+
+Every hook script here is a probe that appends what it saw (event, domain name, vmId, the
+XML, custom properties) to a JSON-lines file, so each test asserts the exact ordered
+sequence of VDSM events per action.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from libvirt_bridge import mapping
+from libvirt_bridge.sandbox import Sandbox
+
+pytestmark = pytest.mark.libvirt
+
+OVIRT_METADATA = (
+    '<ovirt-vm:vm xmlns:ovirt-vm="http://ovirt.org/vm/1.0"><ovirt-vm:custom>'
+    "<ovirt-vm:pincpu>0</ovirt-vm:pincpu><ovirt-vm:label>ünï code</ovirt-vm:label>"
+    "</ovirt-vm:custom></ovirt-vm:vm>"
+)
+
+PROBE = """#!{python}
+import json, os, sys
+path = os.environ.get("_hook_domxml")
+xml = open(path, "rb").read().decode() if path else ""
+event = os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0])))
+record = {{"event": event, "vmId": os.environ.get("vmId"), "xml": xml,
+          "pincpu": os.environ.get("pincpu"), "label": os.environ.get("label")}}
+with open({records!r}, "a") as f:
+    f.write(json.dumps(record) + "\\n")
+"""
+
+
+class Probe:
+    """Probe scripts for every event of one sandbox, and what they recorded."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self.records = Path(sandbox.bridge_dir) / "records.jsonl"
+        self.seen = 0
+        body = PROBE.format(python=sys.executable, records=str(self.records))
+        for event in mapping.EVENTS:
+            sandbox.add_hook_script(event, "50_probe", body)
+
+    def all(self) -> list[dict[str, str]]:
+        if not self.records.exists():
+            return []
+        return [json.loads(line) for line in self.records.read_text().splitlines()]
+
+    def new(self, expected: int, settle: float = 1.0, timeout: float = 30) -> list[dict[str, str]]:
+        """Records since the last call: waits for ``expected``, then ``settle`` s for extras."""
+        deadline = time.monotonic() + timeout
+        while len(self.all()) - self.seen < expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(settle)
+        records = self.all()[self.seen :]
+        self.seen += len(records)
+        return records
+
+    def events(self, expected: int, settle: float = 1.0) -> list[str]:
+        return [r["event"] for r in self.new(expected, settle)]
+
+
+def bridged(make: Callable[[str], Sandbox], name: str, **config: object) -> tuple[Sandbox, Probe]:
+    sandbox = make(name)
+    sandbox.install_bridge(config or None)
+    return sandbox, Probe(sandbox)
+
+
+def live_xml(sandbox: Sandbox, name: str) -> str:
+    return sandbox.virsh("dumpxml", name).stdout
+
+
+def test_start_and_destroy(make_sandbox: Callable[[str], Sandbox]) -> None:
+    sandbox, probe = bridged(make_sandbox, "lbsb1")
+    uuid = sandbox.define_guest("g1", metadata=OVIRT_METADATA)
+    sandbox.virsh("start", "g1")
+    records = probe.new(2)
+    assert [r["event"] for r in records] == ["before_vm_start", "after_vm_start"]
+    for record in records:
+        assert record["vmId"] == uuid
+        assert "<name>g1</name>" in record["xml"] and uuid in record["xml"]
+        assert (record["pincpu"], record["label"]) == ("0", "ünï code")
+    sandbox.virsh("destroy", "g1")
+    records = probe.new(2)
+    assert [r["event"] for r in records] == ["before_vm_destroy", "after_vm_destroy"]
+    assert all(r["vmId"] == uuid for r in records)
+
+
+def test_qmp_quit_is_a_poweroff(make_sandbox: Callable[[str], Sandbox]) -> None:
+    sandbox, probe = bridged(make_sandbox, "lbsb1")
+    sandbox.define_guest("g1")
+    sandbox.virsh("start", "g1")
+    assert probe.events(2) == ["before_vm_start", "after_vm_start"]
+    sandbox.virsh("qemu-monitor-command", "g1", '{"execute":"quit"}', check=False)
+    assert probe.events(2) == ["before_vm_destroy", "after_vm_destroy"]
+    assert sandbox.domstate("g1") == "shut off"
+
+
+def test_save_restore_and_managedsave(
+    make_sandbox: Callable[[str], Sandbox], tmp_path: Path
+) -> None:
+    sandbox, probe = bridged(make_sandbox, "lbsb1")
+    sandbox.define_guest("g1")
+    sandbox.virsh("start", "g1")
+    assert probe.events(2) == ["before_vm_start", "after_vm_start"]
+    image = str(tmp_path / "g1.save")
+    sandbox.virsh("save", "g1", image)
+    assert probe.events(1) == ["after_vm_hibernate"]
+    sandbox.virsh("restore", image)
+    assert probe.events(2) == ["before_vm_dehibernate", "after_vm_dehibernate"]
+    sandbox.virsh("managedsave", "g1")
+    assert probe.events(1) == ["after_vm_hibernate"]
+    sandbox.virsh("start", "g1")
+    assert probe.events(2) == ["before_vm_dehibernate", "after_vm_dehibernate"]
+    assert sandbox.domstate("g1") == "running"
+
+
+def test_live_migration_both_ways(make_sandbox: Callable[[str], Sandbox]) -> None:
+    source, source_probe = bridged(make_sandbox, "lbsb1")
+    destination, destination_probe = bridged(make_sandbox, "lbsb2")
+    uuid = source.define_guest("g1")
+    source.virsh("start", "g1")
+    assert source_probe.events(2) == ["before_vm_start", "after_vm_start"]
+    result = source.migrate("g1", destination)
+    assert result.returncode == 0, result.stderr
+    assert destination_probe.events(1) == ["before_vm_migrate_destination"]
+    assert source_probe.events(1) == ["after_vm_migrate_source"]
+    assert destination.domstate("g1") == "running"
+    back = destination.migrate("g1", source)
+    assert back.returncode == 0, back.stderr
+    assert source_probe.events(1) == ["before_vm_migrate_destination"]
+    records = destination_probe.new(1)
+    assert [r["event"] for r in records] == ["after_vm_migrate_source"]
+    assert records[0]["vmId"] == uuid
+    assert source.domstate("g1") == "running"
+
+
+def test_daemon_restart_keeps_guests_and_fires_no_vm_event(
+    make_sandbox: Callable[[str], Sandbox],
+) -> None:
+    sandbox, probe = bridged(make_sandbox, "lbsb1")
+    sandbox.define_guest("g1")
+    sandbox.virsh("start", "g1")
+    assert probe.events(2) == ["before_vm_start", "after_vm_start"]
+    sandbox.restart_daemon()
+    # after_vdsm_stop is async: its runner may finish after the new daemon's start hook.
+    assert sorted(probe.events(2, settle=2.0)) == ["after_vdsm_stop", "before_vdsm_start"]
+    assert sandbox.domstate("g1") == "running"
+
+
+def test_before_vm_start_veto(make_sandbox: Callable[[str], Sandbox]) -> None:
+    sandbox, probe = bridged(make_sandbox, "lbsb1")
+    sandbox.add_hook_script(
+        "before_vm_start", "60_veto", "#!/bin/sh\necho 'not on this host, sorry' >&2\nexit 1\n"
+    )
+    sandbox.define_guest("g1")
+    result = sandbox.virsh("start", "g1", check=False)
+    assert result.returncode != 0
+    assert "not on this host, sorry" in result.stderr
+    assert "60_veto" in result.stderr
+    assert sandbox.domstate("g1") == "shut off"
+    # VDSM's order: the vetoed start is cleaned up like a destroy.
+    assert probe.events(1, settle=2.0) == [
+        "before_vm_start",
+        "before_vm_destroy",
+        "after_vm_destroy",
+    ]
+
+
+def test_migration_veto_at_destination(make_sandbox: Callable[[str], Sandbox]) -> None:
+    source, source_probe = bridged(make_sandbox, "lbsb1")
+    destination, destination_probe = bridged(make_sandbox, "lbsb2")
+    destination.add_hook_script(
+        "before_vm_migrate_destination", "60_no", "#!/bin/sh\necho 'no room here' >&2\nexit 1\n"
+    )
+    source.define_guest("g1")
+    source.virsh("start", "g1")
+    source_probe.new(2)
+    result = source.migrate("g1", destination)
+    assert result.returncode != 0
+    assert "no room here" in result.stderr
+    assert source.domstate("g1") == "running"
+    assert source_probe.events(0) == []
+    assert destination_probe.events(1) == ["before_vm_migrate_destination"]
+
+
+DESCRIBE = """#!/bin/sh
+# Idempotent: libvirt keeps a restore filter's output in the next save image.
+grep -q '<description>' "$_hook_domxml" && exit 0
+sed -i 's#</name>#</name><description>set by {event}</description>#' "$_hook_domxml"
+"""
+
+
+def test_xml_changed_at_restore_and_migrate_reaches_libvirt(
+    make_sandbox: Callable[[str], Sandbox], tmp_path: Path
+) -> None:
+    source, _ = bridged(make_sandbox, "lbsb1")
+    destination, _ = bridged(make_sandbox, "lbsb2")
+    for sandbox in (source, destination):
+        for event in ("before_vm_dehibernate", "before_vm_migrate_destination"):
+            sandbox.add_hook_script(event, "70_describe", DESCRIBE.format(event=event))
+    source.define_guest("g1")
+    source.virsh("start", "g1")
+    image = str(tmp_path / "g1.save")
+    source.virsh("save", "g1", image)
+    source.virsh("restore", image)
+    assert "<description>set by before_vm_dehibernate</description>" in live_xml(source, "g1")
+    source.virsh("desc", "g1", "--live", "--new-desc", "")
+    assert "<description>" not in live_xml(source, "g1")
+    result = source.migrate("g1", destination)
+    assert result.returncode == 0, result.stderr
+    assert "<description>set by before_vm_migrate_destination</description>" in live_xml(
+        destination, "g1"
+    )
+
+
+def test_after_script_may_call_virsh_on_its_own_domain(
+    make_sandbox: Callable[[str], Sandbox],
+) -> None:
+    sandbox, _ = bridged(make_sandbox, "lbsb1")
+    out = Path(sandbox.bridge_dir) / "domstate.txt"
+    sandbox.add_hook_script(
+        "after_vm_start",
+        "60_virsh",
+        f"#!/bin/sh\nvirsh -c {sandbox.uri!r} domstate g1 > {out}.tmp 2>&1\nmv {out}.tmp {out}\n",
+    )
+    sandbox.define_guest("g1")
+    sandbox.virsh("start", "g1")
+    deadline = time.monotonic() + 30
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert out.read_text().strip() == "running"
+
+
+def test_script_timeout(make_sandbox: Callable[[str], Sandbox]) -> None:
+    sandbox, probe = bridged(make_sandbox, "lbsb1", script_timeout=2)
+    sandbox.add_hook_script("before_vm_start", "60_hang", "#!/bin/sh\nsleep 60\n")
+    sandbox.add_hook_script("after_vm_start", "60_hang", "#!/bin/sh\nsleep 60\n")
+    sandbox.define_guest("g1")
+    result = sandbox.virsh("start", "g1", check=False)
+    assert result.returncode != 0
+    assert "60_hang (killed after timeout" in result.stderr
+    assert sandbox.domstate("g1") == "shut off"
+    os.unlink(os.path.join(sandbox.hooks_root, "before_vm_start", "60_hang"))
+    sandbox.virsh("start", "g1")
+    probe.new(3, settle=4.0)
+    log = Path(sandbox.log_file).read_text()
+    assert "after_vm_start domain='g1'" in log
+    assert f"{sandbox.hooks_root}/after_vm_start/60_hang killed after timeout" in log
+    assert sandbox.domstate("g1") == "running"
