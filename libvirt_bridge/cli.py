@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 
 from . import __version__
-from .commands import drain, hook, listen
+from .commands import drain, hook, install, listen, status, uninstall
+from .commands import list as list_
 
-COMMANDS = (hook, listen, drain)
+COMMANDS = (hook, listen, drain, install, uninstall, status, list_)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,280 @@
+"""``libvirt-bridge status``: is the bridge installed and picked up, and what is wrong."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import shlex
+import stat
+import textwrap
+
+from .. import installation, launcher, mapping
+from ..config import Config, ConfigError
+from ..discovery import refusal
+from ..installation import KNOWN_EVENTS
+
+# Enough of a script to see its #! line and most CRLF damage.
+_HEAD = 65536
+
+
+class Report:
+    """Prints what is fine and each problem with its fix; counts the problems."""
+
+    def __init__(self) -> None:
+        self.problems = 0
+
+    def ok(self, message: str) -> None:
+        print(f"ok: {message}")
+
+    def info(self, message: str) -> None:
+        print(f"note: {message}")
+
+    def problem(self, message: str, fix: str) -> None:
+        self.problems += 1
+        print(f"PROBLEM: {message}\n  fix: {fix}")
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "status",
+        help="check the installation and the hook scripts; list each problem with its fix",
+        description=textwrap.fill(
+            "Check that the launchers are installed in CONFDIR/hooks (and which earlier hooks "
+            "they run first), that the running libvirtd/virtqemud using CONFDIR has picked "
+            "them up, that the config and hooks roots are readable, and that every script "
+            "would run: executable, owned by root and not writable by others, with a #! line "
+            "and no CRLF line ends, in a directory named after a known event. Each problem "
+            "is printed with its fix. Exit status: 0 when all is well, 1 when there is a "
+            "problem, 2 when CONFDIR does not exist."
+        ),
+        epilog=(
+            "examples: sudo libvirt-bridge status\n"
+            "          sudo libvirt-bridge status --confdir /srv/lab/etc/libvirt "
+            "--config /srv/lab/bridge.toml"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    installation.add_confdir_argument(parser)
+    installation.add_config_argument(parser)
+    parser.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    confdir = os.path.abspath(args.confdir)
+    config_path = installation.config_argument(args.config)
+    try:
+        installation.check_confdir(confdir)
+    except installation.InstallError as exc:
+        installation.error("status", str(exc))
+        return 2
+    report = Report()
+    install = f"libvirt-bridge install --confdir {shlex.quote(confdir)} --config " + shlex.quote(
+        config_path
+    )
+    cfg = check_config(report, config_path)
+    launchers = check_launchers(report, confdir, config_path, install)
+    if cfg is not None:
+        check_daemons(report, confdir, cfg, launchers)
+        confined = installation.apparmor_confines_libvirt()
+        for root in cfg.hooks_dirs:
+            check_hooks_root(report, confdir, root, config_path, confined, install)
+    check_listener(report, cfg)
+    if report.problems:
+        print(f"{report.problems} problem(s)")
+        return 1
+    print("all is well")
+    return 0
+
+
+def check_config(report: Report, path: str) -> Config | None:
+    if not os.path.lexists(path):
+        report.info(f"config {path} does not exist: the defaults apply")
+    try:
+        cfg = installation.read_config(path)
+    except ConfigError as exc:
+        report.problem(
+            f"{exc}; every event that can veto refuses its libvirt operation",
+            f"fix {path} (the message names the key); the hooks roots are not checked until then",
+        )
+        return None
+    if os.path.lexists(path):
+        report.ok(f"config {path} is valid")
+    return cfg
+
+
+def check_launchers(report: Report, confdir: str, config_path: str, install: str) -> list[str]:
+    """Check both launchers; the paths of those that are ours."""
+    ours: list[str] = []
+    for driver in launcher.DRIVERS:
+        path = installation.launcher_path(confdir, driver)
+        legacy = path + installation.LEGACY_SUFFIX
+        if not os.path.lexists(path):
+            report.problem(f"{path} is not installed", install)
+            continue
+        if not launcher.is_ours(path):
+            report.problem(
+                f"{path} is not a libvirt-bridge launcher (a foreign hook, or unreadable)",
+                f"{install} (it keeps a foreign hook as {legacy} and runs it first)",
+            )
+            continue
+        ours.append(path)
+        if check_launcher(report, path, config_path, install):
+            expected = installation.expected_legacy(path)
+            first = f"; it runs the earlier hook {expected} first" if expected else ""
+            report.ok(f"{path} is the libvirt-bridge launcher{first}")
+        if os.path.lexists(legacy) and not installation.runnable(legacy):
+            report.info(f"{legacy} is kept but not run: it is not executable (nor was it before)")
+    return ours
+
+
+def check_launcher(report: Report, path: str, config_path: str, install: str) -> bool:
+    """Whether our launcher at ``path`` can run as it should; report each problem."""
+    call = installation.launcher_call(path)
+    if call is None:
+        report.problem(f"{path} is damaged: its interpreter or arguments cannot be read", install)
+        return False
+    problems = report.problems
+    if not installation.runnable(path):
+        report.problem(f"{path} is not executable, so libvirt does not run it", install)
+    if not installation.runnable(call.interpreter):
+        report.problem(
+            f"{path} names the interpreter {call.interpreter}, which is gone: every hook call "
+            "fails",
+            f"{install} (from the libvirt-bridge you mean to use)",
+        )
+    if call.config_path != config_path:
+        report.problem(
+            f"{path} reads the config {call.config_path}, not {config_path}",
+            f"{install}, or check that config: libvirt-bridge status --config "
+            + shlex.quote(call.config_path),
+        )
+    expected = installation.expected_legacy(path)
+    if call.legacy != expected and (call.legacy or expected):
+        if expected:
+            what = f"does not run the earlier hook {expected}"
+        else:
+            what = f"names the earlier hook {call.legacy}, which is gone or not executable"
+        report.problem(f"{path} {what}", install)
+    return report.problems == problems
+
+
+def check_daemons(report: Report, confdir: str, cfg: Config, launchers: list[str]) -> None:
+    daemons = installation.daemons_using(confdir)
+    if not daemons:
+        report.info(installation.no_daemon_message(confdir))
+        return
+    for daemon in daemons:
+        who = f"{daemon.name} (pid {daemon.pid})"
+        if not launchers:
+            report.info(f"{who} uses {confdir}")
+        elif installation.picked_up(daemon, cfg.state_dir, launchers):
+            report.ok(f"{who} has looked for hooks since the launchers were written")
+        else:
+            report.problem(
+                f"{who} has not looked for hooks since the launchers were written (libvirt "
+                "does so only at start and on SIGHUP), so it may not run them",
+                f"kill -HUP {daemon.pid}",
+            )
+
+
+def check_hooks_root(
+    report: Report, confdir: str, root: str, config_path: str, confined: bool, install: str
+) -> None:
+    host = installation.host_path(root, confdir)
+    shown = host if host == os.path.normpath(root) else f"{host} (the daemon's {root})"
+    if not os.path.isdir(host):
+        report.problem(f"hooks root {shown} does not exist", install)
+        return
+    if not os.access(host, os.R_OK | os.X_OK):
+        report.problem(f"hooks root {shown} cannot be read", f"chmod 755 {shlex.quote(host)}")
+        return
+    if confined and installation.outside_apparmor_dir(root):
+        report.problem(
+            installation.apparmor_risk(root), installation.apparmor_fix(root, config_path)
+        )
+    problems = report.problems
+    for entry in _entries(report, host):
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        if entry.name in KNOWN_EVENTS:
+            check_event_dir(report, entry.path)
+        else:
+            report.problem(
+                f"{entry.path} is not named after a VDSM event, so its scripts never run",
+                _rename_fix(entry.path),
+            )
+    if report.problems == problems:
+        report.ok(f"hooks root {shown}: every script would run")
+    for event in KNOWN_EVENTS:
+        if event not in mapping.EVENTS and os.path.isdir(os.path.join(host, event)):
+            report.info(f"{os.path.join(host, event)}: nothing in this bridge fires {event} yet")
+
+
+def _rename_fix(path: str) -> str:
+    name = os.path.basename(path)
+    close = difflib.get_close_matches(name, KNOWN_EVENTS, n=1, cutoff=0.6)
+    if close:
+        target = os.path.join(os.path.dirname(path), close[0])
+        return f"mv {shlex.quote(path)} {shlex.quote(target)}  (the nearest event: {close[0]})"
+    return f"rename it to an event ({', '.join(mapping.EVENTS)}) or remove it"
+
+
+def _entries(report: Report, directory: str) -> list[os.DirEntry[str]]:
+    try:
+        return sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError as exc:
+        report.problem(f"{directory} cannot be listed: {exc.strerror}", f"check {directory}")
+        return []
+
+
+def check_event_dir(report: Report, directory: str) -> None:
+    for entry in _entries(report, directory):
+        if entry.name.startswith("."):
+            continue
+        path = entry.path
+        quoted = shlex.quote(path)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            report.problem(f"{path} is a dangling symlink", f"rm {quoted}, or fix its target")
+            continue
+        except OSError as exc:
+            report.problem(f"{path} cannot be read: {exc.strerror}", f"check {quoted}")
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        if not st.st_mode & 0o111:
+            report.problem(f"{path} is not executable, so it does not run", f"chmod +x {quoted}")
+        reason = refusal(st)
+        if reason:
+            fix = f"chown root {quoted}" if "owned by" in reason else f"chmod go-w {quoted}"
+            report.problem(f"{path} is refused: {reason}", fix)
+        check_script_text(report, path)
+
+
+def check_script_text(report: Report, path: str) -> None:
+    quoted = shlex.quote(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_HEAD)
+    except OSError as exc:
+        report.problem(f"{path} cannot be read: {exc.strerror}", f"check {quoted}")
+        return
+    if head.startswith(b"\x7fELF"):
+        return
+    if not head.startswith(b"#!"):
+        report.problem(
+            f"{path} has no #! line, so it cannot be executed",
+            f"make its first line name its interpreter, e.g. #!/bin/sh, in {quoted}",
+        )
+    elif b"\r\n" in head:
+        report.problem(
+            f"{path} has CRLF (Windows) line ends: the interpreter named by its #! line "
+            "ends with a carriage return and is not found",
+            f"sed -i 's/\\r$//' {quoted}",
+        )
+
+
+def check_listener(report: Report, cfg: Config | None) -> None:
+    """Place for the listener service's checks (added with the listener). Nothing yet."""

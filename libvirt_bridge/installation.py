@@ -1,0 +1,558 @@
+"""Installing the launchers into libvirt's hooks directory, and what ``install``,
+``uninstall``, ``status`` and ``list`` share.
+
+A *confdir* is what a libvirt daemon sees as ``/etc/libvirt``: the host's own, or a
+sandbox's directory bind-mounted there in a private mount namespace. So paths under
+``/etc/libvirt`` in the config are taken under the confdir (:func:`host_path`), and the
+daemons that use a confdir are found through ``/proc/PID/root``, which resolves paths in each
+process's own mount namespace: a sandboxed daemon is matched by its sandbox's confdir, and
+the host's daemons are not.
+
+Install and uninstall first build a :class:`Plan` (every check done, nothing changed), so a
+refusal changes nothing and ``--dry-run`` prints exactly what a real run does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import os
+import signal
+import stat
+import sys
+from collections.abc import Callable
+from functools import partial
+from importlib import resources
+from typing import NamedTuple
+
+from . import config as configmod
+from . import launcher, mapping
+from .config import Config, ConfigError
+from .discovery import find_scripts
+from .log import Log
+
+ETC_LIBVIRT = "/etc/libvirt"
+# The only place where the AppArmor profiles of Debian's and Ubuntu's libvirtd and
+# virtqemud let hooks execute files.
+APPARMOR_HOOKS_DIR = "/etc/libvirt/hooks"
+APPARMOR_PROFILES = "/sys/kernel/security/apparmor/profiles"
+# The daemons that run the qemu driver, hence the qemu hook.
+DAEMON_NAMES = ("libvirtd", "virtqemud")
+LEGACY_SUFFIX = ".legacy"
+DEFAULT_CONFIG_ASSET = "libvirt-bridge.toml"
+
+# The VDSM VM events that libvirt has no hook call for (pause, continue, the start of an
+# outgoing migration, the end of an incoming one, the start of a save): the hook never
+# fires them; the listener or the CLI wrappers do, so some are in mapping.EVENTS too. A
+# directory with one of these names is not a typo.
+OTHER_VDSM_EVENTS: tuple[str, ...] = (
+    "before_vm_pause",
+    "after_vm_pause",
+    "before_vm_cont",
+    "after_vm_cont",
+    "before_vm_hibernate",
+    "before_vm_migrate_source",
+    "after_vm_migrate_destination",
+)
+KNOWN_EVENTS: tuple[str, ...] = tuple(dict.fromkeys(mapping.EVENTS + OTHER_VDSM_EVENTS))
+
+
+class InstallError(Exception):
+    """Install or uninstall refused or failed; the message says why and what to do."""
+
+
+# -- command-line options shared by the commands ------------------------------------------
+
+
+def add_confdir_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--confdir",
+        default=ETC_LIBVIRT,
+        metavar="DIR",
+        help=(
+            "libvirt's configuration directory, the one its daemon sees as /etc/libvirt "
+            f"(default: {ETC_LIBVIRT}); config paths under /etc/libvirt are taken under it"
+        ),
+    )
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help=(
+            f"the bridge's config file (default: ${configmod.ENV_VAR}, else "
+            f"{configmod.DEFAULT_PATH})"
+        ),
+    )
+
+
+def config_argument(value: str | None) -> str:
+    # Absolute: the launcher is run by libvirt with cwd /.
+    return os.path.abspath(value or configmod.config_path())
+
+
+def error(command: str, message: str) -> None:
+    sys.stderr.write(f"libvirt-bridge {command}: error: {message}\n")
+
+
+def warn(message: str) -> None:
+    sys.stderr.write(f"warning: {message}\n")
+
+
+# -- config, paths ------------------------------------------------------------------------
+
+
+def read_config(path: str) -> Config:
+    """The config at ``path`` (defaults when missing), without writing the parse cache."""
+    if not os.path.lexists(path):
+        return Config(dict(configmod.DEFAULTS), path)
+    return Config(configmod.parse(path), path)
+
+
+def default_config_text() -> str:
+    return resources.files("libvirt_bridge.assets").joinpath(DEFAULT_CONFIG_ASSET).read_text()
+
+
+def host_path(path: str, confdir: str) -> str:
+    """Where ``path``, as a daemon using ``confdir`` sees it, is for this process."""
+    norm = os.path.normpath(path)
+    if norm == ETC_LIBVIRT or norm.startswith(ETC_LIBVIRT + "/"):
+        return os.path.abspath(confdir) + norm[len(ETC_LIBVIRT) :]
+    return norm
+
+
+def check_confdir(confdir: str) -> None:
+    if not os.path.isdir(confdir):
+        what = "is not a directory" if os.path.lexists(confdir) else "does not exist"
+        raise InstallError(
+            f"confdir {confdir} {what}; is libvirt installed (apt-get install "
+            "libvirt-daemon-system)? Give libvirt's configuration directory with --confdir"
+        )
+
+
+def launcher_path(confdir: str, driver: str) -> str:
+    return os.path.join(confdir, "hooks", driver)
+
+
+def runnable(path: str) -> bool:
+    """Whether libvirt would execute ``path`` (a regular file with an execute bit)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and bool(st.st_mode & 0o111)
+
+
+def expected_legacy(path: str) -> str:
+    """The legacy argument the launcher at ``path`` should carry.
+
+    A kept hook that is not executable never ran under libvirt either, and the launcher
+    would fail every call trying to run it, so it is kept but not run.
+    """
+    legacy = path + LEGACY_SUFFIX
+    return legacy if runnable(legacy) else ""
+
+
+class LauncherCall(NamedTuple):
+    interpreter: str
+    config_path: str
+    legacy: str
+
+
+def launcher_call(path: str) -> LauncherCall | None:
+    """What our launcher at ``path`` runs: its interpreter, config file and legacy hook."""
+    try:
+        with open(path) as f:
+            text = f.read()
+        tree = ast.parse(text)
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+        return None
+    first = text.split("\n", 1)[0]
+    if not first.startswith("#!") or not first[2:].split():
+        return None
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "run_launcher"
+            and len(node.args) >= 3
+        ):
+            try:
+                config_path = ast.literal_eval(node.args[2])
+                legacy = ast.literal_eval(node.args[3]) if len(node.args) > 3 else ""
+            except ValueError:
+                return None
+            if isinstance(config_path, str) and isinstance(legacy, str):
+                return LauncherCall(first[2:].split()[0], config_path, legacy)
+    return None
+
+
+# -- daemons --------------------------------------------------------------------------------
+
+
+class Daemon(NamedTuple):
+    name: str
+    pid: int
+
+
+def uses_confdir(pid: int, confdir: str) -> bool:
+    """Whether process ``pid`` sees ``confdir`` as its /etc/libvirt."""
+    try:
+        theirs = os.stat(f"/proc/{pid}/root{ETC_LIBVIRT}")
+        ours = os.stat(confdir)
+    except OSError:
+        return False
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def daemons_using(confdir: str) -> list[Daemon]:
+    """The running libvirtd/virtqemud processes whose /etc/libvirt is ``confdir``."""
+    found: list[Daemon] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        name = _comm(pid)
+        if name in DAEMON_NAMES and uses_confdir(pid, confdir):
+            found.append(Daemon(name, pid))
+    return sorted(found, key=lambda d: d.pid)
+
+
+def daemon_record(daemon: Daemon, state_dir: str) -> tuple[int, int] | None:
+    """(pid, mtime_ns) of the record the daemon hook last wrote for ``daemon``'s name.
+
+    Read through the daemon's own root: the hook wrote it in the daemon's mount namespace.
+    """
+    path = f"/proc/{daemon.pid}/root" + os.path.join(state_dir, "daemon", daemon.name)
+    try:
+        mtime = os.stat(path).st_mtime_ns
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key == "pid" and value.strip().isdigit():
+            return int(value), mtime
+    return None
+
+
+def picked_up(daemon: Daemon, state_dir: str, launchers: list[str]) -> bool:
+    """Whether ``daemon`` looked for hooks (start or SIGHUP) since ``launchers`` were written.
+
+    libvirt looks for hook files only then; the daemon hook records each time it does.
+    """
+    record = daemon_record(daemon, state_dir)
+    if record is None:
+        return False
+    pid, recorded = record
+    newest = 0
+    for path in launchers:
+        try:
+            newest = max(newest, os.stat(path).st_mtime_ns)
+        except OSError:
+            pass
+    return pid == daemon.pid and recorded > newest
+
+
+def send_sighup(daemon: Daemon, confdir: str) -> None:
+    # The pid may have been reused since the plan was made; a daemon that has gone looks
+    # for hooks anyway when it starts again.
+    if _comm(daemon.pid) == daemon.name and uses_confdir(daemon.pid, confdir):
+        try:
+            os.kill(daemon.pid, signal.SIGHUP)
+        except ProcessLookupError:
+            pass
+
+
+def no_daemon_message(confdir: str) -> str:
+    return f"no running libvirtd/virtqemud uses {confdir}; hooks take effect when it starts"
+
+
+# -- AppArmor -----------------------------------------------------------------------------
+
+
+def apparmor_confines_libvirt() -> bool:
+    """Whether AppArmor enforces a libvirtd or virtqemud profile on this host."""
+    try:
+        with open(APPARMOR_PROFILES) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        name, _, mode = line.rpartition(" (")
+        if os.path.basename(name) in DAEMON_NAMES and mode.rstrip(")") == "enforce":
+            return True
+    return False
+
+
+def outside_apparmor_dir(root: str) -> bool:
+    norm = os.path.normpath(root)
+    return not (norm == APPARMOR_HOOKS_DIR or norm.startswith(APPARMOR_HOOKS_DIR + "/"))
+
+
+def apparmor_risk(root: str) -> str:
+    return (
+        f"hooks root {root} is outside {APPARMOR_HOOKS_DIR}, and AppArmor confines "
+        "libvirtd/virtqemud here: it may refuse to run the scripts there"
+    )
+
+
+def apparmor_fix(root: str, config_path: str) -> str:
+    return (
+        f"move it under {APPARMOR_HOOKS_DIR} (hooks_dirs in {config_path}), or allow it with "
+        f"a line '{os.path.normpath(root)}/** rmix,' in "
+        "/etc/apparmor.d/local/usr.sbin.libvirtd (usr.sbin.virtqemud on modular hosts), then "
+        "reload AppArmor"
+    )
+
+
+# -- the plan -------------------------------------------------------------------------------
+
+
+class Plan:
+    """What install or uninstall does: actions with their message, and notes, in order."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+        self.items: list[tuple[str, Callable[[], object] | None]] = []
+        self.warnings: list[str] = []
+
+    def do(self, message: str, action: Callable[[], object]) -> None:
+        self.items.append((message, action))
+
+    def note(self, message: str) -> None:
+        self.items.append((message, None))
+
+    def changes(self) -> int:
+        return sum(1 for _, action in self.items if action is not None)
+
+    def execute(self, dry_run: bool, out: Callable[[str], None] = print) -> None:
+        """Print one line per thing done (with ``dry_run``: that would be done)."""
+        for message, action in self.items:
+            if action is None:
+                out(message)
+            elif dry_run:
+                out("\n".join(f"[dry run] {line}" for line in message.splitlines()))
+            else:
+                try:
+                    action()
+                except OSError as exc:
+                    hint = " (run it as root)" if isinstance(exc, PermissionError) else ""
+                    raise InstallError(
+                        f"{exc.filename or ''}: {exc.strerror}{hint}; the lines above were "
+                        f"done, and running {self.command} again finishes the job"
+                    ) from None
+                out(message)
+        for warning in self.warnings:
+            warn(warning)
+        if dry_run:
+            out(f"dry run: nothing was changed ({self.changes()} change(s) planned)")
+
+
+def plan_install(confdir: str, config_path: str) -> Plan:
+    """Everything install does; raise InstallError (having changed nothing) to refuse."""
+    confdir = os.path.abspath(confdir)
+    check_confdir(confdir)
+    plan = Plan("install")
+    cfg = _plan_config(plan, config_path)
+    hooks = os.path.join(confdir, "hooks")
+    if not os.path.isdir(hooks):
+        if os.path.lexists(hooks):
+            raise InstallError(f"{hooks} exists and is not a directory; move it away")
+        plan.do(f"created {hooks}", partial(os.makedirs, hooks, 0o755))
+    changed = False
+    for driver in launcher.DRIVERS:
+        changed |= _plan_launcher(plan, confdir, driver, config_path)
+    for root in cfg.hooks_dirs:
+        _plan_hooks_root(plan, confdir, root)
+    if apparmor_confines_libvirt():
+        for root in cfg.hooks_dirs:
+            if outside_apparmor_dir(root):
+                plan.warnings.append(f"{apparmor_risk(root)}; {apparmor_fix(root, config_path)}")
+    plan_listener_install(plan, cfg)
+    launchers = [launcher_path(confdir, d) for d in launcher.DRIVERS]
+    _plan_sighup(plan, confdir, lambda d: changed or not picked_up(d, cfg.state_dir, launchers))
+    return plan
+
+
+def plan_uninstall(confdir: str, config_path: str) -> Plan:
+    """Everything uninstall does: our launchers go, the kept hooks come back."""
+    confdir = os.path.abspath(confdir)
+    check_confdir(confdir)
+    plan = Plan("uninstall")
+    changed = False
+    for driver in launcher.DRIVERS:
+        path = launcher_path(confdir, driver)
+        legacy = path + LEGACY_SUFFIX
+        ours = os.path.lexists(path) and launcher.is_ours(path)
+        if os.path.lexists(path) and not ours:
+            plan.note(f"left {path} alone: it is not a libvirt-bridge launcher")
+            if os.path.lexists(legacy):
+                plan.note(f"left {legacy} alone: restoring it would overwrite {path}")
+            continue
+        if os.path.lexists(legacy):
+            removed = f"removed {path}\n" if ours else ""
+            # One rename replaces the launcher, so libvirt never finds no hook between the two.
+            plan.do(
+                f"{removed}restored the earlier hook {path} from {legacy}",
+                partial(os.replace, legacy, path),
+            )
+        elif ours:
+            plan.do(f"removed {path}", partial(os.unlink, path))
+        else:
+            plan.note(f"not installed: {path}")
+            continue
+        changed = True
+    try:
+        roots = [host_path(r, confdir) for r in read_config(config_path).hooks_dirs]
+    except ConfigError:
+        roots = []
+    kept = f"the hooks roots ({', '.join(roots)}) and their scripts, " if roots else ""
+    plan.note(f"left alone: {kept}the config {config_path}; remove them by hand if unneeded")
+    plan_listener_uninstall(plan)
+    _plan_sighup(plan, confdir, lambda d: changed)
+    return plan
+
+
+def plan_listener_install(plan: Plan, cfg: Config) -> None:
+    """Hook point for the listener service step: install and start the listener.
+
+    Nothing yet; the listener fires the events libvirt's hooks cannot (``OTHER_VDSM_EVENTS``).
+    """
+
+
+def plan_listener_uninstall(plan: Plan) -> None:
+    """Hook point for the listener service step: stop and remove the listener. Nothing yet."""
+
+
+def _plan_config(plan: Plan, config_path: str) -> Config:
+    if not os.path.lexists(config_path):
+        text = default_config_text()
+        plan.do(f"wrote default config {config_path}", partial(_write_config, config_path, text))
+        return Config(dict(configmod.DEFAULTS), config_path)
+    try:
+        return read_config(config_path)
+    except ConfigError as exc:
+        raise InstallError(f"{exc}; fix it (install never changes an existing config)") from None
+
+
+def _write_config(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    # os.link fails if the file appeared meanwhile: an existing config is never replaced.
+    try:
+        os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+
+
+def _plan_launcher(plan: Plan, confdir: str, driver: str, config_path: str) -> bool:
+    """Plan the launcher for ``driver``; whether it changes."""
+    path = launcher_path(confdir, driver)
+    legacy = path + LEGACY_SUFFIX
+    if os.path.lexists(path) and not launcher.is_ours(path):
+        if os.path.isdir(path):
+            raise InstallError(f"{path} is a directory, not a hook file; move it away")
+        if os.path.lexists(legacy):
+            raise InstallError(
+                f"{path} is not a libvirt-bridge launcher, and {legacy} exists already: "
+                f"install keeps a foreign hook as {legacy} and runs it first, so it cannot "
+                "keep both. Merge or move one of them away, then run install again"
+            )
+        if runnable(path):
+            kept, arg = f"kept the earlier hook as {legacy}; it runs first", legacy
+        else:
+            kept, arg = f"kept the earlier hook as {legacy}; not executable, it does not run", ""
+        plan.do(kept, partial(os.rename, path, legacy))
+        plan.do(f"installed {path}", partial(launcher.write, path, driver, config_path, arg))
+        return True
+    arg = expected_legacy(path)
+    write = partial(launcher.write, path, driver, config_path, arg)
+    first = f"; it runs the earlier hook {arg} first" if arg else ""
+    if not os.path.lexists(path):
+        plan.do(f"installed {path}{first}", write)
+        return True
+    if _is_current(path, launcher.render(driver, config_path, legacy=arg)):
+        plan.note(f"up to date: {path}")
+        return False
+    plan.do(f"updated {path}{first}", write)
+    return True
+
+
+def _is_current(path: str, text: str) -> bool:
+    try:
+        with open(path) as f:
+            same = f.read() == text
+        return same and stat.S_IMODE(os.stat(path).st_mode) == 0o755
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _plan_hooks_root(plan: Plan, confdir: str, root: str) -> None:
+    host = host_path(root, confdir)
+    dirs = [host] + [os.path.join(host, event) for event in mapping.EVENTS]
+    missing = [d for d in dirs if not os.path.isdir(d)]
+    for directory in missing:
+        if os.path.lexists(directory):
+            raise InstallError(f"{directory} exists and is not a directory; move it away")
+    if not missing:
+        plan.note(f"up to date: hooks root {host}")
+    for directory in missing:
+        plan.do(f"created {directory}", partial(os.makedirs, directory, 0o755, exist_ok=True))
+
+
+def _plan_sighup(plan: Plan, confdir: str, needed: Callable[[Daemon], bool]) -> None:
+    daemons = daemons_using(confdir)
+    if not daemons:
+        plan.note(no_daemon_message(confdir))
+    for daemon in daemons:
+        if needed(daemon):
+            plan.do(
+                f"sent SIGHUP to {daemon.name} (pid {daemon.pid}): it looks for hooks again",
+                partial(send_sighup, daemon, confdir),
+            )
+        else:
+            plan.note(f"{daemon.name} (pid {daemon.pid}) already uses the launchers")
+
+
+# -- installed scripts (VDSM's installed()) -----------------------------------------------
+
+
+def checksum(path: str) -> str:
+    """The sha256 of the file at ``path``; "" when it cannot be read (as VDSM)."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return ""
+
+
+def installed(roots: list[str], log: Log | None = None) -> dict[str, dict[str, dict[str, str]]]:
+    """Per event that has a runnable script: its scripts in run order, with their sha256.
+
+    Keyed by script name like VDSM's report; a name present in two roots runs twice, and
+    its second entry is keyed by its full path so that none is lost.
+    """
+    report: dict[str, dict[str, dict[str, str]]] = {}
+    for event in mapping.EVENTS:
+        entries: dict[str, dict[str, str]] = {}
+        for path in find_scripts(roots, event, log):
+            key = os.path.basename(path)
+            entries[path if key in entries else key] = {"checksum": checksum(path), "path": path}
+        if entries:
+            report[event] = entries
+    return report

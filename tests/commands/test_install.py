@@ -1,0 +1,352 @@
+"""install and uninstall: launchers, kept foreign hooks, event dirs, default config, SIGHUP."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+import tomllib
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from conftest import domain_xml
+
+from libvirt_bridge import cli, config, installation, launcher, mapping
+
+from . import FakeDaemon, Host, namespaces_usable, run, tree
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Host:
+    return Host(tmp_path)
+
+
+def test_default_config_asset_is_exactly_the_defaults(tmp_path: Path) -> None:
+    text = installation.default_config_text()
+    assert list(tomllib.loads(text)) == list(config.DEFAULTS)
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    assert config.parse(str(path)) == config.DEFAULTS
+    lines = text.splitlines()
+    for key in config.DEFAULTS:
+        index = next(i for i, line in enumerate(lines) if line.startswith(f"{key} = "))
+        assert lines[index - 1].startswith("#"), f"{key} has no comment"
+
+
+def test_default_config_is_a_package_asset() -> None:
+    assets = resources.files("libvirt_bridge.assets")
+    assert assets.joinpath("libvirt-bridge.toml").is_file()
+    assert assets.joinpath("install.sh").is_file()
+
+
+def test_install_into_empty_confdir(host: Host) -> None:
+    status, out, err = host.install()
+    assert status == 0, err
+    for driver in launcher.DRIVERS:
+        path = host.hooks / driver
+        assert launcher.is_ours(str(path))
+        assert stat.S_IMODE(path.stat().st_mode) == 0o755
+        assert f"installed {path}\n" in out
+        assert not (host.hooks / f"{driver}.legacy").exists()
+    for event in mapping.EVENTS:
+        assert (host.hooks_root / event).is_dir()
+        assert f"created {host.hooks_root / event}\n" in out
+    assert f"no running libvirtd/virtqemud uses {host.confdir}" in out
+    call = installation.launcher_call(str(host.hooks / "qemu"))
+    assert call is not None
+    assert (call.config_path, call.legacy) == (str(host.config), "")
+
+
+def test_installed_launcher_runs_the_scripts(host: Host) -> None:
+    host.install()
+    host.bridge.probe("before_vm_start")
+    result = host.bridge.qemu("vm1", "prepare", "begin", domain_xml())
+    assert result.returncode == 0, result.stderr
+    assert host.bridge.events() == ["before_vm_start"]
+
+
+def test_missing_config_gets_the_default_one(tmp_path: Path) -> None:
+    confdir = tmp_path / "etc-libvirt"
+    confdir.mkdir()
+    path = tmp_path / "conf" / "libvirt-bridge.toml"
+    args = ["--confdir", str(confdir), "--config", str(path)]
+    # The default hooks root is /etc/libvirt/hooks/vdsm.d as the daemon sees it: under the
+    # confdir. Check on a dry run that nothing would land outside the temp dir.
+    status, out, _ = run("install", *args, "--dry-run")
+    assert status == 0
+    for line in out.splitlines():
+        if line.startswith("[dry run] created "):
+            assert line.removeprefix("[dry run] created ").startswith(str(tmp_path))
+    status, out, err = run("install", *args)
+    assert status == 0, err
+    assert f"wrote default config {path}\n" in out
+    assert path.read_text() == installation.default_config_text()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert (confdir / "hooks" / "vdsm.d" / "before_vm_start").is_dir()
+
+
+def test_existing_config_is_never_modified(host: Host) -> None:
+    before = host.config.read_bytes()
+    host.install()
+    assert host.config.read_bytes() == before
+
+
+def test_install_twice_changes_nothing(host: Host) -> None:
+    host.install()
+    before = tree(host.root)
+    status, out, _ = host.install()
+    assert status == 0
+    assert tree(host.root) == before
+    assert "created" not in out and "installed" not in out
+    assert f"up to date: {host.hooks / 'qemu'}\n" in out
+    assert f"up to date: hooks root {host.hooks_root}\n" in out
+
+
+def test_a_changed_launcher_is_updated_keeping_its_legacy(host: Host) -> None:
+    host.foreign("qemu", b"#!/bin/sh\nexit 0\n")
+    host.install()
+    qemu = host.hooks / "qemu"
+    qemu.write_text(qemu.read_text() + "# edited\n")
+    status, out, _ = host.install()
+    assert status == 0
+    assert f"updated {qemu}; it runs the earlier hook {qemu}.legacy first\n" in out
+    call = installation.launcher_call(str(qemu))
+    assert call is not None and call.legacy == f"{qemu}.legacy"
+    assert "# edited" not in qemu.read_text()
+    qemu.chmod(0o644)
+    assert f"updated {qemu}" in host.install()[1]
+    assert stat.S_IMODE(qemu.stat().st_mode) == 0o755
+
+
+LEGACY = """#!/bin/sh
+printf '{{"event": "legacy", "op": "%s"}}\\n' "$2" >> {records}
+{body}
+"""
+
+
+def legacy_install(host: Host, body: str) -> tuple[int, str, str]:
+    text = LEGACY.format(records=host.bridge.records, body=body)
+    host.foreign("qemu", text.encode())
+    return host.install()
+
+
+def test_foreign_hook_is_kept_as_legacy_and_runs_first(host: Host) -> None:
+    status, out, _ = legacy_install(host, "cat > /dev/null\nexit 0")
+    assert status == 0
+    qemu = host.hooks / "qemu"
+    assert f"kept the earlier hook as {qemu}.legacy; it runs first\n" in out
+    assert launcher.is_ours(str(qemu))
+    host.bridge.probe("before_vm_start")
+    result = host.bridge.qemu("vm1", "prepare", "begin", domain_xml())
+    assert result.returncode == 0, result.stderr
+    assert host.bridge.events() == ["legacy", "before_vm_start"]
+
+
+def test_legacy_failing_at_prepare_refuses_and_no_script_runs(host: Host) -> None:
+    legacy_install(host, 'echo "legacy refuses $1" >&2\nexit 1')
+    host.bridge.probe("before_vm_start")
+    result = host.bridge.qemu("vm1", "prepare", "begin", domain_xml())
+    assert result.returncode == 1
+    assert b"legacy refuses vm1" in result.stderr
+    assert host.bridge.events() == ["legacy"]
+
+
+def test_legacy_xml_at_restore_reaches_the_scripts_and_libvirt(host: Host) -> None:
+    xml = domain_xml(name="vm1")
+    changed = xml.replace(b"</domain>", b"<description>from legacy</description></domain>")
+    (host.root / "legacy.xml").write_bytes(changed)
+    legacy_install(host, f"cat > /dev/null\ncat {host.root / 'legacy.xml'}")
+    host.bridge.probe("before_vm_dehibernate")
+    result = host.bridge.qemu("vm1", "restore", "begin", xml)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == changed
+    records = host.bridge.read_records()
+    assert [r["event"] for r in records] == ["legacy", "before_vm_dehibernate"]
+    assert "from legacy" in str(records[1]["xml"])
+
+
+def test_non_executable_foreign_hook_is_kept_but_not_run(host: Host) -> None:
+    host.foreign("qemu", b"#!/bin/sh\nexit 1\n", mode=0o644)
+    status, out, _ = host.install()
+    assert status == 0
+    assert "not executable, it does not run" in out
+    call = installation.launcher_call(str(host.hooks / "qemu"))
+    assert call is not None and call.legacy == ""
+    result = host.bridge.qemu("vm1", "prepare", "begin", domain_xml())
+    assert result.returncode == 0, result.stderr
+
+
+def test_uninstall_restores_the_foreign_hook_byte_for_byte(host: Host) -> None:
+    body = b"#!/bin/sh\n# \x00\xff\xfe\r\n binary-ish \x80\nexit 0\n"
+    qemu = host.foreign("qemu", body, mode=0o750)
+    inode = qemu.stat().st_ino
+    daemon = host.foreign("daemon", b"#!/bin/sh\nexit 0\n", mode=0o700)
+    host.install()
+    assert launcher.is_ours(str(qemu)) and launcher.is_ours(str(daemon))
+    host.bridge.script("before_vm_start", "50_x", "#!/bin/sh\nexit 0\n")
+    status, out, _ = host.cmd("uninstall")
+    assert status == 0
+    assert qemu.read_bytes() == body
+    assert stat.S_IMODE(qemu.stat().st_mode) == 0o750
+    assert qemu.stat().st_ino == inode
+    assert daemon.read_bytes() == b"#!/bin/sh\nexit 0\n"
+    assert stat.S_IMODE(daemon.stat().st_mode) == 0o700
+    assert not (host.hooks / "qemu.legacy").exists()
+    assert f"restored the earlier hook {qemu} from {qemu}.legacy\n" in out
+    # The hooks root, its scripts and the config stay, and uninstall says so.
+    assert (host.hooks_root / "before_vm_start" / "50_x").exists()
+    assert host.config.exists()
+    assert f"left alone: the hooks roots ({host.hooks_root})" in out
+
+
+def test_uninstall_removes_only_our_launchers(host: Host) -> None:
+    host.install()
+    status, out, _ = host.cmd("uninstall")
+    assert status == 0
+    assert sorted(os.listdir(host.hooks)) == []
+    assert f"removed {host.hooks / 'qemu'}\n" in out
+    before = tree(host.root)
+    status, out, _ = host.cmd("uninstall")
+    assert status == 0
+    assert f"not installed: {host.hooks / 'qemu'}\n" in out
+    assert tree(host.root) == before
+    foreign = host.foreign("qemu", b"#!/bin/sh\n")
+    status, out, _ = host.cmd("uninstall")
+    assert f"left {foreign} alone: it is not a libvirt-bridge launcher\n" in out
+    assert foreign.read_bytes() == b"#!/bin/sh\n"
+
+
+def test_dry_run_changes_nothing(host: Host, tmp_path: Path) -> None:
+    host.foreign("qemu", b"#!/bin/sh\nexit 0\n")
+    before = tree(tmp_path)
+    status, out, _ = host.install("--dry-run")
+    assert status == 0
+    assert f"[dry run] kept the earlier hook as {host.hooks / 'qemu'}.legacy" in out
+    assert f"[dry run] installed {host.hooks / 'qemu'}\n" in out
+    assert f"[dry run] created {host.hooks_root / 'before_vm_start'}\n" in out
+    assert "dry run: nothing was changed" in out
+    assert tree(tmp_path) == before
+    absent = tmp_path / "absent" / "libvirt-bridge.toml"
+    status, out, _ = run(
+        "install", "--confdir", str(host.confdir), "--config", str(absent), "--dry-run"
+    )
+    assert status == 0
+    assert f"[dry run] wrote default config {absent}\n" in out
+    assert tree(tmp_path) == before
+    host.install()
+    before = tree(tmp_path)
+    status, out, _ = host.cmd("uninstall", "--dry-run")
+    assert status == 0
+    assert f"[dry run] restored the earlier hook {host.hooks / 'qemu'}" in out
+    assert tree(tmp_path) == before
+
+
+def test_foreign_hook_with_existing_legacy_is_refused(host: Host) -> None:
+    host.foreign("qemu", b"#!/bin/sh\necho new\n")
+    (host.hooks / "qemu.legacy").write_bytes(b"#!/bin/sh\necho old\n")
+    before = tree(host.root)
+    status, out, err = host.install()
+    assert status == 1
+    assert f"{host.hooks / 'qemu'} is not a libvirt-bridge launcher, and" in err
+    assert "exists already" in err
+    assert out == ""
+    assert tree(host.root) == before
+
+
+def test_invalid_existing_config_is_refused(host: Host) -> None:
+    host.config.write_text("hooks_dirs = 3\n")
+    before = tree(host.root)
+    status, _, err = host.install()
+    assert status == 1
+    assert f"config {host.config}: hooks_dirs must be a list of strings" in err
+    assert tree(host.root) == before
+
+
+def test_missing_confdir_is_an_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    for command in ("install", "uninstall"):
+        status, _, err = run(command, "--confdir", str(missing), "--config", str(tmp_path / "c"))
+        assert status == 1
+        assert f"confdir {missing} does not exist" in err
+    assert not missing.exists()
+
+
+def test_apparmor_host_warns_about_roots_outside_etc_libvirt_hooks(
+    host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    profiles = tmp_path / "profiles"
+    monkeypatch.setattr(installation, "APPARMOR_PROFILES", str(profiles))
+    profiles.write_text("libvirtd (complain)\n/usr/sbin/dnsmasq (enforce)\n")
+    assert "AppArmor" not in host.install()[2]
+    profiles.write_text("virt-aa-helper (enforce)\nvirtqemud (enforce)\n")
+    _, _, err = host.install()
+    assert f"warning: hooks root {host.hooks_root} is outside /etc/libvirt/hooks" in err
+    assert installation.outside_apparmor_dir("/opt/hooks")
+    assert not installation.outside_apparmor_dir("/etc/libvirt/hooks/vdsm.d")
+    assert installation.outside_apparmor_dir("/etc/libvirt/hooksx")
+
+
+def test_host_path_maps_etc_libvirt_into_the_confdir() -> None:
+    assert installation.host_path("/etc/libvirt/hooks/vdsm.d", "/s/etc") == "/s/etc/hooks/vdsm.d"
+    assert installation.host_path("/etc/libvirt", "/s/etc") == "/s/etc"
+    assert installation.host_path("/etc/libvirtx/a", "/s/etc") == "/etc/libvirtx/a"
+    assert installation.host_path("/srv/hooks/", "/s/etc") == "/srv/hooks"
+    assert installation.host_path("/etc/libvirt/hooks", "/etc/libvirt") == "/etc/libvirt/hooks"
+
+
+def test_a_process_uses_the_confdir_its_root_sees_as_etc_libvirt(tmp_path: Path) -> None:
+    if os.path.isdir("/etc/libvirt"):
+        assert installation.uses_confdir(os.getpid(), "/etc/libvirt")
+    assert not installation.uses_confdir(os.getpid(), str(tmp_path))
+    assert installation.daemons_using(str(tmp_path)) == []
+
+
+def test_sighup_goes_only_to_the_daemon_using_the_confdir(host: Host, tmp_path: Path) -> None:
+    reason = namespaces_usable()
+    if reason:
+        pytest.skip(reason)
+    sandboxed = FakeDaemon(tmp_path / "sandboxed", host.confdir)
+    on_host = FakeDaemon(tmp_path / "on-host", None)
+    try:
+        assert installation.daemons_using(str(host.confdir)) == [
+            installation.Daemon("libvirtd", sandboxed.pid)
+        ]
+        status, out, _ = host.install()
+        assert status == 0
+        assert f"sent SIGHUP to libvirtd (pid {sandboxed.pid})" in out
+        wait_for(lambda: sandboxed.sighups() == 1)
+        # It ran the daemon hook, which recorded it: it has picked the launchers up, and a
+        # second install has no reason to signal it again.
+        record = host.bridge.state / "daemon" / "libvirtd"
+        wait_for(lambda: record.exists() and f"pid={sandboxed.pid}" in record.read_text())
+        status, out, _ = host.install()
+        assert f"libvirtd (pid {sandboxed.pid}) already uses the launchers" in out
+        status, out, _ = host.cmd("uninstall")
+        assert f"sent SIGHUP to libvirtd (pid {sandboxed.pid})" in out
+        wait_for(lambda: sandboxed.sighups() == 2)
+        assert on_host.sighups() == 0
+    finally:
+        sandboxed.stop()
+        on_host.stop()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("command", ["install", "uninstall", "status", "list"])
+def test_help_has_a_description_and_an_example(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"usage: libvirt-bridge {command}" in out
+    assert "example" in out
+    assert "--config" in out

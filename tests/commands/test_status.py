@@ -1,0 +1,246 @@
+"""status: each problem is reported with its fix (exit 1); a clean install exits 0."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from libvirt_bridge import installation, launcher
+
+from . import FakeDaemon, Host, namespaces_usable
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Host:
+    host = Host(tmp_path)
+    status, _, err = host.install()
+    assert status == 0, err
+    host.bridge.script("before_vm_start", "50_ok", "#!/bin/sh\nexit 0\n")
+    return host
+
+
+def test_clean_install_is_well(host: Host) -> None:
+    status, out, _ = host.cmd("status")
+    assert status == 0, out
+    assert out.endswith("all is well\n")
+    assert f"ok: {host.hooks / 'qemu'} is the libvirt-bridge launcher\n" in out
+    assert f"ok: config {host.config} is valid\n" in out
+    assert f"ok: hooks root {host.hooks_root}: every script would run\n" in out
+    # No daemon in the test: status says so, and that is not a problem.
+    assert f"note: no running libvirtd/virtqemud uses {host.confdir}; hooks take effect" in out
+    assert "PROBLEM" not in out
+
+
+def test_legacy_is_reported(host: Host) -> None:
+    legacy = host.hooks / "qemu.legacy"
+    legacy.write_text("#!/bin/sh\nexit 0\n")
+    legacy.chmod(0o755)
+    status, out, _ = host.cmd("status")
+    assert status == 1
+    assert f"PROBLEM: {host.hooks / 'qemu'} does not run the earlier hook {legacy}\n" in out
+    host.install()
+    status, out, _ = host.cmd("status")
+    assert status == 0, out
+    assert f"launcher; it runs the earlier hook {legacy} first\n" in out
+
+
+def script(host: Host, name: str, body: bytes, mode: int = 0o755) -> Path:
+    path = host.hooks_root / "before_vm_start" / name
+    path.write_bytes(body)
+    path.chmod(mode)
+    return path
+
+
+def not_executable(host: Host) -> tuple[str, str]:
+    path = script(host, "10_x", b"#!/bin/sh\n", 0o644)
+    return f"{path} is not executable", f"fix: chmod +x {path}"
+
+
+def no_shebang(host: Host) -> tuple[str, str]:
+    path = script(host, "10_x", b"echo hi\n")
+    return f"{path} has no #! line", "#!/bin/sh"
+
+
+def elf_binary_is_fine(host: Host) -> tuple[str, str]:
+    shutil.copy("/bin/true", host.hooks_root / "before_vm_start" / "10_true")
+    no_shebang(host)
+    return "has no #! line", "10_x"
+
+
+def crlf(host: Host) -> tuple[str, str]:
+    path = script(host, "10_x", b"#!/bin/sh\r\necho hi\r\n")
+    return f"{path} has CRLF (Windows) line ends", f"fix: sed -i 's/\\r$//' {path}"
+
+
+def writable_by_others(host: Host) -> tuple[str, str]:
+    path = script(host, "10_x", b"#!/bin/sh\n", 0o775)
+    return f"{path} is refused: writable by group or others", f"fix: chmod go-w {path}"
+
+
+def not_owned_by_root(host: Host) -> tuple[str, str]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a file away")
+    path = script(host, "10_x", b"#!/bin/sh\n")
+    os.chown(path, 12345, -1)
+    return f"{path} is refused: owned by uid 12345", f"fix: chown root {path}"
+
+
+def dangling_symlink(host: Host) -> tuple[str, str]:
+    path = host.hooks_root / "before_vm_start" / "10_x"
+    path.symlink_to(host.root / "nowhere")
+    return f"{path} is a dangling symlink", f"fix: rm {path}"
+
+
+def unknown_event(host: Host) -> tuple[str, str]:
+    path = host.hooks_root / "before_vm_migrate_src"
+    path.mkdir()
+    good = host.hooks_root / "before_vm_migrate_source"
+    return f"{path} is not named after a VDSM event", f"fix: mv {path} {good}"
+
+
+def hooks_root_missing(host: Host) -> tuple[str, str]:
+    shutil.rmtree(host.hooks_root)
+    return f"hooks root {host.hooks_root} does not exist", "fix: libvirt-bridge install --confdir"
+
+
+def launcher_missing(host: Host) -> tuple[str, str]:
+    (host.hooks / "daemon").unlink()
+    return f"{host.hooks / 'daemon'} is not installed", "fix: libvirt-bridge install --confdir"
+
+
+def launcher_foreign(host: Host) -> tuple[str, str]:
+    (host.hooks / "qemu").write_text("#!/bin/sh\nexit 0\n")
+    return f"{host.hooks / 'qemu'} is not a libvirt-bridge launcher", "qemu.legacy and runs it"
+
+
+def launcher_not_executable(host: Host) -> tuple[str, str]:
+    (host.hooks / "qemu").chmod(0o644)
+    return f"{host.hooks / 'qemu'} is not executable", "fix: libvirt-bridge install"
+
+
+def launcher_other_config(host: Host) -> tuple[str, str]:
+    launcher.write(str(host.hooks / "qemu"), "qemu", str(host.root / "other.toml"))
+    return f"reads the config {host.root / 'other.toml'}, not {host.config}", "--config"
+
+
+def launcher_interpreter_gone(host: Host) -> tuple[str, str]:
+    text = launcher.render("qemu", str(host.config), python=str(host.root / "gone/python"))
+    (host.hooks / "qemu").write_text(text)
+    return f"names the interpreter {host.root / 'gone/python'}, which is gone", "install"
+
+
+def invalid_config(host: Host) -> tuple[str, str]:
+    host.config.write_text("hooks_dirs = 3\n")
+    return f"config {host.config}: hooks_dirs must be a list of strings", f"fix: fix {host.config}"
+
+
+def apparmor(host: Host) -> tuple[str, str]:
+    profiles = host.root / "profiles"
+    profiles.write_text("/usr/sbin/libvirtd (enforce)\n")
+    installation.APPARMOR_PROFILES = str(profiles)
+    return (
+        f"hooks root {host.hooks_root} is outside /etc/libvirt/hooks, and AppArmor",
+        "fix: move it under /etc/libvirt/hooks",
+    )
+
+
+CASES: list[Callable[[Host], tuple[str, str]]] = [
+    not_executable,
+    no_shebang,
+    elf_binary_is_fine,
+    crlf,
+    writable_by_others,
+    not_owned_by_root,
+    dangling_symlink,
+    unknown_event,
+    hooks_root_missing,
+    launcher_missing,
+    launcher_foreign,
+    launcher_not_executable,
+    launcher_other_config,
+    launcher_interpreter_gone,
+    invalid_config,
+    apparmor,
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
+def test_each_problem_is_reported_with_its_fix(
+    host: Host, case: Callable[[Host], tuple[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(installation, "APPARMOR_PROFILES", str(host.root / "no-apparmor"))
+    problem, fix = case(host)
+    status, out, _ = host.cmd("status")
+    assert status == 1, out
+    assert out.endswith("1 problem(s)\n"), out
+    start = out.index("PROBLEM: ")
+    reported = out[start:]
+    assert problem in reported.splitlines()[0], out
+    assert fix in reported.splitlines()[1], out
+
+
+def test_event_without_a_firing_part_is_a_note(host: Host) -> None:
+    (host.hooks_root / "before_vm_pause").mkdir()
+    status, out, _ = host.cmd("status")
+    assert status == 0, out
+    assert f"note: {host.hooks_root / 'before_vm_pause'}: nothing in this bridge fires" in out
+
+
+def test_missing_confdir_exits_2(tmp_path: Path) -> None:
+    from . import run
+
+    status, _, err = run("status", "--confdir", str(tmp_path / "x"), "--config", "/dev/null/c")
+    assert status == 2
+    assert f"confdir {tmp_path / 'x'} does not exist" in err
+
+
+def test_daemon_picked_up_the_launchers_or_needs_a_sighup(host: Host, tmp_path: Path) -> None:
+    reason = namespaces_usable()
+    if reason:
+        pytest.skip(reason)
+    daemon = FakeDaemon(tmp_path / "daemon", host.confdir)
+    try:
+        # Started after install, it has not looked for hooks since: libvirt would not know.
+        status, out, _ = host.cmd("status")
+        assert status == 1
+        assert f"PROBLEM: libvirtd (pid {daemon.pid}) has not looked for hooks since" in out
+        assert f"  fix: kill -HUP {daemon.pid}\n" in out
+        # The SIGHUP makes it run the daemon hook, which records it.
+        os.kill(daemon.pid, 1)
+        record = host.bridge.state / "daemon" / "libvirtd"
+        deadline = time.monotonic() + 20
+        while not (record.exists() and f"pid={daemon.pid}" in record.read_text()):
+            assert time.monotonic() < deadline, "the fake daemon did not run the daemon hook"
+            time.sleep(0.02)
+        status, out, _ = host.cmd("status")
+        assert status == 0, out
+        assert f"ok: libvirtd (pid {daemon.pid}) has looked for hooks since" in out
+        # Launchers written after its last look: it needs a SIGHUP again.
+        future = time.time() + 5
+        os.utime(host.hooks / "daemon", (future, future))
+        status, out, _ = host.cmd("status")
+        assert status == 1
+        assert f"fix: kill -HUP {daemon.pid}" in out
+        # A record left by an earlier daemon (another pid) does not count either.
+        os.utime(host.hooks / "daemon", (0, 0))
+        record.write_text(f"pid={daemon.pid + 100000}\nop=start\n")
+        assert host.cmd("status")[0] == 1
+    finally:
+        daemon.stop()
+
+
+def test_status_runs_as_a_program(host: Host) -> None:
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-m", "libvirt_bridge", "status", *host.args()],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
