@@ -27,7 +27,7 @@ from importlib import resources
 from typing import NamedTuple
 
 from . import config as configmod
-from . import launcher, mapping
+from . import launcher, mapping, service
 from .config import Config, ConfigError
 from .discovery import find_scripts
 from .log import Log
@@ -360,7 +360,7 @@ class Plan:
             out(f"dry run: nothing was changed ({self.changes()} change(s) planned)")
 
 
-def plan_install(confdir: str, config_path: str) -> Plan:
+def plan_install(confdir: str, config_path: str, listener: bool = True) -> Plan:
     """Everything install does; raise InstallError (having changed nothing) to refuse."""
     confdir = os.path.abspath(confdir)
     check_confdir(confdir)
@@ -380,7 +380,8 @@ def plan_install(confdir: str, config_path: str) -> Plan:
         for root in cfg.hooks_dirs:
             if outside_apparmor_dir(root):
                 plan.warnings.append(f"{apparmor_risk(root)}; {apparmor_fix(root, config_path)}")
-    plan_listener_install(plan, cfg)
+    if listener:
+        plan_listener_install(plan, cfg, config_path)
     launchers = [launcher_path(confdir, d) for d in launcher.DRIVERS]
     _plan_sighup(plan, confdir, lambda d: changed or not picked_up(d, cfg.state_dir, launchers))
     return plan
@@ -420,20 +421,75 @@ def plan_uninstall(confdir: str, config_path: str) -> Plan:
         roots = []
     kept = f"the hooks roots ({', '.join(roots)}) and their scripts, " if roots else ""
     plan.note(f"left alone: {kept}the config {config_path}; remove them by hand if unneeded")
-    plan_listener_uninstall(plan)
+    plan_listener_uninstall(plan, config_path)
     _plan_sighup(plan, confdir, lambda d: changed)
     return plan
 
 
-def plan_listener_install(plan: Plan, cfg: Config) -> None:
-    """Hook point for the listener service step: install and start the listener.
+def plan_listener_install(plan: Plan, cfg: Config, config_path: str) -> None:
+    """Install and start the listener: a systemd unit, else a background process."""
+    if service.systemd_running():
+        unit = os.path.join(service.UNIT_DIR, service.UNIT_NAME)
+        text = service.render_unit(config_path)
+        if not _is_current(unit, text):
+            plan.do(f"installed {unit}", partial(_write_text, unit, text))
+        plan.do(
+            f"enabled and started {service.UNIT_NAME}",
+            partial(_systemctl_checked, "enable", "--now", service.UNIT_NAME),
+        )
+        return
+    pid = service.running_pid(cfg.state_dir)
+    if pid:
+        plan.note(f"the listener runs already (pid {pid}, {service.pidfile(cfg.state_dir)})")
+        return
+    plan.do(
+        "started the listener in the background (no systemd here; pid file "
+        f"{service.pidfile(cfg.state_dir)})",
+        partial(_start_listener, config_path, cfg.state_dir),
+    )
 
-    Nothing yet; the listener fires the events libvirt's hooks cannot (``OTHER_VDSM_EVENTS``).
-    """
+
+def _start_listener(config_path: str, state_dir: str) -> None:
+    try:
+        service.start_background(config_path, state_dir)
+    except RuntimeError as exc:
+        raise InstallError(str(exc)) from None
 
 
-def plan_listener_uninstall(plan: Plan) -> None:
-    """Hook point for the listener service step: stop and remove the listener. Nothing yet."""
+def plan_listener_uninstall(plan: Plan, config_path: str) -> None:
+    """Stop the listener and remove its unit."""
+    unit = os.path.join(service.UNIT_DIR, service.UNIT_NAME)
+    if service.systemd_running() and os.path.exists(unit):
+        plan.do(
+            f"stopped and disabled {service.UNIT_NAME}, removed {unit}",
+            partial(_remove_unit, unit),
+        )
+    try:
+        state_dir = read_config(config_path).state_dir
+    except ConfigError:
+        return
+    pid = service.running_pid(state_dir)
+    if pid:
+        plan.do(f"stopped the listener (pid {pid})", partial(service.stop_background, state_dir))
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(f"{path}.tmp", "w") as f:
+        f.write(text)
+    os.replace(f"{path}.tmp", path)
+
+
+def _systemctl_checked(*args: str) -> None:
+    for command in (("daemon-reload",), args):
+        result = service.systemctl(*command)
+        if result.returncode != 0:
+            raise InstallError(f"systemctl {' '.join(command)} failed: {result.stderr.strip()}")
+
+
+def _remove_unit(unit: str) -> None:
+    service.systemctl("disable", "--now", service.UNIT_NAME)
+    os.unlink(unit)
+    service.systemctl("daemon-reload")
 
 
 def _plan_config(plan: Plan, config_path: str) -> Config:

@@ -25,6 +25,7 @@ import libvirt
 
 from .asyncq import Job, enqueue
 from .discovery import find_scripts
+from .service import write_status
 from .tracker import SHUTOFF, DomainState, Tracker
 
 TYPE_CHECKING = False
@@ -167,9 +168,13 @@ class Listener:
         self.queue.put(RESYNC)
         self.connected.set()
         self.log.info(f"listener: connected to {self.config.libvirt_uri}")
+        write_status(
+            self.config.state_dir, f"connected {self.config.libvirt_uri} pid={os.getpid()}"
+        )
 
     def _disconnect(self) -> None:
         self.connected.clear()
+        write_status(self.config.state_dir, f"disconnected pid={os.getpid()}")
         conn, self.conn = self.conn, None
         if conn is None:
             return

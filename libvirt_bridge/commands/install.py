@@ -36,13 +36,19 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--dry-run", action="store_true", help="print what would be done; change nothing"
     )
+    parser.add_argument(
+        "--no-listener",
+        action="store_true",
+        help="do not install or start the listener (pause, continue and incoming-migration "
+        "events then never fire)",
+    )
     parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     config_path = installation.config_argument(args.config)
     try:
-        plan = installation.plan_install(args.confdir, config_path)
+        plan = installation.plan_install(args.confdir, config_path, listener=not args.no_listener)
         plan.execute(args.dry_run)
     except InstallError as exc:
         installation.error("install", str(exc))

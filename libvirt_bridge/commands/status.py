@@ -9,7 +9,7 @@ import shlex
 import stat
 import textwrap
 
-from .. import installation, launcher, mapping
+from .. import installation, launcher, mapping, service
 from ..config import Config, ConfigError
 from ..discovery import refusal
 from ..installation import KNOWN_EVENTS
@@ -79,7 +79,7 @@ def main(args: argparse.Namespace) -> int:
         confined = installation.apparmor_confines_libvirt()
         for root in cfg.hooks_dirs:
             check_hooks_root(report, confdir, root, config_path, confined, install)
-    check_listener(report, cfg)
+    check_listener(report, cfg, config_path)
     if report.problems:
         print(f"{report.problems} problem(s)")
         return 1
@@ -276,5 +276,38 @@ def check_script_text(report: Report, path: str) -> None:
         )
 
 
-def check_listener(report: Report, cfg: Config | None) -> None:
-    """Place for the listener service's checks (added with the listener). Nothing yet."""
+def check_listener(report: Report, cfg: Config | None, config_path: str) -> None:
+    """Is the listener running, and connected to libvirt_uri?"""
+    if cfg is None:
+        return
+    start = "libvirt-bridge install  (or: libvirt-bridge listen --background --pidfile " + (
+        f"{shlex.quote(service.pidfile(cfg.state_dir))})"
+    )
+    if service.systemd_running():
+        result = service.systemctl("is-active", service.UNIT_NAME)
+        if result.stdout.strip() != "active":
+            report.problem(
+                f"the listener ({service.UNIT_NAME}) is {result.stdout.strip() or 'not active'}:"
+                " after_vm_pause, after_vm_cont and after_vm_migrate_destination do not fire",
+                f"systemctl enable --now {service.UNIT_NAME}; journalctl -u {service.UNIT_NAME}",
+            )
+            return
+        report.ok(f"the listener ({service.UNIT_NAME}) is active")
+    else:
+        pid = service.running_pid(cfg.state_dir)
+        if pid is None:
+            report.problem(
+                "the listener is not running: after_vm_pause, after_vm_cont and "
+                "after_vm_migrate_destination do not fire",
+                start,
+            )
+            return
+        report.ok(f"the listener runs (pid {pid})")
+    state = service.read_status(cfg.state_dir) or "unknown"
+    if state.startswith("connected"):
+        report.ok(f"the listener is {state}")
+    else:
+        report.problem(
+            f"the listener is not connected to {cfg.libvirt_uri} ({state})",
+            f"check that libvirtd or virtqemud runs; the log {cfg.log_file} says why",
+        )

@@ -50,8 +50,9 @@ class Host:
     def cmd(self, command: str, *extra: str) -> tuple[int, str, str]:
         return run(command, *self.args(), *extra)
 
-    def install(self, *extra: str) -> tuple[int, str, str]:
-        status, out, err = self.cmd("install", *extra)
+    def install(self, *extra: str, listener: bool = False) -> tuple[int, str, str]:
+        # A listener would connect to the config's libvirt_uri: only where a test wants one.
+        status, out, err = self.cmd("install", *extra, *([] if listener else ["--no-listener"]))
         # libvirt runs the launchers installed in the confdir from now on.
         self.bridge.launchers = self.hooks
         return status, out, err

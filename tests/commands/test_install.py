@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import domain_xml
 
-from libvirt_bridge import cli, config, installation, launcher, mapping
+from libvirt_bridge import cli, config, installation, launcher, mapping, service
 
 from . import FakeDaemon, Host, namespaces_usable, run, tree
 
@@ -79,7 +79,7 @@ def test_missing_config_gets_the_default_one(tmp_path: Path) -> None:
     for line in out.splitlines():
         if line.startswith("[dry run] created "):
             assert line.removeprefix("[dry run] created ").startswith(str(tmp_path))
-    status, out, err = run("install", *args)
+    status, out, err = run("install", *args, "--no-listener")
     assert status == 0, err
     assert f"wrote default config {path}\n" in out
     assert path.read_text() == installation.default_config_text()
@@ -350,3 +350,29 @@ def test_help_has_a_description_and_an_example(
     assert f"usage: libvirt-bridge {command}" in out
     assert "example" in out
     assert "--config" in out
+
+
+def test_install_starts_the_listener_and_uninstall_stops_it(tmp_path: Path) -> None:
+    host = Host(tmp_path)
+    host.bridge.write_config(libvirt_uri="test:///default")
+    state = str(host.bridge.state)
+    status, out, err = host.install(listener=True)
+    assert status == 0, err
+    pid = service.running_pid(state)
+    assert pid is not None
+    assert f"started the listener in the background (no systemd here; pid file {state}" in out
+    status, out, _ = host.install(listener=True)
+    assert f"the listener runs already (pid {pid}" in out
+    status, out, err = host.cmd("uninstall")
+    assert status == 0, err
+    assert f"stopped the listener (pid {pid})" in out
+    assert service.running_pid(state) is None
+
+
+def test_systemd_unit_names_this_installation_and_the_config() -> None:
+    unit = service.render_unit("/etc/x bridge.toml")
+    assert "Environment=LIBVIRT_BRIDGE_CONFIG=/etc/x bridge.toml\n" in unit
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert exec_start.endswith(" listen")
+    assert os.path.exists(exec_start.removeprefix("ExecStart=").split()[0])
+    assert "Restart=on-failure" in unit and "After=libvirtd.service virtqemud.service" in unit

@@ -6,23 +6,39 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from libvirt_bridge import installation, launcher
+from libvirt_bridge import installation, launcher, service
 
 from . import FakeDaemon, Host, namespaces_usable
 
 
 @pytest.fixture
-def host(tmp_path: Path) -> Host:
+def host(tmp_path: Path) -> Iterator[Host]:
     host = Host(tmp_path)
-    status, _, err = host.install()
+    # The listener connects to the test driver, in its own process: never the host's libvirt.
+    host.bridge.write_config(libvirt_uri="test:///default")
+    status, _, err = host.install(listener=True)
     assert status == 0, err
     host.bridge.script("before_vm_start", "50_ok", "#!/bin/sh\nexit 0\n")
-    return host
+    deadline = time.monotonic() + 10
+    while not (service.read_status(str(host.bridge.state)) or "").startswith("connected"):
+        assert time.monotonic() < deadline, "the listener did not connect"
+        time.sleep(0.02)
+    yield host
+    service.stop_background(str(host.bridge.state))
+
+
+def test_listener_that_does_not_run_is_a_problem(host: Host) -> None:
+    assert service.stop_background(str(host.bridge.state))
+    status, out, _ = host.cmd("status")
+    assert status == 1
+    assert "PROBLEM: the listener is not running" in out
+    assert "fix: libvirt-bridge install" in out
+    assert host.cmd("uninstall")[0] == 0
 
 
 def test_clean_install_is_well(host: Host) -> None:
@@ -35,6 +51,8 @@ def test_clean_install_is_well(host: Host) -> None:
     # No daemon in the test: status says so, and that is not a problem.
     assert f"note: no running libvirtd/virtqemud uses {host.confdir}; hooks take effect" in out
     assert "PROBLEM" not in out
+    assert "ok: the listener runs (pid " in out
+    assert "ok: the listener is connected test:///default" in out
 
 
 def test_legacy_is_reported(host: Host) -> None:
