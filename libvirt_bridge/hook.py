@@ -66,8 +66,9 @@ def run(
     try:
         config = load(config_path)
     except ConfigError as exc:
-        say(f"{exc}; no hook scripts run")
-        Log(_fallback_log()).error(f"{call}: {exc}")
+        # Without a config there is no log file: stderr is all there is, and libvirt keeps
+        # it (in its error for an operation refused, in its debug log otherwise).
+        say(f"{call}: {exc}; no hook scripts run")
         return 1 if call.can_veto() else 0
     log = Log(config.log_file)
     try:
@@ -266,9 +267,3 @@ def _parent_name() -> str:
             return f.read().strip()
     except OSError:
         return "?"
-
-
-def _fallback_log() -> str:
-    from .config import DEFAULTS
-
-    return str(DEFAULTS["log_file"])

@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from conftest import Bridge, domain_xml
+from bridge_harness import Bridge, domain_xml
 
 from libvirt_bridge.asyncq import Job
 

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Bridge, domain_xml, uuid_of
+from bridge_harness import Bridge, domain_xml, uuid_of
 
 from libvirt_bridge import mapping
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from conftest import Bridge
+from bridge_harness import Bridge
 
 from libvirt_bridge.config import load
 from libvirt_bridge.listener import Listener

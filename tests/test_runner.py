@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Bridge, domain_xml, uuid_of
+from bridge_harness import Bridge, domain_xml, uuid_of
 
 APPEND_NAME = """#!/bin/sh
 printf '%s\\n' "$(basename "$0")" >> {out}

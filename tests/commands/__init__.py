@@ -18,7 +18,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
-from conftest import LIBVIRT_ENV, Bridge
+from bridge_harness import LIBVIRT_ENV, Bridge
 
 from libvirt_bridge import cli
 

@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from conftest import domain_xml
+from bridge_harness import domain_xml
 
 from libvirt_bridge import cli, config, installation, launcher, mapping, service
 

@@ -1,0 +1,216 @@
+"""The test harness: a bridge installed in a temp dir, called the way libvirt calls it.
+
+``Bridge.call`` runs the installed launcher file with libvirt's argv, the XML on stdin, an
+environment of PATH, HOME and LC_ALL=C only, and cwd ``/``. Probe scripts record what they
+saw (argv, environment, XML, cwd, stdin) as JSON lines, so tests assert on behaviour.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import uuid as uuidlib
+from pathlib import Path
+
+from libvirt_bridge import launcher
+
+LIBVIRT_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LC_ALL": "C"}
+
+PROBE = """\
+#!{python}
+import json, os, sys
+path = os.environ.get("_hook_domxml")
+xml = open(path, "rb").read().decode("utf-8", "replace") if path else None
+try:
+    stdin = sys.stdin.read()
+except Exception as exc:
+    stdin = repr(exc)
+record = {{
+    "event": os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0]))),
+    "script": os.path.basename(sys.argv[0]),
+    "argv": sys.argv,
+    "env": dict(os.environ),
+    "xml": xml,
+    "xml_path": path,
+    "xml_mode": oct(os.stat(path).st_mode & 0o777) if path else None,
+    "cwd": os.getcwd(),
+    "stdin": stdin,
+    "pid": os.getpid(),
+    "ppid": os.getppid(),
+}}
+with open({record!r}, "a") as f:
+    f.write(json.dumps(record) + "\\n")
+{tail}
+"""
+
+
+def domain_xml(
+    name: str = "vm1",
+    uuid: str | None = None,
+    properties: dict[str, str] | None = None,
+    extra: str = "",
+) -> bytes:
+    """A libvirt-style domain XML with optional oVirt custom properties."""
+    uuid = uuid or str(uuidlib.uuid4())
+    metadata = ""
+    if properties is not None:
+        items = "".join(f"<ovirt-vm:{k}>{v}</ovirt-vm:{k}>" for k, v in properties.items())
+        metadata = (
+            '<metadata><ovirt-vm:vm xmlns:ovirt-vm="http://ovirt.org/vm/1.0">'
+            f"<ovirt-vm:custom>{items}</ovirt-vm:custom></ovirt-vm:vm></metadata>"
+        )
+    text = (
+        f"<domain type='kvm' id='1'>\n  <name>{escape(name)}</name>\n  <uuid>{uuid}</uuid>\n"
+        f"  {metadata}\n  <memory unit='KiB'>65536</memory>\n  <vcpu>1</vcpu>\n"
+        f"  <os><type arch='x86_64' machine='pc'>hvm</type></os>{extra}\n</domain>\n"
+    )
+    return text.encode()
+
+
+def escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def uuid_of(xml: bytes) -> str:
+    start = xml.index(b"<uuid>") + 6
+    return xml[start : xml.index(b"</uuid>")].decode()
+
+
+class Bridge:
+    """An installed bridge: config, hooks root, state dir, log, and the two launchers."""
+
+    def __init__(self, root: Path, **config: object) -> None:
+        self.root = root
+        self.hooks = root / "hooks"
+        self.state = root / "state"
+        self.log = root / "bridge.log"
+        self.records = root / "records.jsonl"
+        self.config = root / "libvirt-bridge.toml"
+        self.hooks.mkdir()
+        self.write_config(**config)
+        self.launchers = root / "launchers"
+        self.launchers.mkdir()
+        for driver in launcher.DRIVERS:
+            launcher.write(str(self.launchers / driver), driver, str(self.config))
+        # A parent named like the daemon, for the daemon hook's "who called me" check.
+        self.daemon_parents = root / "parents"
+        self.daemon_parents.mkdir()
+
+    def write_config(self, **overrides: object) -> None:
+        values: dict[str, object] = {
+            "hooks_dirs": [str(self.hooks)],
+            "state_dir": str(self.state),
+            "log_file": str(self.log),
+            "script_timeout": 20,
+        }
+        values.update(overrides)
+        lines = [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+        self.config.write_text("\n".join(lines) + "\n")
+
+    def script(
+        self, event: str, name: str, body: str, mode: int = 0o755, root: Path | None = None
+    ) -> Path:
+        directory = (root or self.hooks) / event
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / name
+        path.write_text(body)
+        path.chmod(mode)
+        return path
+
+    def probe(
+        self, event: str, name: str = "50_probe", tail: str = "", root: Path | None = None
+    ) -> Path:
+        """A script that records what it saw; ``tail`` is Python run after recording."""
+        body = PROBE.format(
+            python=sys.executable, record=str(self.records), tail=textwrap.dedent(tail)
+        )
+        return self.script(event, name, body, root=root)
+
+    def call(
+        self,
+        driver: str,
+        obj: str,
+        op: str,
+        subop: str,
+        extra: str = "-",
+        xml: bytes = b"",
+        parent: str | None = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[bytes]:
+        argv = [str(self.launchers / driver), obj, op, subop, extra]
+        if parent is not None:
+            argv = [str(self.parent(parent)), *argv]
+        return subprocess.run(
+            argv, input=xml, env=LIBVIRT_ENV, cwd="/", capture_output=True, timeout=timeout
+        )
+
+    def qemu(
+        self, name: str, op: str, subop: str, xml: bytes, extra: str = "-"
+    ) -> subprocess.CompletedProcess[bytes]:
+        return self.call("qemu", name, op, subop, extra, xml)
+
+    def daemon(
+        self, op: str, extra: str, subop: str = "-", parent: str = "libvirtd"
+    ) -> subprocess.CompletedProcess[bytes]:
+        return self.call("daemon", "-", op, subop, extra, parent=parent)
+
+    def parent(self, name: str) -> Path:
+        """A shell script named ``name``: the hook it runs sees it as its parent process."""
+        path = self.daemon_parents / name
+        if not path.exists():
+            path.write_text('#!/bin/sh\n"$@"\nexit $?\n')
+            path.chmod(0o755)
+        return path
+
+    def read_records(self) -> list[dict[str, object]]:
+        if not self.records.exists():
+            return []
+        return [json.loads(line) for line in self.records.read_text().splitlines()]
+
+    def events(self) -> list[str]:
+        return [str(r["event"]) for r in self.read_records()]
+
+    def log_text(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def wait_async(self, count: int | None = None, timeout: float = 20) -> list[dict[str, object]]:
+        """Wait until every async queue is drained (and ``count`` records exist)."""
+        deadline = time.monotonic() + timeout
+        queue_root = self.state / "queue"
+        while time.monotonic() < deadline:
+            pending = (
+                [p for p in queue_root.glob("*/*") if p.suffix in (".job", ".running")]
+                if queue_root.exists()
+                else []
+            )
+            records = self.read_records()
+            if (
+                not pending
+                and (count is None or len(records) >= count)
+                and not self._runner_alive()
+            ):
+                return records
+            time.sleep(0.02)
+        raise AssertionError(
+            f"async events not done after {timeout}s: records={self.events()} log={self.log_text()}"
+        )
+
+    def _runner_alive(self) -> bool:
+        queue_root = self.state / "queue"
+        if not queue_root.exists():
+            return False
+        import fcntl
+
+        for lock in queue_root.glob("*.lock"):
+            fd = os.open(lock, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            finally:
+                os.close(fd)
+        return False
