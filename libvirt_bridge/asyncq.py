@@ -122,7 +122,7 @@ def _next_job(directory: str, log: Log) -> Job | None:
             job = _load(path)
             what = f"{job.event} of {job.name!r} ({job.uuid})" if job else name
             log.error(f"async event {what} was interrupted: its runner died; not run again")
-            _unlink(path)
+            _remove_job(path)
             continue
         running = path[: -len(JOB)] + RUNNING
         try:
@@ -153,9 +153,24 @@ def _run_job(config: Config, log: Log, job: Job) -> None:
     try:
         # The hook already logged what it skipped in the event's directories.
         scripts = find_scripts(config.hooks_dirs, job.event)
-        run_scripts_for(config, log, job.event, job.name, job.uuid, job.xml, scripts)
+        run_scripts_for(
+            config, log, job.event, job.name, job.uuid, job.xml, scripts, _stem(job.path) + "."
+        )
     finally:
         _unlink(job.path)
+
+
+def _stem(path: str) -> str:
+    return path.rsplit(".", 1)[0]
+
+
+def _remove_job(path: str) -> None:
+    """A job file and the XML file its runner was using, if any."""
+    directory, stem = os.path.split(_stem(path))
+    for name in os.listdir(directory):
+        if name.startswith(stem + ".") and name.endswith(".xml"):
+            _unlink(os.path.join(directory, name))
+    _unlink(path)
 
 
 def _unlink(path: str) -> None:

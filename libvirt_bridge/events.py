@@ -33,6 +33,7 @@ def run_scripts_for(
     uuid: str,
     xml: bytes,
     scripts: list[str] | None = None,
+    tmp_prefix: str = "",
 ) -> EventRun | None:
     """Run ``event``'s scripts on ``xml``; None when the event has no script.
 
@@ -50,4 +51,4 @@ def run_scripts_for(
         log.error(f"{label}: domain XML is not well-formed ({exc}); running without properties")
         props = {}
     env = script_environment(props, uuid or None)
-    return run_event(scripts, xml, env, config.script_timeout, log, label)
+    return run_event(scripts, xml, env, config.script_timeout, log, label, tmp_prefix)

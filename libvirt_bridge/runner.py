@@ -101,10 +101,20 @@ def run_event(
     timeout: float,
     log: Log,
     label: str,
+    tmp_prefix: str = "",
 ) -> EventRun:
-    """Run ``scripts`` in order on ``data``; ``label`` names the event in log lines."""
+    """Run ``scripts`` in order on ``data``; ``label`` names the event in log lines.
+
+    The XML file is ``<tmp_prefix>XXXX.xml`` when a prefix is given (the async runner puts
+    it beside its job, so that a runner killed midway leaves nothing it cannot clean up),
+    else a ``libvirt-bridge-XXXX.xml`` in $TMPDIR.
+    """
     outcome = EventRun()
-    fd, path = tempfile.mkstemp(prefix="libvirt-bridge-", suffix=".xml")
+    if tmp_prefix:
+        directory, prefix = os.path.split(tmp_prefix)
+        fd, path = tempfile.mkstemp(prefix=prefix, suffix=".xml", dir=directory)
+    else:
+        fd, path = tempfile.mkstemp(prefix="libvirt-bridge-", suffix=".xml")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -34,6 +34,10 @@ class Tracker:
     def __init__(self, known: dict[str, DomainState] | None = None) -> None:
         self.known: dict[str, DomainState] = dict(known or {})
         self.incoming: set[str] = set()
+        # Domains whose known state is a resync's snapshot, with no event handled since.
+        # An event that follows was emitted after the callbacks were registered, so it is
+        # news even when the snapshot (read later) already shows its effect.
+        self.snapshot_only: set[str] = set()
 
     def paused_for_pause(self, uuid: str) -> bool:
         state = self.known.get(uuid)
@@ -50,11 +54,14 @@ class Tracker:
                 context = "user"
             row = mapping.find_row("listener", event, detail, context)
             if row is not None:
-                if not self.paused_for_pause(uuid):
+                if not self.paused_for_pause(uuid) or uuid in self.snapshot_only:
                     fired = row.event
                 settled = ("paused", context or detail)
         elif event == "resumed" and detail == "unpaused":
-            if self.paused_for_pause(uuid) and (reason == "unpaused" or state == "paused"):
+            was_paused = self.paused_for_pause(uuid) or (
+                uuid in self.snapshot_only and current == ("running", "unpaused")
+            )
+            if was_paused and (reason == "unpaused" or state == "paused"):
                 row = mapping.find_row("listener", event, detail, "unpaused")
                 fired = row.event if row else None
                 if state == "paused":
@@ -72,22 +79,28 @@ class Tracker:
             self.incoming.discard(uuid)
             settled = SHUTOFF
         self.known[uuid] = settled
+        self.snapshot_only.discard(uuid)
         return fired
 
     def resync(self, uuid: str, current: DomainState) -> str | None:
         """After a gap (reconnect, restart): the event a changed state shows was missed."""
         before = self.known.get(uuid)
         self.known[uuid] = current
-        if before is None:
-            return None
-        was_paused = before[0] == "paused" and before[1] in PAUSE_REASONS
-        now_paused = current[0] == "paused" and current[1] in PAUSE_REASONS
-        if now_paused and not was_paused and before[0] == "running":
-            return "after_vm_pause"
-        if was_paused and current == ("running", "unpaused"):
-            return "after_vm_cont"
-        return None
+        missed = None
+        if before is not None:
+            was_paused = before[0] == "paused" and before[1] in PAUSE_REASONS
+            now_paused = current[0] == "paused" and current[1] in PAUSE_REASONS
+            if now_paused and not was_paused and before[0] == "running":
+                missed = "after_vm_pause"
+            elif was_paused and current == ("running", "unpaused"):
+                missed = "after_vm_cont"
+        if missed is None:
+            self.snapshot_only.add(uuid)
+        else:
+            self.snapshot_only.discard(uuid)
+        return missed
 
     def forget(self, uuid: str) -> None:
         self.known.pop(uuid, None)
         self.incoming.discard(uuid)
+        self.snapshot_only.discard(uuid)

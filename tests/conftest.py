@@ -1,11 +1,67 @@
-"""Fixtures shared by the tests; the harness itself is ``bridge_harness``."""
+"""Fixtures shared by the tests; the harness itself is ``bridge_harness``.
+
+The whole suite must leave the machine as it found it: no file in the host's libvirt
+directories, /run or /tmp (tests work under pytest's tmp_path), and no process it
+started (hook runners, listeners, daemons, guests). ``host_untouched`` checks this once,
+at the end of the session.
+"""
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from bridge_harness import Bridge
+
+WATCHED_TREES = ("/etc/libvirt", "/var/lib/libvirt", "/var/log/libvirt", "/run/libvirt")
+WATCHED_DIRS = ("/run", "/tmp", "/var/log")
+OURS = (b"libvirt_bridge", b"libvirt-bridge", b"libvirtd", b"virtlogd", b"qemu-system")
+
+
+def snapshot() -> set[str]:
+    entries: set[str] = set()
+    for top in WATCHED_TREES:
+        for dirpath, dirnames, filenames in os.walk(top):
+            entries.update(os.path.join(dirpath, n) for n in dirnames + filenames)
+    for directory in WATCHED_DIRS:
+        if os.path.isdir(directory):
+            entries.update(os.path.join(directory, n) for n in os.listdir(directory))
+    return entries
+
+
+def our_processes() -> set[int]:
+    """Live processes that look like the bridge's, libvirt's or QEMU's."""
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{entry}/stat") as f:
+                zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            continue
+        if not zombie and any(mark in cmdline for mark in OURS):
+            pids.add(int(entry))
+    return pids
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_untouched() -> Iterator[None]:
+    files_before = snapshot()
+    processes_before = our_processes()
+    yield
+    deadline = time.monotonic() + 15
+    while our_processes() - processes_before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = our_processes() - processes_before
+    assert not left, f"processes left behind: {sorted(left)}"
+    added = snapshot() - files_before
+    assert not added, f"files left behind on the host: {sorted(added)}"
 
 
 @pytest.fixture

@@ -119,3 +119,23 @@ def test_resync_finds_what_changed_while_away() -> None:
     assert t.resync("c", RUNNING_BOOTED) is None
     assert t.resync("new", PAUSED_USER) is None  # never seen: nothing can be said
     assert t.resync(U, PAUSED_USER) is None  # no duplicate
+
+
+def test_pause_right_after_subscribing_is_not_mistaken_for_an_old_one() -> None:
+    """The resync's snapshot already shows the pause whose event is still queued."""
+    t = Tracker()
+    assert t.resync(U, PAUSED_USER) is None
+    assert play(t, [("suspended", "paused", PAUSED_USER)]) == ["after_vm_pause"]
+    assert play(t, [("resumed", "unpaused", RUNNING_UNPAUSED)]) == ["after_vm_cont"]
+
+
+def test_resume_right_after_subscribing_fires() -> None:
+    t = Tracker()
+    assert t.resync(U, RUNNING_UNPAUSED) is None
+    assert play(t, [("resumed", "unpaused", RUNNING_UNPAUSED)]) == ["after_vm_cont"]
+
+
+def test_pause_found_by_resync_is_not_fired_again_by_its_late_event() -> None:
+    t = Tracker({U: RUNNING_BOOTED})
+    assert t.resync(U, PAUSED_USER) == "after_vm_pause"
+    assert play(t, [("suspended", "paused", PAUSED_USER)]) == []
