@@ -51,7 +51,8 @@ def our_processes() -> set[int]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def host_untouched() -> Iterator[None]:
+def host_untouched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    tmp_path_factory.getbasetemp()  # pytest's own /tmp/pytest-of-USER is not a leftover
     files_before = snapshot()
     processes_before = our_processes()
     yield
