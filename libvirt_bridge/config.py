@@ -23,6 +23,7 @@ DEFAULTS: dict[str, object] = {
     "script_timeout": 300.0,
     "libvirt_uri": "qemu:///system",
     "qemu_status_dir": "/run/libvirt/qemu",
+    "start_xml_changes": "warn",
 }
 
 KEY_HELP: dict[str, str] = {
@@ -32,9 +33,15 @@ KEY_HELP: dict[str, str] = {
     "script_timeout": "seconds a script may run before its process group is killed; 0: none",
     "libvirt_uri": "libvirt connection URI used by the listener and the commands",
     "qemu_status_dir": "where the qemu driver keeps its status files (<name>.xml)",
+    "start_xml_changes": (
+        "what a plain `virsh start` does when before_vm_start scripts change the XML, which "
+        "libvirt cannot take then: warn, or refuse (pointing to `libvirt-bridge start`)"
+    ),
 }
 
-_CACHE_FORMAT = 2
+CHOICES: dict[str, tuple[str, ...]] = {"start_xml_changes": ("warn", "refuse")}
+
+_CACHE_FORMAT = 3
 
 
 class ConfigError(Exception):
@@ -51,6 +58,7 @@ class Config:
         "path",
         "qemu_status_dir",
         "script_timeout",
+        "start_xml_changes",
         "state_dir",
     )
 
@@ -62,6 +70,7 @@ class Config:
         self.script_timeout = float(values["script_timeout"])  # type: ignore[arg-type]
         self.libvirt_uri = str(values["libvirt_uri"])
         self.qemu_status_dir = str(values["qemu_status_dir"])
+        self.start_xml_changes = str(values["start_xml_changes"])
 
 
 def config_path(environ: dict[str, str] | os._Environ[str] | None = None) -> str:
@@ -126,6 +135,11 @@ def _check(key: str, value: object, path: str) -> object:
         return float(value)
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where} must be a non-empty string ({KEY_HELP[key]})")
+    if key in CHOICES:
+        if value not in CHOICES[key]:
+            choices = " or ".join(repr(c) for c in CHOICES[key])
+            raise ConfigError(f"{where} must be {choices}, not {value!r}")
+        return value
     if key != "libvirt_uri":
         _require_absolute(value, where)
     return value

@@ -21,7 +21,11 @@ from .discovery import find_scripts
 from .log import Log, say
 from .state import (
     DESTROY,
+    DESTROYED_BY_VERB,
     FRESH,
+    MIGRATE,
+    RESTORE,
+    STARTED_BY_VERB,
     State,
     domain_uuid,
     read_status_file,
@@ -157,8 +161,8 @@ def _context(call: HookCall, config: Config, log: Log, uuid: str, xml: bytes) ->
     state = State(config.state_dir)
     try:
         if call.op == "prepare":
-            kind = state.take_marker(uuid) or FRESH
-            state.set_start_kind(uuid, kind)
+            kind = state.take_marker(uuid, (RESTORE, MIGRATE, STARTED_BY_VERB)) or FRESH
+            state.set_start_kind(uuid, FRESH if kind == STARTED_BY_VERB else kind)
             return kind
         if call.op == "started":
             return state.start_kind(uuid) or FRESH
@@ -166,6 +170,8 @@ def _context(call: HookCall, config: Config, log: Log, uuid: str, xml: bytes) ->
             status = read_status_file(call.obj, config.qemu_status_dir)
             kind = stop_kind_from_status(status) if status else DESTROY
             state.set_stop_kind(uuid, kind)
+            if kind == DESTROY and state.take_marker(uuid, (DESTROYED_BY_VERB,)):
+                return DESTROYED_BY_VERB  # before_vm_destroy ran in the verb already
             return kind
         if call.op == "release":
             if call.extra != "-":
@@ -210,8 +216,6 @@ def _fire(
 
 
 def _set_marker(config: Config, log: Log, call: HookCall, uuid: str) -> None:
-    from .state import MIGRATE, RESTORE
-
     try:
         State(config.state_dir).set_marker(uuid, MIGRATE if call.op == "migrate" else RESTORE)
     except OSError as exc:

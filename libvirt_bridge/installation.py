@@ -46,16 +46,7 @@ DEFAULT_CONFIG_ASSET = "libvirt-bridge.toml"
 # outgoing migration, the end of an incoming one, the start of a save): the hook never
 # fires them; the listener or the CLI wrappers do, so some are in mapping.EVENTS too. A
 # directory with one of these names is not a typo.
-OTHER_VDSM_EVENTS: tuple[str, ...] = (
-    "before_vm_pause",
-    "after_vm_pause",
-    "before_vm_cont",
-    "after_vm_cont",
-    "before_vm_hibernate",
-    "before_vm_migrate_source",
-    "after_vm_migrate_destination",
-)
-KNOWN_EVENTS: tuple[str, ...] = tuple(dict.fromkeys(mapping.EVENTS + OTHER_VDSM_EVENTS))
+KNOWN_EVENTS: tuple[str, ...] = mapping.EVENTS
 
 
 class InstallError(Exception):

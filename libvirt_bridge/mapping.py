@@ -56,6 +56,8 @@ class Row:
             return f"daemon - {self.op} {self.subop} {self.op}"
         if self.driver == "listener":
             return f"event {self.op.upper()}/{self.subop.upper()}"
+        if self.driver == "verb":
+            return f"libvirt-bridge {self.op} DOMAIN"
         extra = "REASON" if self.op == "release" else "-"
         return f"qemu NAME {self.op} {self.subop} {extra}"
 
@@ -91,6 +93,13 @@ HOOK_TABLE: tuple[Row, ...] = (
     Row("listener", "suspended", "watchdog", ANY,        "after_vm_pause",               ASYNC, False, XML_READ_ONLY),  # noqa: E501
     Row("listener", "resumed",   "unpaused", "unpaused", "after_vm_cont",                ASYNC, False, XML_READ_ONLY),  # noqa: E501
     Row("listener", "resumed",   "migrated", "migrated", "after_vm_migrate_destination", ASYNC, False, XML_READ_ONLY),  # noqa: E501
+    # Nor for these "before" events: the libvirt-bridge verbs run them, then call libvirt.
+    Row("verb", "start",   "-", ANY, "before_vm_start",          SYNC, True,  XML_WRITABLE),
+    Row("verb", "pause",   "-", ANY, "before_vm_pause",          SYNC, True,  XML_READ_ONLY),
+    Row("verb", "resume",  "-", ANY, "before_vm_cont",           SYNC, True,  XML_READ_ONLY),
+    Row("verb", "save",    "-", ANY, "before_vm_hibernate",      SYNC, True,  XML_READ_ONLY),
+    Row("verb", "migrate", "-", ANY, "before_vm_migrate_source", SYNC, True,  XML_READ_ONLY),
+    Row("verb", "destroy", "-", ANY, "before_vm_destroy",        SYNC, False, XML_READ_ONLY),
 )
 # fmt: on
 
@@ -121,6 +130,26 @@ RELEASE_REASON_CONTEXT: dict[str, str] = {"saved": "saved", "migrated": "migrate
 
 # Every event the bridge can fire; the hooks root gets one directory for each.
 EVENTS: tuple[str, ...] = tuple(dict.fromkeys(row.event for row in HOOK_TABLE))
+
+# VDSM hook points for operations plain libvirt does not have (device and NIC hotplug
+# through VDSM, host capabilities and statistics, network setup): never fired here.
+VDSM_ONLY_EVENTS: tuple[str, ...] = (
+    "before_device_create", "after_device_create",
+    "before_device_destroy", "after_device_destroy",
+    "before_device_migrate_source", "after_device_migrate_source",
+    "before_device_migrate_destination", "after_device_migrate_destination",
+    "before_nic_hotplug", "after_nic_hotplug", "after_nic_hotplug_fail",
+    "before_nic_hotunplug", "after_nic_hotunplug", "after_nic_hotunplug_fail",
+    "before_update_device", "after_update_device", "after_update_device_fail",
+    "before_disk_hotplug", "after_disk_hotplug", "before_disk_hotunplug", "after_disk_hotunplug",
+    "before_memory_hotplug", "after_memory_hotplug",
+    "before_set_num_of_cpus", "after_set_num_of_cpus",
+    "before_vm_set_ticket", "after_vm_set_ticket", "after_disk_prepare",
+    "before_network_setup", "after_network_setup", "after_network_setup_fail",
+    "before_get_vm_stats", "after_get_vm_stats", "before_get_all_vm_stats",
+    "after_get_all_vm_stats", "before_get_caps", "after_get_caps",
+    "before_get_stats", "after_get_stats", "after_hostdev_list_by_caps",
+)  # fmt: skip
 
 
 def find_row(driver: str, op: str, subop: str, context: str) -> Row | None:

@@ -61,7 +61,7 @@ from typing import ClassVar
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
-from libvirt_bridge import launcher
+from libvirt_bridge import launcher, service
 
 # (path inside the sandbox root, path the daemons see), in mount order.
 TARGETS = (
@@ -908,7 +908,7 @@ class Sandbox:
         output_path = os.path.join(self.bridge_dir, "listener.out")
         argv = [_binary("nsenter"), "--target", str(self.virtlogd_pid()), "--mount", "--uts"]
         argv += ["--", sys.executable, "-m", "libvirt_bridge", "listen"]
-        argv += ["--pidfile", os.path.join(self.bridge_dir, "listener.pid")]
+        argv += ["--pidfile", service.pidfile(self.state_dir)]
         with open(output_path, "ab") as output:
             self._listener = subprocess.Popen(
                 argv,

@@ -28,6 +28,10 @@ DESTROY = "destroy"
 SAVED = "saved"
 MIGRATED = "migrated"
 
+# Markers the libvirt-bridge verbs leave: the before_* event already ran.
+STARTED_BY_VERB = "verb-start"
+DESTROYED_BY_VERB = "verb-destroy"
+
 START_KINDS = (FRESH, RESTORE, MIGRATE)
 STOP_KINDS = (DESTROY, SAVED, MIGRATED)
 
@@ -106,16 +110,21 @@ class State:
     def set_marker(self, uuid: str, start_kind: str) -> None:
         self._write("markers", uuid, start_kind)
 
-    def take_marker(self, uuid: str, ttl: float = MARKER_TTL) -> str | None:
-        """The start kind a fresh marker announces (and remove it); None if none or stale."""
+    def take_marker(self, uuid: str, kinds: tuple[str, ...], ttl: float = MARKER_TTL) -> str | None:
+        """The kind a fresh marker of one of ``kinds`` announces (and remove it).
+
+        None when there is none, when it is stale (removed), or of another kind (kept).
+        """
         path = self._path("markers", uuid)
         try:
             age = time.time() - os.stat(path).st_mtime
         except (FileNotFoundError, NotADirectoryError):
             return None
         kind = self._read("markers", uuid)
+        if age <= ttl and kind not in kinds:
+            return None
         self._remove("markers", uuid)
-        return kind if age <= ttl and kind in START_KINDS else None
+        return kind if age <= ttl else None
 
     def clear_marker(self, uuid: str) -> None:
         self._remove("markers", uuid)

@@ -65,11 +65,19 @@ def run_sync(
     if row.xml == mapping.XML_WRITABLE:
         return _writable_result(row, log, label, name, data, run)
     if row.xml == mapping.XML_READ_ONLY and run.edits:
-        changers = _semantic_editors(run)
+        changers = ", ".join(_semantic_editors(run))
+        if changers and row.op == "prepare" and config.start_xml_changes == "refuse":
+            say(
+                f"{row.event} for domain {name!r}: {changers} changed the domain XML, which "
+                f"libvirt cannot take at this point; start it with `libvirt-bridge start "
+                f"{name}` to boot the changed XML (start_xml_changes = 'refuse' in {config.path})"
+            )
+            log.error(f"{label}: {changers} changed the XML; start refused (start_xml_changes)")
+            return 1, b""
         if changers:
             log.warning(
-                f"{label}: {', '.join(changers)} changed the domain XML, but libvirt cannot take "
-                "a changed XML at this point; the change is ignored"
+                f"{label}: {changers} changed the domain XML, but libvirt cannot take a changed "
+                "XML at this point; the change is ignored (`libvirt-bridge start` applies it)"
             )
     return 0, b""
 

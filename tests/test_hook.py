@@ -279,3 +279,41 @@ def test_fast_path_imports_nothing_heavy(bridge: Bridge) -> None:
         "logging",
         "json",
     }
+
+
+def test_start_by_the_verb_skips_before_vm_start_at_prepare(bridge: Bridge) -> None:
+    from libvirt_bridge.state import STARTED_BY_VERB, State
+
+    probe_all(bridge)
+    xml = domain_xml("vm1")
+    State(str(bridge.state)).set_marker(uuid_of(xml), STARTED_BY_VERB)
+    for op in ("prepare", "start", "started"):
+        assert bridge.qemu("vm1", op, "begin", xml).returncode == 0
+    assert [r["event"] for r in bridge.wait_async(1)] == ["after_vm_start"]
+
+
+def test_destroy_by_the_verb_skips_before_vm_destroy_at_stopped(tmp_path: Path) -> None:
+    from libvirt_bridge.state import DESTROYED_BY_VERB, State
+
+    bridge, _ = status_bridge(tmp_path)
+    probe_all(bridge)
+    xml = domain_xml("vm1")
+    State(str(bridge.state)).set_marker(uuid_of(xml), DESTROYED_BY_VERB)
+    bridge.qemu("vm1", "stopped", "end", xml)
+    bridge.qemu("vm1", "release", "end", xml)
+    assert [r["event"] for r in bridge.wait_async(1)] == ["after_vm_destroy"]
+
+
+def test_start_xml_changes_refuse(tmp_path: Path) -> None:
+    bridge = Bridge(tmp_path, start_xml_changes="refuse")
+    bridge.script(
+        "before_vm_start",
+        "40_pin",
+        '#!/bin/sh\nsed -i \'s#<vcpu>#<vcpu cpuset="0">#\' "$_hook_domxml"\n',
+    )
+    result = bridge.qemu("vm1", "prepare", "begin", domain_xml("vm1"))
+    assert result.returncode == 1
+    assert b"40_pin changed the domain XML" in result.stderr
+    assert b"libvirt-bridge start vm1" in result.stderr
+    bridge.write_config(start_xml_changes="warn")
+    assert bridge.qemu("vm1", "prepare", "begin", domain_xml("vm1")).returncode == 0

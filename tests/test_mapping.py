@@ -24,7 +24,11 @@ def test_only_before_events_run_sync_and_only_sync_events_veto() -> None:
         if row.veto:
             assert row.mode == mapping.SYNC, row
         if row.xml == mapping.XML_WRITABLE:
-            assert row.op in ("migrate", "restore"), row
+            assert (row.driver, row.op) in {
+                ("qemu", "migrate"),
+                ("qemu", "restore"),
+                ("verb", "start"),
+            }
 
 
 def test_calls_where_failure_kills_the_vm_never_veto() -> None:
@@ -58,4 +62,5 @@ def test_release_reasons_of_newer_libvirt() -> None:
 
 
 def test_events_lists_every_event_once() -> None:
-    assert len(mapping.EVENTS) == len(set(mapping.EVENTS)) == 14
+    assert len(mapping.EVENTS) == len(set(mapping.EVENTS)) == 18
+    assert not set(mapping.EVENTS) & set(mapping.VDSM_ONLY_EVENTS)

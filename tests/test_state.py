@@ -47,10 +47,11 @@ def test_status_file_names_are_never_paths(tmp_path: Path) -> None:
 def test_markers_expire(tmp_path: Path) -> None:
     s = state.State(str(tmp_path))
     s.set_marker(U, "restore")
-    assert s.take_marker(U) == "restore"
-    assert s.take_marker(U) is None
+    assert s.take_marker(U, ("migrate",)) is None  # another kind: kept
+    assert s.take_marker(U, ("restore",)) == "restore"
+    assert s.take_marker(U, ("restore",)) is None
     s.set_marker(U, "migrate")
     old = time.time() - 1000
     os.utime(tmp_path / "markers" / U, (old, old))
     assert s.remove_stale_markers(ttl=500) == [U]
-    assert s.take_marker(U) is None
+    assert s.take_marker(U, ("migrate",)) is None

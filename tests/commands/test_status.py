@@ -203,11 +203,11 @@ def test_each_problem_is_reported_with_its_fix(
     assert fix in reported.splitlines()[1], out
 
 
-def test_event_without_a_firing_part_is_a_note(host: Host) -> None:
-    (host.hooks_root / "before_vm_pause").mkdir()
+def test_vdsm_only_event_is_a_note(host: Host) -> None:
+    (host.hooks_root / "before_nic_hotplug").mkdir()
     status, out, _ = host.cmd("status")
     assert status == 0, out
-    assert f"note: {host.hooks_root / 'before_vm_pause'}: nothing in this bridge fires" in out
+    assert f"note: {host.hooks_root / 'before_nic_hotplug'}: VDSM fires before_nic_hotplug" in out
 
 
 def test_missing_confdir_exits_2(tmp_path: Path) -> None:

@@ -1,0 +1,203 @@
+"""The operator's verbs and install/uninstall, on real libvirt daemons."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from libvirt_bridge import mapping
+from libvirt_bridge.sandbox import Sandbox
+
+pytestmark = pytest.mark.libvirt
+
+PROBE = """#!{python}
+import json, os, sys
+event = os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0])))
+with open({records!r}, "a") as f:
+    f.write(json.dumps({{"event": event, "vmId": os.environ.get("vmId")}}) + "\\n")
+"""
+
+# VDSM's documented example, reduced: pin the vCPUs to the CPUs in $pincpu.
+PINCPU = """#!/bin/sh
+[ -n "$pincpu" ] || exit 0
+sed -i "s#<vcpu placement='static'>#<vcpu placement='static' cpuset='$pincpu'>#" "$_hook_domxml"
+"""
+PINCPU_METADATA = (
+    '<ovirt-vm:vm xmlns:ovirt-vm="http://ovirt.org/vm/1.0"><ovirt-vm:custom>'
+    "<ovirt-vm:pincpu>0</ovirt-vm:pincpu></ovirt-vm:custom></ovirt-vm:vm>"
+)
+
+
+class Bridged:
+    """A sandbox with the bridge, probes for every event, and the listener."""
+
+    def __init__(self, sandbox: Sandbox, listener: bool = True) -> None:
+        self.sandbox = sandbox
+        sandbox.install_bridge()
+        self.records = Path(sandbox.bridge_dir) / "records.jsonl"
+        for event in mapping.EVENTS:
+            sandbox.add_hook_script(
+                event, "50_probe", PROBE.format(python=sys.executable, records=str(self.records))
+            )
+        if listener:
+            sandbox.start_listener()
+        self.seen = 0
+
+    def bridge(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, LIBVIRT_BRIDGE_CONFIG=self.sandbox.config_path)
+        argv = [sys.executable, "-m", "libvirt_bridge", *args]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+
+    def verb(self, verb: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.bridge(verb, "--connect", self.sandbox.uri, *args)
+
+    def events(self, expected: int, settle: float = 1.5) -> list[str]:
+        deadline = time.monotonic() + 30
+        while self._count() - self.seen < expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(settle)
+        lines = self.records.read_text().splitlines() if self.records.exists() else []
+        new = [json.loads(line)["event"] for line in lines[self.seen :]]
+        self.seen += len(new)
+        return new
+
+    def _count(self) -> int:
+        return len(self.records.read_text().splitlines()) if self.records.exists() else 0
+
+
+@pytest.fixture
+def bridged(sandbox: Sandbox) -> Bridged:
+    return Bridged(sandbox)
+
+
+def test_pause_vetoed_leaves_the_guest_running(bridged: Bridged) -> None:
+    sandbox = bridged.sandbox
+    sandbox.define_guest("g1")
+    sandbox.virsh("start", "g1")
+    bridged.events(2)
+    sandbox.add_hook_script(
+        "before_vm_pause", "60_veto", "#!/bin/sh\necho 'backup running, not now' >&2\nexit 1\n"
+    )
+    result = bridged.verb("pause", "g1")
+    assert result.returncode == 1
+    assert "backup running, not now" in result.stderr
+    assert sandbox.domstate("g1") == "running"
+    assert bridged.events(1) == ["before_vm_pause"]
+
+
+def test_pause_resume_save_and_destroy_fire_each_event_once(bridged: Bridged) -> None:
+    sandbox = bridged.sandbox
+    sandbox.define_guest("g1")
+    assert bridged.verb("start", "g1").returncode == 0
+    assert bridged.events(2) == ["before_vm_start", "after_vm_start"]
+    assert bridged.verb("pause", "g1").returncode == 0
+    assert bridged.events(2) == ["before_vm_pause", "after_vm_pause"]
+    assert bridged.verb("resume", "g1").returncode == 0
+    assert bridged.events(2) == ["before_vm_cont", "after_vm_cont"]
+    assert bridged.verb("save", "g1").returncode == 0
+    assert bridged.events(2) == ["before_vm_hibernate", "after_vm_hibernate"]
+    result = bridged.verb("start", "g1")
+    assert result.returncode == 0, result.stderr
+    assert "managed save" in result.stdout
+    assert bridged.events(2) == ["before_vm_dehibernate", "after_vm_dehibernate"]
+    assert bridged.verb("destroy", "g1").returncode == 0
+    assert bridged.events(2) == ["before_vm_destroy", "after_vm_destroy"]
+
+
+def test_migrate_verb_runs_the_source_event(make_sandbox: Callable[[str], Sandbox]) -> None:
+    source = Bridged(make_sandbox("lbsb1"), listener=False)
+    destination = Bridged(make_sandbox("lbsb2"), listener=False)
+    source.sandbox.define_guest("g1")
+    source.sandbox.virsh("start", "g1")
+    source.events(2)
+    result = source.verb(
+        "migrate", "--live", "g1", destination.sandbox.uri, "--migrateuri", "tcp://127.0.0.1"
+    )
+    assert result.returncode == 0, result.stderr
+    assert source.events(2) == ["before_vm_migrate_source", "after_vm_migrate_source"]
+    assert destination.events(1) == ["before_vm_migrate_destination"]
+    assert destination.sandbox.domstate("g1") == "running"
+
+
+def test_start_boots_the_changed_xml_once_and_keeps_the_definition(bridged: Bridged) -> None:
+    sandbox = bridged.sandbox
+    sandbox.add_hook_script("before_vm_start", "40_pincpu", PINCPU)
+    sandbox.define_guest("g1", metadata=PINCPU_METADATA)
+    result = bridged.verb("start", "g1")
+    assert result.returncode == 0, result.stderr
+    assert "with the XML its before_vm_start scripts changed" in result.stdout
+    assert "cpuset='0'" in sandbox.virsh("dumpxml", "g1").stdout
+    assert "cpuset" not in sandbox.virsh("dumpxml", "--inactive", "g1").stdout
+    # before_vm_start ran in the verb, not a second time at libvirt's prepare.
+    assert bridged.events(2) == ["before_vm_start", "after_vm_start"]
+
+
+def test_plain_virsh_start_warns_or_refuses_an_xml_change(bridged: Bridged) -> None:
+    sandbox = bridged.sandbox
+    sandbox.add_hook_script("before_vm_start", "40_pincpu", PINCPU)
+    sandbox.define_guest("g1", metadata=PINCPU_METADATA)
+    sandbox.virsh("start", "g1")
+    assert "cpuset" not in sandbox.virsh("dumpxml", "g1").stdout
+    assert "40_pincpu changed the domain XML" in Path(sandbox.log_file).read_text()
+    sandbox.virsh("destroy", "g1")
+    sandbox.install_bridge({"start_xml_changes": "refuse"})
+    result = sandbox.virsh("start", "g1", check=False)
+    assert result.returncode != 0
+    assert "libvirt-bridge start g1" in result.stderr
+    assert sandbox.domstate("g1") == "shut off"
+
+
+FOREIGN = b"""#!/bin/sh
+# a home-made hook, as found on many hosts
+echo "$1 $2 $3" >> %s
+"""
+
+
+def test_install_over_a_foreign_hook_and_uninstall(sandbox: Sandbox) -> None:
+    foreign_log = Path(sandbox.bridge_dir) / "foreign.log"
+    qemu = Path(sandbox.hooks_dir) / "qemu"
+    original = FOREIGN % str(foreign_log).encode()
+    qemu.write_bytes(original)
+    qemu.chmod(0o750)
+    sandbox.reload()
+    config = Path(sandbox.bridge_dir) / "installed.toml"
+    config.write_text(
+        f'hooks_dirs = ["{sandbox.hooks_root}"]\nstate_dir = "{sandbox.state_dir}"\n'
+        f'log_file = "{sandbox.log_file}"\n'
+    )
+    args = ["--confdir", sandbox.etc_dir, "--config", str(config), "--no-listener"]
+    env = dict(os.environ)
+    run = [sys.executable, "-m", "libvirt_bridge"]
+    first = subprocess.run([*run, "install", *args], capture_output=True, text=True, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "kept the earlier hook" in first.stdout and "sent SIGHUP to libvirtd" in first.stdout
+    second = subprocess.run([*run, "install", *args], capture_output=True, text=True, env=env)
+    assert second.returncode == 0
+    assert "installed" not in second.stdout.replace("up to date", "")
+    records = Path(sandbox.bridge_dir) / "records.jsonl"
+    sandbox.add_hook_script(
+        "before_vm_start", "50_probe", PROBE.format(python=sys.executable, records=str(records))
+    )
+    sandbox.define_guest("g1")
+    sandbox.virsh("start", "g1")
+    assert "g1 prepare begin" in foreign_log.read_text()
+    assert json.loads(records.read_text().splitlines()[0])["event"] == "before_vm_start"
+    status = subprocess.run(
+        [*run, "status", "--confdir", sandbox.etc_dir, "--config", str(config)],
+        capture_output=True,
+        text=True,
+    )
+    assert "has looked for hooks since the launchers were written" in status.stdout, status.stdout
+    undo = subprocess.run([*run, "uninstall", *args[:4]], capture_output=True, text=True)
+    assert undo.returncode == 0, undo.stderr
+    assert qemu.read_bytes() == original
+    assert oct(qemu.stat().st_mode & 0o777) == "0o750"
+    assert hashlib.sha256(qemu.read_bytes()).digest() == hashlib.sha256(original).digest()
