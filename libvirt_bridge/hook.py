@@ -89,10 +89,11 @@ def run(
 class HookCall:
     """One call from libvirt, as its argv gives it."""
 
-    __slots__ = ("driver", "extra", "obj", "op", "subop")
+    __slots__ = ("daemon", "driver", "extra", "obj", "op", "subop")
 
     def __init__(self, driver: str, obj: str, op: str, subop: str, extra: str) -> None:
         self.driver, self.obj, self.op, self.subop, self.extra = driver, obj, op, subop, extra
+        self.daemon = os.getppid()  # the libvirt daemon that called
 
     def can_veto(self) -> bool:
         return any(
@@ -161,7 +162,8 @@ def _context(call: HookCall, config: Config, log: Log, uuid: str, xml: bytes) ->
     state = State(config.state_dir)
     try:
         if call.op == "prepare":
-            kind = state.take_marker(uuid, (RESTORE, MIGRATE, STARTED_BY_VERB)) or FRESH
+            kinds = (RESTORE, MIGRATE, STARTED_BY_VERB)
+            kind = state.take_marker(uuid, kinds, call.daemon) or FRESH
             state.set_start_kind(uuid, FRESH if kind == STARTED_BY_VERB else kind)
             return kind
         if call.op == "started":
@@ -216,8 +218,14 @@ def _fire(
 
 
 def _set_marker(config: Config, log: Log, call: HookCall, uuid: str) -> None:
+    if os.getppid() != call.daemon:
+        # The daemon died while the scripts ran: its operation is gone, and a marker
+        # would make the next cold boot of this domain look like a restore.
+        log.error(f"{call}: libvirt's daemon went away during the hook; no {call.op} marker")
+        return
     try:
-        State(config.state_dir).set_marker(uuid, MIGRATE if call.op == "migrate" else RESTORE)
+        kind = MIGRATE if call.op == "migrate" else RESTORE
+        State(config.state_dir).set_marker(uuid, kind, call.daemon)
     except OSError as exc:
         log.error(
             f"{call}: cannot write the {call.op} marker in {config.state_dir}: {exc.strerror}; "

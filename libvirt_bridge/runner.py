@@ -110,6 +110,7 @@ def run_event(
     else a ``libvirt-bridge-XXXX.xml`` in $TMPDIR.
     """
     outcome = EventRun()
+    _exit_on_sigterm()
     if tmp_prefix:
         directory, prefix = os.path.split(tmp_prefix)
         fd, path = tempfile.mkstemp(prefix=prefix, suffix=".xml", dir=directory)
@@ -161,6 +162,9 @@ def run_script(script: str, env: dict[str, str], timeout: float) -> ScriptResult
         return result
     try:
         stderr, stdout_size, result.timed_out = _collect(proc, timeout)
+    except BaseException:
+        _signal_group(proc.pid, signal.SIGKILL)  # the bridge is going: so is its script
+        raise
     finally:
         for stream in (proc.stdout, proc.stderr):
             if stream:
@@ -236,6 +240,18 @@ def _collect(proc: subprocess.Popen[bytes], timeout: float) -> tuple[bytes, int,
     if timed_out:
         _signal_group(proc.pid, signal.SIGKILL)
     return bytes(kept), counted, timed_out
+
+
+def _exit_on_sigterm() -> None:
+    """Make SIGTERM unwind (killing the running script, removing the XML file)."""
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        signal.signal(signal.SIGTERM, terminate)
+    except ValueError:
+        pass  # not the main thread: the process's owner decides
 
 
 def _signal_group(pid: int, sig: int) -> None:

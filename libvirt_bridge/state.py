@@ -6,7 +6,8 @@ a migration out. The bridge tells them apart with small files keyed by domain UU
 by name: a name may hold any character):
 
 - ``markers/<uuid>``: written at ``migrate begin``/``restore begin``, taken at the
-  ``prepare`` that follows within ``MARKER_TTL`` seconds; an older one is stale.
+  ``prepare`` that follows within ``MARKER_TTL`` seconds; an older one is stale, and so
+  is one left by another daemon process (a hook that outlived a killed daemon).
 - ``domains/<uuid>.start``: how the running domain was started (``fresh``, ``restore``,
   ``migrate``), read at ``started``.
 - ``domains/<uuid>.stop``: why it stopped (``destroy``, ``saved``, ``migrated``), decided
@@ -20,7 +21,8 @@ from __future__ import annotations
 import os
 import time
 
-MARKER_TTL = 120.0
+# restore/migrate begin and their prepare are one libvirt operation, seconds apart at most.
+MARKER_TTL = 30.0
 FRESH = "fresh"
 RESTORE = "restore"
 MIGRATE = "migrate"
@@ -107,24 +109,29 @@ class State:
         except FileNotFoundError:
             pass
 
-    def set_marker(self, uuid: str, start_kind: str) -> None:
-        self._write("markers", uuid, start_kind)
+    def set_marker(self, uuid: str, kind: str, daemon: int = 0) -> None:
+        """Leave a marker; ``daemon`` is the pid of the libvirt daemon it is for (0: any)."""
+        self._write("markers", uuid, f"{kind} {daemon}")
 
-    def take_marker(self, uuid: str, kinds: tuple[str, ...], ttl: float = MARKER_TTL) -> str | None:
+    def take_marker(
+        self, uuid: str, kinds: tuple[str, ...], daemon: int = 0, ttl: float = MARKER_TTL
+    ) -> str | None:
         """The kind a fresh marker of one of ``kinds`` announces (and remove it).
 
-        None when there is none, when it is stale (removed), or of another kind (kept).
+        None when there is none, when it is stale (removed: too old, or left for another
+        daemon process than ``daemon``), or when it is of another kind (kept).
         """
         path = self._path("markers", uuid)
         try:
             age = time.time() - os.stat(path).st_mtime
         except (FileNotFoundError, NotADirectoryError):
             return None
-        kind = self._read("markers", uuid)
-        if age <= ttl and kind not in kinds:
+        kind, _, owner = (self._read("markers", uuid) or "").partition(" ")
+        stale = age > ttl or (daemon and owner not in ("", "0", str(daemon)))
+        if not stale and kind not in kinds:
             return None
         self._remove("markers", uuid)
-        return kind if age <= ttl else None
+        return None if stale else kind
 
     def clear_marker(self, uuid: str) -> None:
         self._remove("markers", uuid)

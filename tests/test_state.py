@@ -55,3 +55,12 @@ def test_markers_expire(tmp_path: Path) -> None:
     os.utime(tmp_path / "markers" / U, (old, old))
     assert s.remove_stale_markers(ttl=500) == [U]
     assert s.take_marker(U, ("migrate",)) is None
+
+
+def test_marker_of_another_daemon_is_stale(tmp_path: Path) -> None:
+    s = state.State(str(tmp_path))
+    s.set_marker(U, "restore", daemon=100)
+    assert s.take_marker(U, ("restore",), daemon=200) is None
+    assert not (tmp_path / "markers" / U).exists()
+    s.set_marker(U, "verb-start")  # left by a verb: for whichever daemon
+    assert s.take_marker(U, ("verb-start",), daemon=200) == "verb-start"
