@@ -5,10 +5,21 @@ from __future__ import annotations
 import argparse
 
 from . import __version__
-from .commands import demo, drain, hook, install, lifecycle, listen, status, uninstall
+from .commands import (
+    demo,
+    drain,
+    hook,
+    install,
+    lifecycle,
+    listen,
+    props,
+    run,
+    status,
+    uninstall,
+)
 from .commands import list as list_
 
-COMMANDS = (demo, install, uninstall, status, list_, lifecycle, listen, hook, drain)
+COMMANDS = (demo, install, uninstall, status, list_, lifecycle, props, run, listen, hook, drain)
 
 
 def build_parser() -> argparse.ArgumentParser:

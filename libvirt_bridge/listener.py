@@ -235,6 +235,8 @@ class Listener:
         if conn is None:
             return
         seen = set()
+        known_before = len(self.tracker.known)
+        fired = 0
         for dom in conn.listAllDomains():
             uuid = dom.UUIDString()
             seen.add(uuid)
@@ -242,11 +244,19 @@ class Listener:
             missed = self.tracker.resync(uuid, current)
             self._save_known(uuid)
             if missed:
+                fired += 1
                 why = f"state {current[0]}/{current[1]} found on resync"
                 self._fire(missed, dom.name(), uuid, dom, why)
         for uuid in set(self.tracker.known) - seen:
             self.tracker.forget(uuid)
             self._save_known(uuid)
+        if known_before:
+            # Events are not replayed: what changed and changed back meanwhile is lost.
+            self.log.warning(
+                f"listener: resynchronised {len(seen)} domain(s) after a gap, {fired} missed "
+                "event(s) fired from their state now; a pause and resume that both happened "
+                "during the gap cannot be seen and were missed"
+            )
 
     def _lookup(self, uuid: str) -> tuple[libvirt.virDomain | None, DomainState]:
         conn = self.conn
