@@ -1,0 +1,211 @@
+"""``libvirt-bridge props DOMAIN get|set|unset``: a VM's custom properties in its metadata."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+
+from .. import config
+
+# Exit statuses.
+OK, FAILED, USAGE = 0, 1, 2
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "props",
+        help="get, set or unset a VM's custom properties (what hook scripts get in their "
+        "environment)",
+        description=textwrap.fill(
+            "Show or change the custom properties of a domain: the "
+            "<ovirt-vm:custom><ovirt-vm:NAME>VALUE</ovirt-vm:NAME> elements in its "
+            "ovirt-vm metadata, as oVirt writes them and as the bridge exports them to every "
+            "hook script as the environment variable NAME. A change is made in the "
+            "persistent definition and, when the domain runs, in the live one too; the rest "
+            "of the ovirt-vm metadata is left as it is. get prints NAME=VALUE lines, sorted "
+            "(values verbatim; --json for an object), and says so when the live and the "
+            "persistent definitions differ. A NAME is made of ASCII letters, digits and _ "
+            "and does not start with a digit; a VALUE is any text. Exit status: 0 done, 1 "
+            "when libvirt or the domain fails, 2 for bad usage.",
+            break_on_hyphens=False,
+        ),
+        epilog=(
+            "examples: libvirt-bridge props vm1 set pincpu=1-4 'label=web server'\n"
+            "          libvirt-bridge props vm1 get\n"
+            "          libvirt-bridge props vm1 get --json\n"
+            "          libvirt-bridge props vm1 unset label\n"
+            "          libvirt-bridge props --connect qemu+ssh://host2/system vm1 get"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_connect(parser, argparse.SUPPRESS)
+    parser.add_argument("domain", metavar="DOMAIN", help="the domain's name, UUID or id")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    get = actions.add_parser(
+        "get",
+        help="print the properties as NAME=VALUE lines",
+        description="Print the domain's custom properties as NAME=VALUE lines, sorted by "
+        "name (of the live definition when the domain runs); --json prints an object.",
+        epilog="example: libvirt-bridge props vm1 get --json",
+    )
+    get.add_argument("--json", action="store_true", help='print {"NAME": "VALUE", ...}')
+    get.add_argument(
+        "--inactive",
+        action="store_true",
+        help="show the persistent definition (what the next start uses), even when it runs",
+    )
+    _add_connect(get, argparse.SUPPRESS)
+
+    set_ = actions.add_parser(
+        "set",
+        help="set properties: NAME=VALUE...",
+        description="Set custom properties, in the persistent definition and, when the "
+        "domain runs, in the live one. VALUE is everything after the first =.",
+        epilog="example: libvirt-bridge props vm1 set pincpu=1-4 'label=web server' empty=",
+    )
+    set_.add_argument("assignments", nargs="+", metavar="NAME=VALUE")
+    _add_connect(set_, argparse.SUPPRESS)
+
+    unset = actions.add_parser(
+        "unset",
+        help="remove properties: NAME...",
+        description="Remove custom properties, from the persistent definition and, when the "
+        "domain runs, from the live one. A property that is not set is not an error.",
+        epilog="example: libvirt-bridge props vm1 unset pincpu label",
+    )
+    unset.add_argument("names", nargs="+", metavar="NAME")
+    _add_connect(unset, argparse.SUPPRESS)
+    parser.set_defaults(func=main, connect=None)
+
+
+def _add_connect(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "--connect",
+        "-c",
+        metavar="URI",
+        default=default,
+        help="libvirt connection URI (default: libvirt_uri of the config file, "
+        f"${config.ENV_VAR} or {config.DEFAULT_PATH})",
+    )
+
+
+def error(message: str) -> None:
+    sys.stderr.write(f"libvirt-bridge props: error: {message}\n")
+
+
+def note(message: str) -> None:
+    sys.stderr.write(f"libvirt-bridge props: {message}\n")
+
+
+def connection_uri(given: str | None) -> str:
+    """``--connect``, else the config's libvirt_uri (raises config.ConfigError)."""
+    return given or config.load().libvirt_uri
+
+
+def main(args: argparse.Namespace) -> int:
+    from .. import props
+
+    try:
+        if args.action == "set":
+            changes = props.parse_assignments(args.assignments)
+            removals: list[str] = []
+        elif args.action == "unset":
+            for name in args.names:
+                props.check_name(name)
+            changes, removals = {}, list(dict.fromkeys(args.names))
+    except props.PropsError as exc:
+        error(str(exc))
+        return USAGE
+    try:
+        uri = connection_uri(args.connect)
+    except config.ConfigError as exc:
+        error(f"{exc} (or give --connect URI)")
+        return FAILED
+    try:
+        conn = props.connect(uri, readonly=args.action == "get")
+        try:
+            dom = props.lookup_domain(conn, args.domain)
+            if args.action == "get":
+                return _get(dom.name(), props.read(dom), args.json, args.inactive)
+            return _change(dom.name(), props.change(dom, changes, removals), changes, removals)
+        finally:
+            conn.close()
+    except props.PropsError as exc:
+        error(str(exc))
+        return FAILED
+
+
+def _get(name: str, found: dict[str, dict[str, str]], as_json: bool, inactive: bool) -> int:
+    from ..props import LIVE, PERSISTENT
+
+    if inactive and PERSISTENT not in found:
+        error(f"domain {name} is transient: it has no persistent definition")
+        return FAILED
+    shown_which = PERSISTENT if inactive or LIVE not in found else LIVE
+    shown = found[shown_which]
+    if as_json:
+        print(json.dumps(dict(sorted(shown.items())), indent=2, ensure_ascii=False))
+    else:
+        for key, value in sorted(shown.items()):
+            print(f"{key}={value}")
+    other_which = LIVE if shown_which == PERSISTENT else PERSISTENT
+    other = found.get(other_which)
+    if other is not None and other != shown:
+        why = {LIVE: "the running VM's", PERSISTENT: "used from the next start"}
+        note(
+            f"domain {name}: the {other_which} definition ({why[other_which]}) differs from "
+            f"the {shown_which} one shown:\n" + "\n".join(_differences(shown, other, shown_which))
+        )
+    elif not shown and not as_json:
+        note(f"domain {name} has no custom properties")
+    return OK
+
+
+def _differences(shown: dict[str, str], other: dict[str, str], shown_which: str) -> list[str]:
+    lines = []
+    for key in sorted(set(shown) | set(other)):
+        if shown.get(key) == other.get(key):
+            continue
+        was = f"{shown_which}: {shown[key]!r}" if key in shown else f"{shown_which}: not set"
+        now = f"{key}={other[key]}" if key in other else f"{key} not set"
+        lines.append(f"  {now}  ({was})")
+    return lines
+
+
+def _change(
+    name: str,
+    outcome: dict[str, tuple[dict[str, str], dict[str, str]]],
+    changes: dict[str, str],
+    removals: list[str],
+) -> int:
+    every = tuple(outcome)
+    for key, value in changes.items():
+        changed = tuple(which for which, (before, _) in outcome.items() if before.get(key) != value)
+        if changed:
+            print(f"{name}: set {key}={value} in {_where(changed, every)}")
+        else:
+            print(f"{name}: {key}={value} was set already")
+    for key in removals:
+        changed = tuple(which for which, (before, _) in outcome.items() if key in before)
+        if changed:
+            print(f"{name}: unset {key} in {_where(changed, every)}")
+        else:
+            note(f"domain {name}: {key} was not set; nothing to remove")
+    return OK
+
+
+def _where(changed: tuple[str, ...], every: tuple[str, ...]) -> str:
+    """Which definitions a change went into, said for people."""
+    from ..props import LIVE, PERSISTENT
+
+    if changed != every:
+        other = next(which for which in every if which not in changed)
+        return f"the {changed[0]} definition only (the {other} one was so already)"
+    if changed == (PERSISTENT,):
+        return "the persistent definition (the domain is not running)"
+    if changed == (LIVE,):
+        return "the live definition (the domain is transient: it has no persistent one)"
+    return "the live and persistent definitions"

@@ -1,0 +1,344 @@
+"""``libvirt-bridge run EVENT DOMAIN``: a trial of one event's scripts, outside libvirt."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import sys
+import textwrap
+
+from .. import config, mapping
+from ..log import Log
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..runner import ScriptResult
+
+# Exit statuses: every script succeeded; a script failed (or the trial could not run);
+# bad usage.
+OK, FAILED, USAGE = 0, 1, 2
+
+# Fired by the bridge's CLI verbs rather than by a libvirt hook call; a trial may run them.
+VERB_EVENTS: tuple[str, ...] = (
+    "before_vm_pause",
+    "before_vm_cont",
+    "before_vm_hibernate",
+    "before_vm_migrate_source",
+)
+EVENTS: tuple[str, ...] = tuple(dict.fromkeys(mapping.EVENTS + VERB_EVENTS))
+# Events that concern no domain: their scripts get no XML, no properties and no vmId.
+DAEMON_EVENTS: frozenset[str] = frozenset(
+    row.event for row in mapping.HOOK_TABLE if row.xml == mapping.XML_NONE
+)
+# What libvirt passes to a hook from its own environment, besides LC_ALL=C
+# (virCommandAddEnvPassCommon): a real event's scripts get these and nothing else of it.
+LIBVIRT_PASSED_ENV = ("LD_PRELOAD", "LD_LIBRARY_PATH", "PATH", "HOME", "USER", "LOGNAME", "TMPDIR")
+TRIAL = "trial run by `libvirt-bridge run`, nothing is applied to libvirt"
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="try one event's scripts on a domain's XML, outside libvirt, and show what they did",
+        description=textwrap.fill(
+            "Run the scripts of one VDSM event, as the real event would (same scripts in the "
+            "same order, same contract: the XML in $_hook_domxml, the VM's custom properties "
+            "and vmId in an environment like the one libvirt gives hooks, the config's "
+            "script_timeout), on the domain's current XML (virsh dumpxml) or on --xml FILE, "
+            "outside any libvirt operation. Shows each script's exit status, duration and "
+            "stderr, and a unified diff of the XML they left. Nothing is applied to libvirt; "
+            "the scripts' log lines go to the config's log_file, marked as a trial. With "
+            "--xml, DOMAIN is only the name the trial uses and libvirt is not contacted; "
+            "before_vdsm_start and after_vdsm_stop take no domain. Exit status: 0 when every "
+            "script succeeded (or none would run), 1 when a script failed or the trial could "
+            "not run, 2 for bad usage.",
+            break_on_hyphens=False,
+        ),
+        epilog=(
+            "examples: libvirt-bridge run before_vm_start vm1\n"
+            "          libvirt-bridge run before_vm_migrate_destination vm1 --xml vm1.xml\n"
+            "          virsh dumpxml vm1 | libvirt-bridge run after_vm_start vm1 --xml -\n"
+            "          libvirt-bridge run before_vdsm_start"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("event", metavar="EVENT", help=f"a VDSM event: {', '.join(EVENTS)}")
+    parser.add_argument(
+        "domain",
+        metavar="DOMAIN",
+        nargs="?",
+        help="the domain's name, UUID or id (with --xml: any name)",
+    )
+    parser.add_argument(
+        "--xml",
+        metavar="FILE",
+        help="run on the domain XML in FILE (- for stdin) instead of the domain's current XML",
+    )
+    parser.add_argument(
+        "--connect",
+        "-c",
+        metavar="URI",
+        help="libvirt connection URI (default: libvirt_uri of the config file)",
+    )
+    parser.set_defaults(func=main)
+
+
+def error(message: str) -> None:
+    sys.stderr.write(f"libvirt-bridge run: error: {message}\n")
+
+
+def note(message: str) -> None:
+    sys.stderr.write(f"libvirt-bridge run: {message}\n")
+
+
+def check_event(event: str) -> str | None:
+    """Why ``event`` cannot be run (with the nearest known one), or None."""
+    if event in EVENTS:
+        return None
+    close = difflib.get_close_matches(event, EVENTS, n=1, cutoff=0.6)
+    if close:
+        return f"unknown event {event!r}; did you mean {close[0]}?"
+    return f"unknown event {event!r}; the events are: {', '.join(EVENTS)}"
+
+
+class _Source:
+    """The XML a trial runs on, and the domain it stands for."""
+
+    def __init__(self, name: str, uuid: str, xml: bytes, origin: str) -> None:
+        self.name = name
+        self.uuid = uuid
+        self.xml = xml
+        self.origin = origin
+
+
+class _TrialError(Exception):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def main(args: argparse.Namespace) -> int:
+    reason = check_event(args.event)
+    if reason:
+        error(reason)
+        return USAGE
+    try:
+        cfg = config.load()
+    except config.ConfigError as exc:
+        error(str(exc))
+        return FAILED
+    try:
+        source = _source(args, cfg)
+    except _TrialError as exc:
+        error(str(exc))
+        return exc.status
+    return trial(cfg, args.event, source)
+
+
+def _source(args: argparse.Namespace, cfg: config.Config) -> _Source:
+    if args.event in DAEMON_EVENTS:
+        if (args.domain not in (None, "-")) or args.xml:
+            note(
+                f"{args.event} concerns no domain: its scripts get no XML; DOMAIN and --xml "
+                "are ignored"
+            )
+        return _Source("-", "", b"", "none (a daemon event)")
+    if not args.domain:
+        raise _TrialError(
+            f"{args.event} needs a DOMAIN (usage: libvirt-bridge run {args.event} DOMAIN "
+            "[--xml FILE])",
+            USAGE,
+        )
+    if args.xml:
+        return _from_file(args.domain, args.xml)
+    return _from_libvirt(args.domain, args.connect or cfg.libvirt_uri)
+
+
+def _from_file(name: str, path: str) -> _Source:
+    from .. import domxml
+
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read()
+            origin = "stdin"
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
+            origin = f"the file {path}"
+    except OSError as exc:
+        raise _TrialError(f"cannot read {path}: {exc.strerror}", USAGE) from None
+    try:
+        root = domxml.parse(data)
+    except domxml.XMLError as exc:
+        raise _TrialError(f"{origin} is not well-formed XML: {exc}", USAGE) from None
+    if root.tag != "domain":
+        raise _TrialError(f"{origin} is not a domain XML (its root is <{root.tag}>)", USAGE)
+    uuid = (root.findtext("uuid") or "").strip()
+    xml_name = (root.findtext("name") or "").strip()
+    if xml_name and xml_name != name:
+        note(f"the XML names the domain {xml_name!r}; the trial calls it {name!r}")
+    return _Source(name, uuid, data, origin)
+
+
+def _from_libvirt(ident: str, uri: str) -> _Source:
+    import libvirt
+
+    from .. import props
+
+    try:
+        conn = props.connect(uri, readonly=True)
+        try:
+            dom = props.lookup_domain(conn, ident)
+            try:
+                xml = dom.XMLDesc(0).encode("utf-8")
+                name, uuid = dom.name(), dom.UUIDString()
+            except libvirt.libvirtError as exc:
+                raise props.PropsError(
+                    f"cannot read the XML of domain {ident!r}: {exc.get_error_message()}"
+                ) from None
+        finally:
+            conn.close()
+    except props.PropsError as exc:
+        raise _TrialError(str(exc), FAILED) from None
+    return _Source(name, uuid, xml, f"the current XML of {name} on {uri}")
+
+
+def hook_environment(properties: dict[str, str], uuid: str) -> dict[str, str]:
+    """The environment a real event's scripts get: libvirt's hook environment, then
+    ``runner.script_environment``'s properties, vmId and PYTHONPATH.
+
+    Nothing of the caller's shell leaks in (LIBVIRT_BRIDGE_CONFIG, a virtualenv, ...), so
+    a script that relies on it fails here as it would for real.
+    """
+    from ..runner import script_environment
+
+    saved = dict(os.environ)
+    base = {"LC_ALL": "C"}
+    base.update((key, saved[key]) for key in LIBVIRT_PASSED_ENV if key in saved)
+    try:
+        os.environ.clear()
+        os.environ.update(base)
+        return script_environment(properties, uuid or None)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def trial(cfg: config.Config, event: str, source: _Source) -> int:
+    from .. import domxml
+    from ..discovery import find_scripts
+    from ..events import event_label, properties_of
+    from ..runner import run_event
+
+    log = _ShowingLog(cfg.log_file)
+    try:
+        properties = properties_of(source.xml)
+    except domxml.XMLError as exc:  # from libvirt: not expected
+        error(f"the domain XML is not well-formed: {exc}")
+        return FAILED
+    who = f"domain {source.name}" if source.name != "-" else "the daemon"
+    vm_id = f" (vmId {source.uuid})" if source.uuid else ""
+    print(f"trial of {event} for {who}{vm_id}: nothing is applied to libvirt")
+    print(f"  XML: {source.origin}")
+    if event not in DAEMON_EVENTS:
+        print("  custom properties (in the scripts' environment):")
+        for key, value in sorted(properties.items()):
+            print(f"    {key}={value}")
+        if not properties:
+            print("    (none)")
+    scripts = find_scripts(cfg.hooks_dirs, event, log)
+    for message in log.shown:
+        print(f"  note: {message}")
+    del log.shown[:]
+    if not scripts:
+        print(f"no script would run for {event} (hooks roots: {', '.join(cfg.hooks_dirs)})")
+        return OK
+    label = f"{event_label(event, source.name, source.uuid)} [trial]"
+    log.info(f"{label}: {TRIAL}; {len(scripts)} script(s)")
+    env = hook_environment(properties, source.uuid)
+    outcome = run_event(scripts, source.xml, env, cfg.script_timeout, log, label)
+    print()
+    for result in outcome.results:
+        _show_result(result)
+    skipped = scripts[len(outcome.results) :]
+    for script in skipped:
+        print(f"{os.path.basename(script)}: not run ({script})")
+        print("  a script before it exited 2: later scripts are skipped, as in a real run")
+    print()
+    _show_xml_change(source, outcome.data, [script for script, _, _ in outcome.edits])
+    print()
+    failed = [os.path.basename(r.script) for r in outcome.failures]
+    ran = len(outcome.results)
+    if failed:
+        print(f"result: {len(failed)} of {ran} script(s) failed: {', '.join(failed)}")
+    else:
+        print(f"result: all {ran} script(s) succeeded")
+    print(f"log: {cfg.log_file} (lines marked [trial])")
+    return FAILED if failed else OK
+
+
+def _show_result(result: ScriptResult) -> None:
+    status = result.describe()
+    if result.failed:
+        status += ", failed"
+        if result.rc is not None and result.rc > 2 and not result.error:
+            status += " (exit codes above 2 are reserved; treated as 1)"
+        if result.rc == 2:
+            status += " (2: later scripts are skipped)"
+    print(f"{os.path.basename(result.script)}: {status}, {result.duration:.3f}s ({result.script})")
+    stderr = result.stderr_text()
+    if stderr:
+        print("  stderr:")
+        for line in stderr.splitlines():
+            print(f"  | {line}")
+    else:
+        print("  stderr: (empty)")
+    if result.stdout_size:
+        print(f"  stdout: {result.stdout_size} bytes (dropped, as in a real run)")
+
+
+def _show_xml_change(source: _Source, after: bytes, editors: list[str]) -> None:
+    from .. import domxml
+
+    before = source.xml
+    if after == before:
+        what = "the scripts left the XML unchanged" if before else "the scripts got no XML"
+        print(what)
+        return
+    names = ", ".join(dict.fromkeys(os.path.basename(script) for script in editors))
+    print(f"the XML the scripts produced (changed by {names}):")
+    name = source.name if source.name != "-" else "domain"
+    diff = difflib.unified_diff(
+        _lines(before), _lines(after), f"{name}.xml (before)", f"{name}.xml (after)"
+    )
+    sys.stdout.writelines(diff)
+    try:
+        same = domxml.same_meaning(before, after)
+    except domxml.XMLError as exc:
+        print(f"note: the XML the scripts left is not well-formed: {exc}")
+        return
+    if same:
+        print("note: the bytes changed, not the meaning (only a re-serialisation)")
+
+
+def _lines(data: bytes) -> list[str]:
+    lines = data.decode("utf-8", "replace").splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n\\ No newline at end of file\n"
+    return lines
+
+
+class _ShowingLog(Log):
+    """The bridge's log, keeping its warnings and errors to show them too."""
+
+    __slots__ = ("shown",)
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.shown: list[str] = []
+
+    def line(self, level: str, message: str) -> None:
+        super().line(level, message)
+        if level != "INFO":
+            self.shown.append(message)

@@ -1,0 +1,332 @@
+"""VM custom properties in a domain's oVirt metadata, read and changed through libvirt.
+
+oVirt keeps a VM's custom properties in the domain XML, and the bridge exports them to
+every hook script as environment variables (``domxml.custom_properties``)::
+
+    <metadata>
+      <ovirt-vm:vm xmlns:ovirt-vm="http://ovirt.org/vm/1.0">
+        <ovirt-vm:custom><ovirt-vm:pincpu>1-4</ovirt-vm:pincpu></ovirt-vm:custom>
+      </ovirt-vm:vm>
+    </metadata>
+
+libvirt's metadata API hands out one element per namespace and takes it back whole, so a
+change is a read, an edit of ``custom`` and a write, for each definition of the domain on
+its own (the live one when it runs, the persistent one when it has one), leaving the rest
+of ``ovirt-vm:vm`` as it was. Facts this relies on (libvirt 9.0, observed):
+
+- ``virDomainGetMetadata`` returns the element with its namespace stripped
+  (``<vm><custom><pincpu>...``); elements of other namespaces keep their ``xmlns``.
+  ``VIR_DOMAIN_AFFECT_LIVE`` and ``VIR_DOMAIN_AFFECT_CONFIG`` are mutually exclusive there.
+- ``virDomainSetMetadata`` wants the element without the prefix ("failed to create a new
+  XML namespace" otherwise) and puts it, with its unqualified descendants, into the
+  namespace under the given prefix. It moves the element to the end of ``<metadata>``.
+- LIVE on an inactive domain and CONFIG on a transient one are errors.
+
+The connection helpers (``connect``, ``lookup_domain``) serve the other commands that
+talk to libvirt too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+import libvirt
+from lxml import etree
+
+from . import domxml
+
+OVIRT_VM_NS = domxml.OVIRT_VM_NS
+OVIRT_VM_PREFIX = "ovirt-vm"
+CUSTOM = "custom"
+
+LIVE = "live"
+PERSISTENT = "persistent"
+
+# Letters, digits and underscore, not starting with a digit: a name every shell can
+# export, and an XML name (no colon, so no namespace trouble either).
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Set by the bridge for every script after the properties: a property of one of these
+# names would never reach a script.
+RESERVED_NAMES = {
+    "vmId": "the bridge sets vmId to the VM's UUID for every script",
+    "_hook_domxml": "the bridge sets _hook_domxml to the path of the domain XML file",
+}
+
+
+class PropsError(Exception):
+    """A property, a value, a domain or a connection that cannot be used; says why."""
+
+
+# -- names and values --------------------------------------------------------------------
+
+
+def check_name(name: str) -> None:
+    """Raise PropsError unless ``name`` can be a custom property (and a variable name)."""
+    if not name:
+        raise PropsError("empty property name")
+    if not _NAME_RE.match(name):
+        bad = next((c for c in name if not (c.isascii() and (c.isalnum() or c == "_"))), "")
+        why = f"it contains {bad!r}" if bad else "it starts with a digit"
+        raise PropsError(
+            f"invalid property name {name!r}: {why}; a name is made of ASCII letters, "
+            "digits and _ and does not start with a digit (scripts get it as an "
+            "environment variable)"
+        )
+
+
+def check_settable(name: str) -> None:
+    """``check_name``, and refuse the names the bridge overrides for every script."""
+    check_name(name)
+    if name in RESERVED_NAMES:
+        raise PropsError(
+            f"property name {name!r} is reserved: {RESERVED_NAMES[name]}, so a property "
+            "of that name would never reach a script"
+        )
+
+
+def _xml_char(code: int) -> bool:
+    return (
+        code in (0x9, 0xA, 0xD)
+        or 0x20 <= code <= 0xD7FF
+        or 0xE000 <= code <= 0xFFFD
+        or 0x10000 <= code <= 0x10FFFF
+    )
+
+
+def check_value(name: str, value: str) -> None:
+    """Raise PropsError if ``value`` cannot be kept in XML (nor in an environment)."""
+    for index, char in enumerate(value):
+        if not _xml_char(ord(char)):
+            if 0xDC80 <= ord(char) <= 0xDCFF:
+                what = "bytes that are not valid UTF-8"
+            else:
+                what = f"the character U+{ord(char):04X}"
+            raise PropsError(
+                f"the value of {name} contains {what} (at offset {index}), which XML cannot "
+                "hold; control characters other than tab, newline and carriage return are "
+                "not allowed"
+            )
+
+
+def parse_assignments(args: Iterable[str]) -> dict[str, str]:
+    """``["a=1", "b=x=y"]`` -> ``{"a": "1", "b": "x=y"}``, every name and value checked."""
+    result: dict[str, str] = {}
+    for arg in args:
+        name, sep, value = arg.partition("=")
+        if not sep:
+            raise PropsError(f"expected NAME=VALUE, got {arg!r} (use NAME= for an empty value)")
+        check_settable(name)
+        check_value(name, value)
+        if name in result and result[name] != value:
+            raise PropsError(f"property {name} is given twice, with different values")
+        result[name] = value
+    return result
+
+
+# -- the ovirt-vm:vm element ---------------------------------------------------------------
+
+
+def _parse_element(xml: str) -> etree._Element:
+    try:
+        return domxml.parse(xml.encode("utf-8"), remove_blank_text=True)
+    except domxml.XMLError as exc:
+        raise PropsError(f"libvirt returned ovirt-vm metadata that is not XML: {exc}") from None
+
+
+def _is_ours(element: etree._Element, local: str) -> bool:
+    """Whether ``element`` is ``local`` of the ovirt-vm namespace (or unqualified)."""
+    if not isinstance(element.tag, str):
+        return False
+    qname = etree.QName(element)
+    return qname.localname == local and qname.namespace in (None, OVIRT_VM_NS)
+
+
+def _customs(root: etree._Element) -> list[etree._Element]:
+    return [child for child in root if _is_ours(child, CUSTOM)]
+
+
+def element_properties(xml: str | None) -> dict[str, str]:
+    """The custom properties in an ``ovirt-vm:vm`` element as libvirt's metadata API gives it.
+
+    The same reading as ``domxml.custom_properties`` (leaf children of ``custom``, the
+    last of equal names wins), so what ``get`` shows is what scripts get.
+    """
+    if not xml:
+        return {}
+    props: dict[str, str] = {}
+    for custom in _customs(_parse_element(xml)):
+        for child in custom:
+            if isinstance(child.tag, str) and not len(child) and _in_ovirt_ns(child):
+                props[etree.QName(child).localname] = child.text or ""
+    return props
+
+
+def _in_ovirt_ns(element: etree._Element) -> bool:
+    return etree.QName(element).namespace in (None, OVIRT_VM_NS)
+
+
+def updated_element(
+    xml: str | None, changes: Mapping[str, str], removals: Iterable[str]
+) -> str | None:
+    """The ``ovirt-vm:vm`` element ``xml`` with properties set and removed, for setMetadata.
+
+    Everything else in the element stays as it was. The result is unprefixed (what
+    ``virDomainSetMetadata`` wants); None means the element is left with nothing in it
+    and should be removed. A new element or ``custom`` is created when needed.
+    """
+    root = _parse_element(xml) if xml else etree.Element("vm")
+    if not _is_ours(root, "vm"):
+        raise PropsError(f"the ovirt-vm metadata element is <{root.tag}>, not <vm>")
+    _unqualify(root)
+    customs = _customs(root)
+    custom = customs[0] if customs else None
+    for name in removals:
+        for element in customs:
+            for child in _property_elements(element, name):
+                element.remove(child)
+    for name, value in changes.items():
+        if custom is None:
+            custom = etree.SubElement(root, CUSTOM)
+        existing = [c for element in customs for c in _property_elements(element, name)]
+        if existing and len(existing[-1]):
+            raise PropsError(
+                f"{name} in the domain's ovirt-vm custom metadata has child elements, so it "
+                "is not a property; not changed"
+            )
+        if existing:
+            # Duplicates: keep the last (the one scripts see), drop the others.
+            for child in existing[:-1]:
+                parent = child.getparent()
+                assert parent is not None
+                parent.remove(child)
+            target = existing[-1]
+        else:
+            target = etree.SubElement(custom, name)
+        target.text = value
+    for element in _customs(root):
+        if not len(element) and not (element.text or "").strip() and not element.attrib:
+            root.remove(element)
+    if not len(root) and not (root.text or "").strip() and not root.attrib:
+        return None
+    return etree.tostring(root, encoding="unicode")
+
+
+def _property_elements(custom: etree._Element, name: str) -> list[etree._Element]:
+    return [
+        child
+        for child in custom
+        if isinstance(child.tag, str)
+        and _in_ovirt_ns(child)
+        and etree.QName(child).localname == name
+    ]
+
+
+def _unqualify(root: etree._Element) -> None:
+    """Move elements of the ovirt-vm namespace to no namespace (libvirt puts them back)."""
+    for element in root.iter():
+        if isinstance(element.tag, str) and etree.QName(element).namespace == OVIRT_VM_NS:
+            element.tag = etree.QName(element).localname
+    etree.cleanup_namespaces(root)
+
+
+# -- libvirt -------------------------------------------------------------------------------
+
+
+def _quiet(_ctx: object, _error: object) -> None:
+    """libvirt's default handler prints every error to stderr; the caller says it better."""
+
+
+def connect(uri: str, readonly: bool = False) -> libvirt.virConnect:
+    libvirt.registerErrorHandler(_quiet, None)
+    try:
+        if readonly:
+            return libvirt.openReadOnly(uri)
+        return libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        raise PropsError(f"cannot connect to {uri}: {_message(exc)}") from None
+
+
+def lookup_domain(conn: libvirt.virConnect, ident: str) -> libvirt.virDomain:
+    """The domain named ``ident`` (or with that UUID or id, as virsh takes them)."""
+    lookups = [conn.lookupByName]
+    if re.fullmatch(r"[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}", ident):
+        lookups.append(conn.lookupByUUIDString)
+    if ident.isdigit():
+        lookups.append(lambda text: conn.lookupByID(int(text)))
+    for lookup in lookups:
+        try:
+            return lookup(ident)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise PropsError(f"cannot look up domain {ident!r}: {_message(exc)}") from None
+    raise PropsError(f"no domain {ident!r} on {conn.getURI()} (see: virsh list --all)")
+
+
+def definitions(dom: libvirt.virDomain) -> list[tuple[str, int]]:
+    """The domain's definitions with their metadata flag: live if it runs, persistent if any."""
+    try:
+        active, persistent = dom.isActive(), dom.isPersistent()
+    except libvirt.libvirtError as exc:
+        raise PropsError(f"domain {dom.name()}: {_message(exc)}") from None
+    found: list[tuple[str, int]] = []
+    if active:
+        found.append((LIVE, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+    if persistent:
+        found.append((PERSISTENT, libvirt.VIR_DOMAIN_AFFECT_CONFIG))
+    return found
+
+
+def read_element(dom: libvirt.virDomain, flag: int) -> str | None:
+    """The ``ovirt-vm:vm`` element of one definition (as libvirt gives it), or None."""
+    try:
+        xml: str = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, OVIRT_VM_NS, flag)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+            return None
+        raise PropsError(
+            f"cannot read the metadata of domain {dom.name()}: {_message(exc)}"
+        ) from None
+    return xml
+
+
+def write_element(dom: libvirt.virDomain, flag: int, xml: str | None) -> None:
+    """Replace (or, for None, remove) the ``ovirt-vm:vm`` element of one definition."""
+    try:
+        dom.setMetadata(
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, OVIRT_VM_PREFIX, OVIRT_VM_NS, flag
+        )
+    except libvirt.libvirtError as exc:
+        raise PropsError(
+            f"cannot change the metadata of domain {dom.name()}: {_message(exc)}"
+        ) from None
+
+
+def read(dom: libvirt.virDomain) -> dict[str, dict[str, str]]:
+    """``{"live": {...}, "persistent": {...}}``: the properties of each definition."""
+    return {which: element_properties(read_element(dom, flag)) for which, flag in definitions(dom)}
+
+
+def change(
+    dom: libvirt.virDomain, changes: Mapping[str, str], removals: Iterable[str]
+) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
+    """Set ``changes`` and remove ``removals`` in every definition of ``dom``.
+
+    Returns, per definition, its properties before and after; a definition whose
+    properties do not change is not written.
+    """
+    removals = list(removals)
+    outcome: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+    for which, flag in definitions(dom):
+        current = read_element(dom, flag)
+        before = element_properties(current)
+        new = updated_element(current, changes, removals)
+        after = element_properties(new)
+        if after != before:
+            write_element(dom, flag, new)
+        outcome[which] = (before, after)
+    return outcome
+
+
+def _message(exc: libvirt.libvirtError) -> str:
+    return exc.get_error_message() or str(exc)

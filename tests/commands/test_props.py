@@ -1,0 +1,297 @@
+"""props: a VM's custom properties in its ovirt-vm metadata (no libvirt daemon needed).
+
+The XML logic is tested directly; the command runs against libvirt's built-in test driver
+(``test:///default``, inside this process), whose state lives as long as one connection to
+it is open: the ``testdrv`` fixture holds one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+from lxml import etree
+
+from libvirt_bridge import domxml, props
+
+from . import run
+
+URI = "test:///default"
+NS = props.OVIRT_VM_NS
+TINY = (
+    "<domain type='test'><name>{}</name><memory>1024</memory><os><type>hvm</type></os>{}</domain>"
+)
+RICH = (
+    '<ovirt-vm:vm xmlns:ovirt-vm="http://ovirt.org/vm/1.0">'
+    "<ovirt-vm:clusterVersion>4.4</ovirt-vm:clusterVersion>"
+    "<ovirt-vm:custom><ovirt-vm:keep>k</ovirt-vm:keep><ovirt-vm:old>o</ovirt-vm:old>"
+    "</ovirt-vm:custom>"
+    '<ovirt-vm:device devtype="disk" name="sda"><ovirt-vm:poolID>p1</ovirt-vm:poolID>'
+    '<other xmlns="urn:other"><x a="1"/></other></ovirt-vm:device>'
+    "</ovirt-vm:vm>"
+)
+
+
+@pytest.fixture
+def testdrv() -> Iterator[libvirt.virConnect]:
+    """The test driver's default node: one running persistent domain, ``test``."""
+    props.connect(URI).close()  # installs the quiet error handler
+    conn = libvirt.open(URI)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def cmd(*argv: str) -> tuple[int, str, str]:
+    return run("props", "--connect", URI, *argv)
+
+
+def element(dom: libvirt.virDomain, flag: int) -> etree._Element:
+    xml = props.read_element(dom, flag)
+    assert xml is not None
+    return etree.fromstring(xml)
+
+
+def custom_of(xml: str) -> dict[str, str]:
+    return domxml.custom_properties(domxml.parse(xml.encode()))
+
+
+# -- names and values ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["set", "1abc=x"], "invalid property name '1abc': it starts with a digit"),
+        (["set", "a-b=x"], "invalid property name 'a-b': it contains '-'"),
+        (["set", "ovirt-vm:x=1"], "it contains '-'"),
+        (["set", "naïve=1"], "it contains 'ï'"),
+        (["set", "a b=1"], "it contains ' '"),
+        (["set", "=1"], "empty property name"),
+        (["set", "pincpu"], "expected NAME=VALUE, got 'pincpu' (use NAME= for an empty value)"),
+        (["set", "vmId=x"], "property name 'vmId' is reserved"),
+        (["set", "_hook_domxml=/x"], "property name '_hook_domxml' is reserved"),
+        (["set", "a=\x01"], "the value of a contains the character U+0001"),
+        (["set", "a=x\udcff"], "the value of a contains bytes that are not valid UTF-8"),
+        (["set", "a=1", "a=2"], "property a is given twice, with different values"),
+        (["unset", "9lives"], "invalid property name '9lives'"),
+    ],
+)
+def test_bad_names_and_values_are_usage_errors(argv: list[str], message: str) -> None:
+    # Checked before connecting: the URI does not even exist.
+    status, out, err = run("props", "--connect", "nowhere:///x", "vm1", *argv)
+    assert status == 2
+    assert out == ""
+    assert err.startswith("libvirt-bridge props: error: ")
+    assert message in err
+
+
+@pytest.mark.parametrize("name", ["a", "_", "A_1", "pincpu", "sap_agent", "PATH", "x" * 200])
+def test_good_names(name: str) -> None:
+    props.check_settable(name)
+    assert etree.Element(name).tag == name  # an XML name too
+
+
+def test_values_may_be_any_text() -> None:
+    parsed = props.parse_assignments(["a=x=y", "b=", "c= <&>'\"\n\t\r ", "d=ünï €"])
+    assert parsed == {"a": "x=y", "b": "", "c": " <&>'\"\n\t\r ", "d": "ünï €"}
+
+
+def test_missing_action_and_help() -> None:
+    with pytest.raises(SystemExit) as exc:
+        run("props", "vm1")
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        run("props", "vm1", "frob")
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        run("props", "vm1", "set")
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        run("props", "--help")
+    assert exc.value.code == 0
+
+
+# -- the element ---------------------------------------------------------------------------
+
+
+def test_update_keeps_everything_else() -> None:
+    new = props.updated_element(RICH, {"pincpu": "1-4", "keep": "k"}, ["old"])
+    assert new is not None
+    root = etree.fromstring(new)
+    # Unprefixed, as virDomainSetMetadata wants it; the foreign namespace stays.
+    assert root.tag == "vm" and "ovirt-vm" not in new
+    assert [child.tag for child in root] == ["clusterVersion", "custom", "device"]
+    assert root.findtext("clusterVersion") == "4.4"
+    device = root.find("device")
+    assert device is not None and dict(device.attrib) == {"devtype": "disk", "name": "sda"}
+    assert device.findtext("poolID") == "p1"
+    assert device.find("{urn:other}other/{urn:other}x") is not None
+    assert props.element_properties(new) == {"keep": "k", "pincpu": "1-4"}
+    assert [c.tag for c in root.find("custom")] == ["keep", "pincpu"]  # type: ignore[union-attr]
+
+
+def test_update_of_libvirts_unqualified_form() -> None:
+    got = "<vm>\n  <custom>\n    <a>1</a>\n  </custom>\n  <other>x</other>\n</vm>"
+    new = props.updated_element(got, {"b": "2"}, [])
+    assert new == "<vm><custom><a>1</a><b>2</b></custom><other>x</other></vm>"
+
+
+def test_new_element_and_escaping() -> None:
+    value = "a & <b> \"c\" 'd'\nline two\r\n ünï "
+    new = props.updated_element(None, {"label": value, "empty": ""}, [])
+    assert new is not None
+    assert props.element_properties(new) == {"label": value, "empty": ""}
+    # What the bridge reads from the domain XML once libvirt has put the prefix back.
+    qualified = new.replace("<", "<ovirt-vm:").replace("<ovirt-vm:/", "</ovirt-vm:")
+    qualified = qualified.replace(
+        "<ovirt-vm:vm>", '<ovirt-vm:vm xmlns:ovirt-vm="http://ovirt.org/vm/1.0">', 1
+    )
+    xml = f"<domain><metadata>{qualified}</metadata></domain>"
+    assert custom_of(xml) == {"label": value, "empty": ""}
+
+
+def test_removing_the_last_property() -> None:
+    assert props.updated_element("<vm><custom><a>1</a></custom></vm>", {}, ["a"]) is None
+    kept = props.updated_element("<vm><custom><a>1</a></custom><x/></vm>", {}, ["a"])
+    assert kept == "<vm><x/></vm>"
+    assert props.updated_element("<vm><x/></vm>", {}, ["nothing"]) == "<vm><x/></vm>"
+
+
+def test_duplicates_collapse_to_the_one_scripts_see() -> None:
+    xml = "<vm><custom><a>1</a><b>x</b><a>2</a></custom></vm>"
+    assert props.element_properties(xml) == {"a": "2", "b": "x"}
+    assert (
+        props.updated_element(xml, {"a": "3"}, []) == "<vm><custom><b>x</b><a>3</a></custom></vm>"
+    )
+    assert props.updated_element(xml, {}, ["a"]) == "<vm><custom><b>x</b></custom></vm>"
+
+
+def test_a_structured_entry_is_not_overwritten() -> None:
+    xml = "<vm><custom><a><deep/></a></custom></vm>"
+    assert props.element_properties(xml) == {}
+    with pytest.raises(props.PropsError, match="has child elements"):
+        props.updated_element(xml, {"a": "1"}, [])
+
+
+# -- against the test driver ---------------------------------------------------------------
+
+
+def test_set_get_unset_on_a_running_domain(testdrv: libvirt.virConnect) -> None:
+    status, out, err = cmd("test", "set", "pincpu=1-4", "label=web server")
+    assert (status, err) == (0, "")
+    assert out.splitlines() == [
+        "test: set pincpu=1-4 in the live and persistent definitions",
+        "test: set label=web server in the live and persistent definitions",
+    ]
+    assert cmd("test", "get") == (0, "label=web server\npincpu=1-4\n", "")
+    status, out, _ = cmd("test", "get", "--json")
+    assert json.loads(out) == {"label": "web server", "pincpu": "1-4"}
+    dom = testdrv.lookupByName("test")
+    for flag in (libvirt.VIR_DOMAIN_AFFECT_LIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG):
+        assert custom_of(dom.XMLDesc(0 if flag == 1 else libvirt.VIR_DOMAIN_XML_INACTIVE)) == {
+            "pincpu": "1-4",
+            "label": "web server",
+        }
+    assert cmd("test", "set", "pincpu=1-4")[1] == "test: pincpu=1-4 was set already\n"
+    status, out, err = cmd("test", "unset", "label", "nope")
+    assert status == 0
+    assert out == "test: unset label in the live and persistent definitions\n"
+    assert err == "libvirt-bridge props: domain test: nope was not set; nothing to remove\n"
+    assert cmd("test", "get") == (0, "pincpu=1-4\n", "")
+    assert cmd("test", "unset", "pincpu")[0] == 0
+    assert cmd("test", "get") == (
+        0,
+        "",
+        "libvirt-bridge props: domain test has no custom properties\n",
+    )
+    assert cmd("test", "get", "--json")[1] == "{}\n"
+
+
+def test_inactive_and_transient_domains(testdrv: libvirt.virConnect) -> None:
+    testdrv.defineXML(TINY.format("off", ""))
+    testdrv.createXML(TINY.format("trans", ""), 0)
+    assert cmd("off", "set", "a=1")[1] == (
+        "off: set a=1 in the persistent definition (the domain is not running)\n"
+    )
+    assert cmd("trans", "set", "a=1")[1] == (
+        "trans: set a=1 in the live definition (the domain is transient: it has no "
+        "persistent one)\n"
+    )
+    assert cmd("off", "get") == (0, "a=1\n", "")
+    assert cmd("trans", "get") == (0, "a=1\n", "")
+    status, _, err = cmd("trans", "get", "--inactive")
+    assert status == 1 and "domain trans is transient" in err
+    off = testdrv.lookupByName("off")
+    assert custom_of(off.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)) == {"a": "1"}
+
+
+def test_other_ovirt_content_is_kept(testdrv: libvirt.virConnect) -> None:
+    testdrv.defineXML(TINY.format("rich", f"<metadata>{RICH}<x xmlns='urn:x'/></metadata>"))
+    assert cmd("rich", "set", "pincpu=0", "keep=k2")[0] == 0
+    assert cmd("rich", "unset", "old")[0] == 0
+    dom = testdrv.lookupByName("rich")
+    root = etree.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode())
+    vm = root.find(f"metadata/{{{NS}}}vm")
+    assert vm is not None
+    assert vm.findtext(f"{{{NS}}}clusterVersion") == "4.4"
+    assert vm.findtext(f"{{{NS}}}device/{{{NS}}}poolID") == "p1"
+    assert vm.find(f"{{{NS}}}device/{{urn:other}}other/{{urn:other}}x") is not None
+    assert root.find("metadata/{urn:x}x") is not None
+    assert domxml.custom_properties(root) == {"keep": "k2", "pincpu": "0"}
+
+
+def test_live_and_persistent_differ(testdrv: libvirt.virConnect) -> None:
+    dom = testdrv.lookupByName("test")
+    props.write_element(
+        dom, libvirt.VIR_DOMAIN_AFFECT_LIVE, "<vm><custom><a>1</a><b>x</b></custom></vm>"
+    )
+    props.write_element(
+        dom, libvirt.VIR_DOMAIN_AFFECT_CONFIG, "<vm><custom><a>2</a><c>y</c></custom></vm>"
+    )
+    status, out, err = cmd("test", "get")
+    assert (status, out) == (0, "a=1\nb=x\n")
+    assert err.splitlines() == [
+        "libvirt-bridge props: domain test: the persistent definition (used from the next "
+        "start) differs from the live one shown:",
+        "  a=2  (live: '1')",
+        "  b not set  (live: 'x')",
+        "  c=y  (live: not set)",
+    ]
+    assert cmd("test", "get", "--inactive")[1] == "a=2\nc=y\n"
+    # A change goes into each definition on its own; the rest of each stays.
+    status, out, _ = cmd("test", "set", "a=2")
+    assert out == "test: set a=2 in the live definition only (the persistent one was so already)\n"
+    assert props.read(dom) == {"live": {"a": "2", "b": "x"}, "persistent": {"a": "2", "c": "y"}}
+
+
+def test_domain_by_uuid_and_errors(testdrv: libvirt.virConnect) -> None:
+    uuid = testdrv.lookupByName("test").UUIDString()
+    assert cmd(uuid, "set", "a=1")[1].startswith("test: set a=1")
+    status, out, err = cmd("nosuchvm", "get")
+    assert (status, out) == (1, "")
+    assert err == (
+        "libvirt-bridge props: error: no domain 'nosuchvm' on test:///default "
+        "(see: virsh list --all)\n"
+    )
+    status, _, err = run("props", "--connect", "nowhere:///x", "vm1", "get")
+    assert status == 1
+    assert err.startswith("libvirt-bridge props: error: cannot connect to nowhere:///x: ")
+
+
+def test_connect_after_the_action_and_from_the_config(
+    testdrv: libvirt.virConnect, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run("props", "test", "set", "--connect", URI, "z=1")[0] == 0
+    config = tmp_path / "bridge.toml"
+    config.write_text(f'libvirt_uri = "{URI}"\n')
+    monkeypatch.setenv("LIBVIRT_BRIDGE_CONFIG", str(config))
+    assert run("props", "test", "get") == (0, "z=1\n", "")
+    config.write_text("libvirt_uri = 1\n")
+    status, _, err = run("props", "test", "get")
+    assert status == 1
+    assert "libvirt_uri must be a non-empty string" in err and "--connect" in err

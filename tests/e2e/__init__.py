@@ -1,0 +1,1 @@
+"""End-to-end tests against real libvirt daemons in private sandboxes."""
