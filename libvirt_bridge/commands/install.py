@@ -1,12 +1,19 @@
-"""``libvirt-bridge install``: the launchers, the hooks roots and the default config."""
+"""``libvirt-bridge install``: the launchers, the hooks roots and the default config.
+
+``--hooks NAME...`` also copies shipped hooks (``hooks.d``, see ``libvirt_bridge.catalogue``)
+into the first hooks root; ``--hooks list`` lists them and installs nothing.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import textwrap
+from functools import partial
 
-from .. import installation
-from ..installation import InstallError
+from .. import catalogue, installation
+from ..catalogue import CatalogueError
+from ..installation import InstallError, Plan
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,13 +28,18 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "already at hooks/qemu or hooks/daemon is kept as qemu.legacy (daemon.legacy) "
             "and runs first. libvirt looks for hooks only at start and on SIGHUP, so the "
             "running libvirtd/virtqemud that uses CONFDIR gets a SIGHUP. Running it again "
-            "updates the launchers and changes nothing else."
+            "updates the launchers and changes nothing else. With --hooks, the named hooks "
+            "shipped with the bridge (hooks.d) are copied into the first hooks root, one file "
+            "per event each runs at, mode 0755 and owned by root; none is installed without "
+            "it. --hooks list lists them and installs nothing."
         ),
         epilog=(
             "examples: sudo libvirt-bridge install\n"
             "          sudo libvirt-bridge install --dry-run\n"
             "          sudo libvirt-bridge install --confdir /srv/lab/etc/libvirt "
-            "--config /srv/lab/bridge.toml"
+            "--config /srv/lab/bridge.toml\n"
+            "          libvirt-bridge install --hooks list\n"
+            "          sudo libvirt-bridge install --hooks cantmigrate hugepages"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -42,15 +54,52 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="do not install or start the listener (pause, continue and incoming-migration "
         "events then never fire)",
     )
+    parser.add_argument(
+        "--hooks",
+        nargs="+",
+        metavar="NAME",
+        help="also install these hooks shipped with the bridge (hooks.d) into the first hooks "
+        "root; `--hooks list` lists them",
+    )
     parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     config_path = installation.config_argument(args.config)
+    names: list[str] = args.hooks or []
+    try:
+        if catalogue.LIST in names:
+            if len(names) > 1:
+                raise CatalogueError("--hooks list takes no hook names")
+            shipped = catalogue.available()
+            print(f"hooks shipped with libvirt-bridge ({catalogue.catalogue_dir()}):")
+            print(catalogue.describe(shipped), end="")
+            print("install them with: libvirt-bridge install --hooks NAME [NAME...]")
+            return 0
+        selected = catalogue.select(names, catalogue.available()) if names else []
+    except CatalogueError as exc:
+        installation.error("install", str(exc))
+        return 1
     try:
         plan = installation.plan_install(args.confdir, config_path, listener=not args.no_listener)
+        if selected:
+            plan_hooks(plan, selected, args.confdir, config_path)
         plan.execute(args.dry_run)
     except InstallError as exc:
         installation.error("install", str(exc))
         return 1
     return 0
+
+
+def plan_hooks(
+    plan: Plan, hooks: list[catalogue.ShippedHook], confdir: str, config_path: str
+) -> None:
+    """Copy ``hooks`` into the config's first hooks root (as the daemon of confdir sees it)."""
+    cfg = installation.read_config(config_path)
+    root = installation.host_path(cfg.hooks_dirs[0], os.path.abspath(confdir))
+    for copy in catalogue.copies(hooks, root):
+        if catalogue.is_current(copy):
+            plan.note(f"up to date: {copy.dest} (hook {copy.hook})")
+            continue
+        done = "updated" if os.path.lexists(copy.dest) else "installed"
+        plan.do(f"{done} {copy.dest} (hook {copy.hook})", partial(catalogue.install_copy, copy))

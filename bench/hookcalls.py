@@ -1,0 +1,181 @@
+"""Parts 1 and 2: one hook call, the way libvirt makes it, without a libvirt daemon.
+
+Each call is one process spawned with libvirt's argv, a ~10 KB domain XML in a pipe on
+stdin, PATH/HOME/LC_ALL=C as its whole environment and cwd ``/`` (the caller's cwd).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+
+from common import (
+    PYTHON,
+    domain_xml,
+    interleave,
+    median,
+    ms,
+    ratio,
+    spawn_wait,
+    spread,
+    table,
+)
+
+from libvirt_bridge import launcher
+
+NAME = "bench1"
+SCRIPT_COUNTS = (1, 10, 50)
+TARGET_HOOK_RATIO = 1.5
+
+# A minimal hooks/qemu of the kind GPU-passthrough guides install: every executable of
+# qemu.d/NAME/OP/SUBOP runs with libvirt's argv and the XML on stdin (read once).
+BASH_DISPATCHER = """#!/bin/bash
+xml=$(cat)
+find "{root}/qemu.d/$1/$2/$3" -maxdepth 1 -type f -executable 2>/dev/null |
+while read -r script; do
+    printf '%s' "$xml" | "$script" "$@" || exit 1
+done
+"""
+
+
+def _bridge(work: str, label: str, scripts: int) -> str:
+    """A config and a qemu launcher whose hooks root holds ``scripts`` x /bin/true."""
+    root = os.path.join(work, f"root-{label}")
+    os.makedirs(root)
+    if scripts:
+        event_dir = os.path.join(root, "before_vm_start")
+        os.makedirs(event_dir)
+        for index in range(scripts):
+            os.symlink("/bin/true", os.path.join(event_dir, f"{index:02d}_true"))
+    state = os.path.join(work, f"state-{label}")
+    values = {
+        "hooks_dirs": [root],
+        "state_dir": state,
+        "log_file": os.path.join(work, f"bridge-{label}.log"),
+        "qemu_status_dir": os.path.join(work, "status"),
+    }
+    config = os.path.join(work, f"config-{label}.toml")
+    with open(config, "w") as f:
+        f.writelines(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
+    path = os.path.join(work, f"qemu-{label}")
+    launcher.write(path, "qemu", config)
+    return path
+
+
+def _bash_dispatcher(work: str) -> str:
+    root = os.path.join(work, "bash")
+    os.makedirs(os.path.join(root, "qemu.d", NAME, "prepare", "begin"))
+    path = os.path.join(root, "qemu")
+    with open(path, "w") as f:
+        f.write(BASH_DISPATCHER.format(root=root))
+    os.chmod(path, 0o755)
+    return path
+
+
+def _call(path: str, op: str, subop: str, xml: bytes) -> Callable[[], float]:
+    return lambda: spawn_wait([path, NAME, op, subop, "-"], xml)
+
+
+def hook_call(work: str, rounds: int) -> tuple[str, list[str]]:
+    """Part 1: an event without scripts, against a bare interpreter and a bash dispatcher."""
+    xml = domain_xml(NAME)
+    bridge = _bridge(work, "empty", 0)
+    bash = _bash_dispatcher(work)
+    variants = {
+        "bare": lambda: spawn_wait([PYTHON, "-I", "-S", "-c", "pass"], xml),
+        "bash": _call(bash, "prepare", "begin", xml),
+        "prepare": _call(bridge, "prepare", "begin", xml),
+        "started": _call(bridge, "started", "begin", xml),
+        "reconnect": _call(bridge, "reconnect", "begin", xml),
+        "stopped": _call(bridge, "stopped", "end", xml),
+        "release": _call(bridge, "release", "end", xml),
+    }
+    samples = interleave(variants, rounds, warmup=max(2, rounds // 20))
+    bare, dispatcher = median(samples["bare"]), median(samples["bash"])
+    labels = {
+        "bare": "bare `python -I -S -c pass` (reference)",
+        "bash": "bash dispatcher (`find` + exec each), `prepare begin`",
+        "prepare": "bridge launcher, `prepare begin` (before_vm_start, no script)",
+        "started": "bridge launcher, `started begin` (after_vm_start, no script)",
+        "reconnect": "bridge launcher, `reconnect begin` (no event)",
+        "stopped": "bridge launcher, `stopped end` (before_vm_destroy, no script)",
+        "release": "bridge launcher, `release end` (after_vm_destroy, no script)",
+    }
+    rows = [
+        [
+            labels[key],
+            str(len(values)),
+            ms(median(values)),
+            spread(values),
+            ratio(median(values), bare),
+            ratio(median(values), dispatcher),
+        ]
+        for key, values in samples.items()
+    ]
+    text = table(
+        ["call", "n", "median ms", "p25-p75 ms", "÷ bare python", "÷ bash dispatcher"], rows
+    )
+    prepare = median(samples["prepare"]) / bare
+    verdict = "holds" if prepare <= TARGET_HOOK_RATIO else "MISSED"
+    check = (
+        f"Target 1 (hook call without script ≤ {TARGET_HOOK_RATIO} x bare interpreter): "
+        f"{prepare:.2f} x — {verdict}"
+    )
+    note = f"XML on stdin: {len(xml)} bytes; each figure is the median of {rounds} calls.\n"
+    return note + "\n" + text, [check]
+
+
+def _direct(paths: list[str]) -> Callable[[], float]:
+    """The same scripts exec'd by a minimal loop here: the floor any dispatcher pays."""
+    return lambda: sum(spawn_wait([path]) for path in paths)
+
+
+def per_script(work: str, rounds: int) -> tuple[str, list[str]]:
+    """Part 2: the bridge's cost per event with N scripts, over running them directly."""
+    xml = domain_xml(NAME)
+    variants: dict[str, Callable[[], float]] = {
+        "0": _call(_bridge(work, "n0", 0), "prepare", "begin", xml)
+    }
+    for count in SCRIPT_COUNTS:
+        path = _bridge(work, f"n{count}", count)
+        variants[str(count)] = _call(path, "prepare", "begin", xml)
+        event_dir = os.path.join(work, f"root-n{count}", "before_vm_start")
+        variants[f"direct {count}"] = _direct(
+            [os.path.join(event_dir, name) for name in sorted(os.listdir(event_dir))]
+        )
+    samples = interleave(variants, rounds, warmup=1)
+    empty = median(samples["0"])
+    rows = [["0", ms(empty), "—", ms(empty), "—"]]
+    for count in SCRIPT_COUNTS:
+        total, direct = median(samples[str(count)]), median(samples[f"direct {count}"])
+        over = total - direct
+        rows.append([str(count), ms(total), ms(direct), ms(over), f"{over / count * 1e3:.2f}"])
+    text = table(
+        [
+            "scripts",
+            "bridge event ms",
+            "direct execs ms",
+            "bridge - direct ms",
+            "(bridge - direct) / script ms",
+        ],
+        rows,
+    )
+    low, high = SCRIPT_COUNTS[0], SCRIPT_COUNTS[-1]
+    marginal = (
+        median(samples[str(high)])
+        - median(samples[str(low)])
+        - (median(samples[f"direct {high}"]) - median(samples[f"direct {low}"]))
+    ) / (high - low)
+    first = median(samples[str(low)]) - median(samples[f"direct {low}"]) - empty
+    notes = [
+        f"Marginal bridge cost of one more script ({low} → {high} scripts, direct execs "
+        f"subtracted): {marginal * 1e3:.2f} ms",
+        f"Fixed cost of an event that has scripts, over one without (first script, direct "
+        f"exec subtracted): {first * 1e3:.1f} ms",
+    ]
+    head = (
+        f"`prepare begin` (before_vm_start, sync) with N scripts that are symlinks to "
+        f"/bin/true; medians of {rounds} rounds.\n"
+    )
+    return head + "\n" + text, notes
