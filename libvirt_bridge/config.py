@@ -55,6 +55,7 @@ class Config:
         "hooks_dirs",
         "libvirt_uri",
         "log_file",
+        "mtime_ns",
         "path",
         "qemu_status_dir",
         "script_timeout",
@@ -62,8 +63,10 @@ class Config:
         "state_dir",
     )
 
-    def __init__(self, values: dict[str, object], path: str) -> None:
+    def __init__(self, values: dict[str, object], path: str, mtime_ns: int | None = None) -> None:
         self.path = path
+        # The file's mtime when these values were read from it; None: no file, defaults.
+        self.mtime_ns = mtime_ns
         self.hooks_dirs: list[str] = list(values["hooks_dirs"])  # type: ignore[call-overload]
         self.state_dir = str(values["state_dir"])
         self.log_file = str(values["log_file"])
@@ -94,7 +97,7 @@ def load(path: str | None = None) -> Config:
     if values is None:
         values = parse(path)
         _write_cache(cache, key, values)
-    return Config(values, path)
+    return Config(values, path, st.st_mtime_ns)
 
 
 def parse(path: str) -> dict[str, object]:

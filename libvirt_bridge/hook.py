@@ -7,7 +7,8 @@ incoming migration (``state``), then either runs the event's scripts here (sync:
 veto or rewrite the XML) or queues them for a detached runner (async) and returns.
 
 Nothing here calls libvirt. Nothing heavy is imported until a script is known to run: an
-event with no scripts costs about one interpreter start.
+event with no scripts costs about one interpreter start, and when no qemu event has a
+script the launcher does not start Python at all (``fastpath``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import mapping
+from . import fastpath, mapping
 from .config import ConfigError, load
 from .discovery import find_scripts
 from .log import Log, say
@@ -74,6 +75,8 @@ def run(
         # it (in its error for an operation refused, in its debug log otherwise).
         say(f"{call}: {exc}; no hook scripts run")
         return 1 if call.can_veto() else 0
+    if driver == "qemu":
+        fastpath.refresh(config)
     log = Log(config.log_file)
     try:
         status = _dispatch(call, config, log, stdin, stdout)
@@ -143,6 +146,8 @@ def _qemu_call(call: HookCall, config: Config, log: Log, stdin: BinaryIO, stdout
         return 0
     if not mapping.has_rows(*key):
         log.info(f"{call}: no VDSM event for this call")
+        return 0
+    if fastpath.nothing_to_run(config):
         return 0
     xml = stdin.read()
     uuid = domain_uuid(xml)

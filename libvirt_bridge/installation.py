@@ -15,7 +15,6 @@ refusal changes nothing and ``--dry-run`` prints exactly what a real run does.
 from __future__ import annotations
 
 import argparse
-import ast
 import hashlib
 import os
 import signal
@@ -27,7 +26,7 @@ from importlib import resources
 from typing import NamedTuple
 
 from . import config as configmod
-from . import launcher, mapping, service
+from . import fastpath, launcher, mapping, service
 from .config import Config, ConfigError
 from .discovery import find_scripts
 from .log import Log
@@ -99,7 +98,12 @@ def read_config(path: str) -> Config:
     """The config at ``path`` (defaults when missing), without writing the parse cache."""
     if not os.path.lexists(path):
         return Config(dict(configmod.DEFAULTS), path)
-    return Config(configmod.parse(path), path)
+    try:
+        # Taken before parsing: a file changed meanwhile then looks changed, never the reverse.
+        mtime_ns = os.stat(path).st_mtime_ns
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    return Config(configmod.parse(path), path, mtime_ns)
 
 
 def default_config_text() -> str:
@@ -146,38 +150,16 @@ def expected_legacy(path: str) -> str:
     return legacy if runnable(legacy) else ""
 
 
-class LauncherCall(NamedTuple):
-    interpreter: str
-    config_path: str
-    legacy: str
+LauncherCall = launcher.LauncherCall
 
 
 def launcher_call(path: str) -> LauncherCall | None:
     """What our launcher at ``path`` runs: its interpreter, config file and legacy hook."""
     try:
         with open(path) as f:
-            text = f.read()
-        tree = ast.parse(text)
-    except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+            return launcher.read_call(f.read())
+    except (OSError, UnicodeDecodeError):
         return None
-    first = text.split("\n", 1)[0]
-    if not first.startswith("#!") or not first[2:].split():
-        return None
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id == "run_launcher"
-            and len(node.args) >= 3
-        ):
-            try:
-                config_path = ast.literal_eval(node.args[2])
-                legacy = ast.literal_eval(node.args[3]) if len(node.args) > 3 else ""
-            except ValueError:
-                return None
-            if isinstance(config_path, str) and isinstance(legacy, str):
-                return LauncherCall(first[2:].split()[0], config_path, legacy)
-    return None
 
 
 # -- daemons --------------------------------------------------------------------------------
@@ -365,6 +347,7 @@ def plan_install(confdir: str, config_path: str, listener: bool = True) -> Plan:
     changed = False
     for driver in launcher.DRIVERS:
         changed |= _plan_launcher(plan, confdir, driver, config_path)
+    _plan_fastpath(plan, config_path)
     for root in cfg.hooks_dirs:
         _plan_hooks_root(plan, confdir, root)
     if apparmor_confines_libvirt():
@@ -410,6 +393,9 @@ def plan_uninstall(confdir: str, config_path: str) -> Plan:
         roots = [host_path(r, confdir) for r in read_config(config_path).hooks_dirs]
     except ConfigError:
         roots = []
+    fast = fastpath.fastpath_path(config_path)
+    if os.path.lexists(fast):
+        plan.do(f"removed {fast}", partial(fastpath.remove, config_path))
     kept = f"the hooks roots ({', '.join(roots)}) and their scripts, " if roots else ""
     plan.note(f"left alone: {kept}the config {config_path}; remove them by hand if unneeded")
     plan_listener_uninstall(plan, config_path)
@@ -481,6 +467,22 @@ def _remove_unit(unit: str) -> None:
     service.systemctl("disable", "--now", service.UNIT_NAME)
     os.unlink(unit)
     service.systemctl("daemon-reload")
+
+
+def _plan_fastpath(plan: Plan, config_path: str) -> None:
+    """The file that lets the qemu launcher skip Python when nothing is to run."""
+    try:
+        if fastpath.is_current(read_config(config_path)):
+            return
+    except ConfigError:
+        pass  # the config is written by this plan (or refused before it runs)
+    path = fastpath.fastpath_path(config_path)
+    why = "lets the qemu launcher skip Python when there is nothing to run"
+    plan.do(f"wrote {path} ({why})", partial(_write_fastpath, config_path))
+
+
+def _write_fastpath(config_path: str) -> None:
+    fastpath.write(configmod.load(config_path))
 
 
 def _plan_config(plan: Plan, config_path: str) -> Config:

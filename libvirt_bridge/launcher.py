@@ -1,9 +1,11 @@
 """The launcher files libvirt executes (``hooks/qemu``, ``hooks/daemon``).
 
-A launcher is a few lines of Python rendered from ``install/launcher.in``: it names this
-interpreter, the import path that reaches this package, and the config file, then calls
-``libvirt_bridge.hook.run_launcher``. It starts Python with ``-IS`` (no site, isolated) so
-that a hook call costs about one bare interpreter start.
+A launcher is a short POSIX sh script rendered from ``install/launcher.in``: it names this
+interpreter, the import path that reaches this package, the config file and the foreign
+hook kept as ``.legacy``, in plain ``name='value'`` lines, then starts Python with ``-IS``
+(no site, isolated) to call ``libvirt_bridge.hook.run_launcher``. The qemu launcher first
+asks the file ``fastpath.py`` writes whether the call has anything to run; when it has not,
+no Python starts.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from __future__ import annotations
 import os
 import sys
 from importlib import resources
+from typing import NamedTuple
+
+from .fastpath import fastpath_path, sh_quote
 
 MARK = "# libvirt-bridge launcher"
 DRIVERS = ("qemu", "daemon")
@@ -36,15 +41,58 @@ def render(driver: str, config_path: str, python: str | None = None, legacy: str
     """
     if driver not in DRIVERS:
         raise ValueError(f"unknown hook driver {driver!r}; expected one of {DRIVERS}")
+    paths = import_path()
+    if any(os.pathsep in path for path in paths):
+        raise ValueError(f"an import path directory contains {os.pathsep!r}: {paths}")
     template = resources.files("libvirt_bridge.assets").joinpath("launcher.in").read_text()
+    # The daemon hook is called only when a daemon starts, stops or reloads: no shortcut.
+    fast = fastpath_path(config_path) if driver == "qemu" else ""
     return (
-        template.replace("@PYTHON@", python or sys.executable)
+        template.replace("@PYTHON@", sh_quote(python or sys.executable))
+        .replace("@IMPORT_PATH@", sh_quote(os.pathsep.join(paths)))
+        .replace("@CONFIG@", sh_quote(os.path.abspath(config_path)))
+        .replace("@LEGACY@", sh_quote(legacy))
+        .replace("@FAST_PATH@", sh_quote(fast))
         .replace("@DRIVER@", driver)
-        .replace("@SYS_PATH@", repr(import_path()))
-        .replace("@DRIVER_REPR@", repr(driver))
-        .replace("@CONFIG_REPR@", repr(os.path.abspath(config_path)))
-        .replace("@LEGACY_REPR@", repr(legacy))
     )
+
+
+class LauncherCall(NamedTuple):
+    """What a launcher runs, as its ``name='value'`` lines say."""
+
+    interpreter: str
+    config_path: str
+    legacy: str
+
+
+_SETTINGS = ("python", "config", "legacy")
+
+
+def read_call(text: str) -> LauncherCall | None:
+    """What the launcher with this text runs, or None when a line is missing or malformed."""
+    if not text.startswith("#!"):
+        return None
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name in _SETTINGS:
+            word = _sh_unquote(value)
+            if word is None:
+                return None
+            values[name] = word
+    if values.keys() != set(_SETTINGS) or not values["python"]:
+        return None
+    return LauncherCall(values["python"], values["config"], values["legacy"])
+
+
+def _sh_unquote(word: str) -> str | None:
+    """The inverse of ``sh_quote``, or None for anything it does not write."""
+    if len(word) < 2 or not (word.startswith("'") and word.endswith("'")):
+        return None
+    parts = word[1:-1].split("'\\''")
+    if any("'" in part for part in parts):
+        return None
+    return "'".join(parts)
 
 
 def is_ours(path: str) -> bool:

@@ -128,6 +128,13 @@ ALWAYS_SUCCEED: frozenset[tuple[str, str]] = frozenset(
 # libvirt >= 10.5 passes the shutoff reason as `release end <reason>`.
 RELEASE_REASON_CONTEXT: dict[str, str] = {"saved": "saved", "migrated": "migrated"}
 
+# The events libvirt's qemu hook can fire. Their calls share bookkeeping (a restore marker
+# left at `restore` decides what `started` fires), so the launcher may skip the bridge for
+# a call only when none of them has a script (see fastpath.py).
+QEMU_EVENTS: tuple[str, ...] = tuple(
+    dict.fromkeys(row.event for row in HOOK_TABLE if row.driver == "qemu")
+)
+
 # Every event the bridge can fire; the hooks root gets one directory for each.
 EVENTS: tuple[str, ...] = tuple(dict.fromkeys(row.event for row in HOOK_TABLE))
 

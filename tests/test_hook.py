@@ -154,11 +154,23 @@ def test_release_reason_of_newer_libvirt_wins(tmp_path: Path, reason: str, expec
 
 def test_release_forgets_the_domain(tmp_path: Path) -> None:
     bridge, _ = status_bridge(tmp_path)
+    probe_all(bridge)
     xml = domain_xml("vm1")
     bridge.qemu("vm1", "prepare", "begin", xml)
+    assert list((bridge.state / "domains").iterdir()) != []
     bridge.qemu("vm1", "stopped", "end", xml)
     bridge.qemu("vm1", "release", "end", xml)
+    bridge.wait_async()
     assert list((bridge.state / "domains").iterdir()) == []
+
+
+def test_no_bookkeeping_when_no_qemu_event_has_a_script(tmp_path: Path) -> None:
+    bridge, _ = status_bridge(tmp_path)
+    xml = domain_xml("vm1")
+    for op, subop in (("migrate", "begin"), ("prepare", "begin"), ("stopped", "end")):
+        assert bridge.qemu("vm1", op, subop, xml).returncode == 0
+    assert not (bridge.state / "domains").exists()
+    assert not (bridge.state / "markers").exists()
 
 
 def test_daemon_hook_fires_for_qemu_daemons_only(bridge: Bridge) -> None:

@@ -1,0 +1,156 @@
+"""The qemu launcher's shortcut: answer libvirt without starting Python when nothing runs.
+
+libvirt calls the qemu hook five times for a start and a destroy, and once per running guest
+when its daemon restarts; starting Python costs more than the rest of such a call. So the
+launcher (a POSIX sh script) first sources a small file that this module writes beside the
+config, ``.<config name>.fastpath``, and exits 0 at once, reading nothing and printing
+nothing (libvirt takes empty output as "XML unchanged") when:
+
+- the call fires no event (``start begin``, ``reconnect begin``), or it is a call that can
+  fire one and no event of the qemu hook (``mapping.QEMU_EVENTS``) has any entry, other
+  than dot files, in any hooks root; all or none, because those calls share bookkeeping;
+- no foreign hook is kept as ``.legacy``, and the file is owned by root;
+- the file is current: written from the config as it is now (same mtime; or, with no
+  config file, still none).
+
+Otherwise Python runs the call, and rewrites a file that is stale. Any other call (the
+daemon hook, an unknown operation) always goes to Python.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import mapping
+from .config import Config
+
+# Bumped when the file's shape changes: a launcher only reads the format it was written for.
+FORMAT = 1
+FUNCTION = "lb_nothing_to_run"
+_HEADER = f"# libvirt-bridge fast path {FORMAT}"
+
+
+def fastpath_path(config_path: str) -> str:
+    """Where the file for the config at ``config_path`` lives."""
+    head, tail = os.path.split(os.path.abspath(config_path))
+    return os.path.join(head, f".{tail}.fastpath")
+
+
+def render(config: Config) -> str:
+    """The sh text of the file for ``config``; defines ``lb_nothing_to_run OP SUBOP``."""
+    q = sh_quote
+    config_path = os.path.abspath(config.path)
+    if config.mtime_ns is None:
+        current = f"    [ -e {q(config_path)} ] && return 1\n"
+    else:
+        this = q(fastpath_path(config.path))
+        current = (
+            f"    [ -e {q(config_path)} ] || return 1\n"
+            f"    [ {q(config_path)} -nt {this} ] || [ {q(config_path)} -ot {this} ] && return 1\n"
+        )
+    silent = "|".join(
+        q(f"{op} {subop}") for driver, op, subop in sorted(mapping.SILENT_CALLS) if driver == "qemu"
+    )
+    calls = "|".join(
+        q(f"{op} {subop}")
+        for op, subop in dict.fromkeys(
+            (row.op, row.subop) for row in mapping.HOOK_TABLE if row.driver == "qemu"
+        )
+    )
+    dirs = " ".join(
+        q(os.path.join(root, event)) for root in config.hooks_dirs for event in mapping.QEMU_EVENTS
+    )
+    return (
+        f"{_HEADER} {stamp(config)}\n"
+        f"# Written by libvirt-bridge from {config_path}; rewritten when stale. Do not edit.\n"
+        f"{FUNCTION}() {{\n"
+        f"{current}"
+        f'    case "$1 $2" in\n'
+        f"    {silent}) return 0 ;;\n"
+        f"    {calls}) ;;\n"
+        f"    *) return 1 ;;\n"
+        f"    esac\n"
+        f"    for lb_dir in {dirs}; do\n"
+        f'        for lb_entry in "$lb_dir"/*; do\n'
+        f'            [ -e "$lb_entry" ] || [ -L "$lb_entry" ] && return 1\n'
+        f"        done\n"
+        f"    done\n"
+        f"    return 0\n"
+        f"}}\n"
+    )
+
+
+def nothing_to_run(config: Config) -> bool:
+    """The file's answer for a call that can fire an event, worked out in Python.
+
+    The hook gives the same answer, so that a call the launcher could not shortcut (the
+    file was stale) keeps no bookkeeping that the shortcut calls after it would never clear.
+    """
+    for root in config.hooks_dirs:
+        for event in mapping.QEMU_EVENTS:
+            try:
+                with os.scandir(os.path.join(root, event)) as entries:
+                    if any(not entry.name.startswith(".") for entry in entries):
+                        return False
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError:
+                return False  # the hook reports what it cannot read
+    return True
+
+
+def sh_quote(text: str) -> str:
+    """``text`` as one sh word (shlex.quote would import ``re`` on the hook's path)."""
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def stamp(config: Config) -> str:
+    """What the file's first line records of the config it was written from."""
+    return "absent" if config.mtime_ns is None else str(config.mtime_ns)
+
+
+def is_current(config: Config) -> bool:
+    """Whether the file for ``config`` exists and is what this version writes for it."""
+    try:
+        with open(fastpath_path(config.path)) as f:
+            return f.read() == render(config)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def write(config: Config) -> None:
+    """Write the file for ``config`` atomically, with the config's mtime; OSError if not."""
+    path = fastpath_path(config.path)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(render(config))
+        if config.mtime_ns is not None:
+            # Equal mtimes are how the launcher knows the config has not changed since.
+            os.utime(tmp, ns=(config.mtime_ns, config.mtime_ns))
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def refresh(config: Config) -> None:
+    """Rewrite the file when stale; a config directory that is not writable means no shortcut."""
+    if is_current(config):
+        return
+    try:
+        write(config)
+    except OSError:
+        pass
+
+
+def remove(config_path: str) -> None:
+    """Remove the file for the config at ``config_path``, if there."""
+    try:
+        os.unlink(fastpath_path(config_path))
+    except FileNotFoundError:
+        pass
