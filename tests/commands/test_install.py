@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from bridge_harness import domain_xml
 
-from libvirt_bridge import cli, config, installation, launcher, mapping, service
+from libvirt_bridge import cli, config, fastpath, installation, launcher, mapping, service
 
 from . import FakeDaemon, Host, namespaces_usable, run, tree
 
@@ -216,6 +216,20 @@ def test_uninstall_removes_only_our_launchers(host: Host) -> None:
     status, out, _ = host.cmd("uninstall")
     assert f"left {foreign} alone: it is not a libvirt-bridge launcher\n" in out
     assert foreign.read_bytes() == b"#!/bin/sh\n"
+
+
+def test_install_writes_the_fast_path_file_and_uninstall_removes_it(host: Host) -> None:
+    fast = Path(fastpath.fastpath_path(str(host.config)))
+    status, out, _ = host.install()
+    assert status == 0 and f"wrote {fast} " in out
+    assert fastpath.is_current(config.load(str(host.config)))
+    # No script in any qemu event: libvirt's calls are answered without Python.
+    assert "lb_nothing_to_run" in fast.read_text()
+    _, again, _ = host.install()
+    assert f"wrote {fast}" not in again
+    status, out, _ = host.cmd("uninstall")
+    assert status == 0 and f"removed {fast}\n" in out
+    assert not fast.exists()
 
 
 def test_dry_run_changes_nothing(host: Host, tmp_path: Path) -> None:
