@@ -104,6 +104,7 @@ def test_listener_killed_and_restarted_fires_what_it_can_see_once(sandbox: Sandb
     records = probed.wait(5)
     assert events_of(records, paused)[2:] == ["after_vm_pause"]
     assert events_of(records, flipped)[2:] == []
+    assert "resynchronised 2 domain(s) after a gap, 1 missed event(s) fired" in probed.log()
     sandbox.virsh("resume", "paused")
     records = probed.wait(6)
     assert events_of(records, paused)[2:] == ["after_vm_pause", "after_vm_cont"]
@@ -121,6 +122,16 @@ def test_full_read_only_or_deleted_state_dir(sandbox: Sandbox) -> None:
     # A tiny tmpfs over the state dir, in the daemon's namespace only, filled up.
     sandbox.run_in_namespace(["mount", "-n", "-t", "tmpfs", "-o", "size=64k", "tmpfs", state])
     sandbox.run_in_namespace(["sh", "-c", f"cat /dev/zero > {state}/filler || true"])
+    veto = Path(sandbox.hooks_root) / "before_vm_start" / "40_veto"
+
+    def vetoed(why: str) -> None:
+        veto.write_text(f'#!/bin/sh\n[ "$vmId" = "{uuid}" ] || exit 0\necho {why} >&2\nexit 1\n')
+        result = sandbox.virsh("start", "g1", check=False)
+        assert result.returncode != 0 and why in result.stderr
+        assert sandbox.domstate("g1") == "shut off"
+        veto.write_text("#!/bin/sh\nexit 0\n")
+
+    vetoed("full-state-dir-veto")
     sandbox.virsh("start", "g1")
     assert sandbox.domstate("g1") == "running"
     log = probed.log()
@@ -129,18 +140,13 @@ def test_full_read_only_or_deleted_state_dir(sandbox: Sandbox) -> None:
     # Read-only: sync events still run and still veto.
     sandbox.run_in_namespace(["mount", "-n", "-o", "remount,ro", state])
     sandbox.install_bridge({"state_dir": state})
-    env_veto = Path(sandbox.hooks_root) / "before_vm_start" / "40_veto"
-    env_veto.write_text(
-        f'#!/bin/sh\n[ "$vmId" = "{uuid}" ] || exit 0\necho read-only veto >&2\nexit 1\n'
-    )
-    result = sandbox.virsh("start", "g1", check=False)
-    assert result.returncode != 0 and "read-only veto" in result.stderr
-    assert sandbox.domstate("g1") == "shut off"
+    vetoed("read-only-state-dir-veto")
     assert "Read-only file system" in probed.log()
-    env_veto.unlink()
     sandbox.run_in_namespace(["umount", "-n", state])
-    # Deleted while running: recreated, and events keep coming.
+    # Deleted while running: recreated, a veto still vetoes, and events keep coming.
     shutil.rmtree(state)
+    vetoed("deleted-state-dir-veto")
+    shutil.rmtree(state, ignore_errors=True)
     sandbox.virsh("start", "g1")
     sandbox.virsh("destroy", "g1")
     records = probed.wait(3)
