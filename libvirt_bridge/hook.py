@@ -137,7 +137,7 @@ def _daemon_call(call: HookCall, config: Config, log: Log) -> int:
         if (call.driver, call.op, call.subop) not in mapping.SILENT_CALLS:
             log.info(f"{call}: no VDSM event for this call")
         return 0
-    return _fire(row, call, config, log, "daemon", "", b"", None)
+    return fire(row, call, config, log, "daemon", "", b"", None)
 
 
 def _qemu_call(call: HookCall, config: Config, log: Log, stdin: BinaryIO, stdout: BinaryIO) -> int:
@@ -157,7 +157,7 @@ def _qemu_call(call: HookCall, config: Config, log: Log, stdin: BinaryIO, stdout
     row = mapping.find_row(*key, context)
     if row is None:
         return 0
-    return _fire(row, call, config, log, uuid or call.obj, uuid or "", xml, stdout)
+    return fire(row, call, config, log, uuid or call.obj, uuid or "", xml, stdout)
 
 
 def _context(call: HookCall, config: Config, log: Log, uuid: str, xml: bytes) -> str:
@@ -193,7 +193,7 @@ def _context(call: HookCall, config: Config, log: Log, uuid: str, xml: bytes) ->
     return mapping.ANY
 
 
-def _fire(
+def fire(
     row: mapping.Row,
     call: HookCall,
     config: Config,

@@ -10,20 +10,30 @@ leave (for this boot only: ``createXML`` over the inactive persistent domain lea
 persistent definition as it was, as VDSM does), and leaves a marker so that the hook's
 ``prepare`` does not run before_vm_start a second time. It honours the launch flags
 scripts may set through ``hooking.dump_vm_launch_flags_to_file`` (START_PAUSED).
-``destroy`` leaves a marker likewise, for the hook's ``stopped``.
+``destroy`` leaves a marker likewise, for the hook's ``stopped``. A start refused by a
+before_vm_start script is followed by before_vm_destroy and after_vm_destroy, as libvirt
+follows a start refused in its ``prepare`` hook with ``stopped`` and ``release``: scripts
+rely on them to give back what earlier before_vm_start scripts took.
+
+The scripts get the environment libvirt gives a hook (``commands.run.hook_environment``),
+not the caller's, so a script behaves the same under a verb as under ``virsh``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator, Mapping
 
 import libvirt
 
-from . import mapping
+from . import fastpath, mapping
+from .commands.run import hook_environment
 from .config import Config
 from .discovery import find_scripts
-from .log import Log
-from .state import DESTROYED_BY_VERB, STARTED_BY_VERB, State
+from .hook import HookCall, fire
+from .log import Log, say
+from .state import DESTROY, DESTROYED_BY_VERB, STARTED_BY_VERB, State
 from .sync import run_sync
 
 RUN_DIR_VARIABLE = "LIBVIRT_BRIDGE_RUN_DIR"
@@ -31,6 +41,37 @@ RUN_DIR_VARIABLE = "LIBVIRT_BRIDGE_RUN_DIR"
 
 class VerbError(Exception):
     """The action did not happen; the message says why."""
+
+
+class Vetoed(VerbError):
+    """A script of the verb's before_* event refused it."""
+
+    def __init__(self, message: str, event: str, xml: bytes) -> None:
+        super().__init__(message)
+        self.event = event
+        self.xml = xml  # what the event's scripts were given
+
+
+@contextlib.contextmanager
+def hook_process_environment(extra: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Make this process's environment libvirt's hook environment (plus ``extra``) for a while.
+
+    The sync runner, and the async runner this process forks, build the scripts'
+    environment from ``os.environ``, as the hook does, where it holds what libvirt gave.
+    Only for a while: libvirt's client may need the caller's (ssh for a migration).
+    """
+    saved = dict(os.environ)
+    base = hook_environment({}, "")
+    # Added again by runner.script_environment when the scripts run; libvirt passes none.
+    base.pop("PYTHONPATH", None)
+    base.update(extra or {})
+    try:
+        os.environ.clear()
+        os.environ.update(base)
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 class Verbs:
@@ -56,10 +97,16 @@ class Verbs:
                 f"no domain {name!r} on {self.uri}: {exc.get_error_message()}"
             ) from None
 
-    def before(self, verb: str, dom: libvirt.virDomain, flags: int = 0) -> bytes:
+    def before(
+        self,
+        verb: str,
+        dom: libvirt.virDomain,
+        flags: int = 0,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> bytes:
         """Run the verb's before_* event; return the XML its scripts left if it changed.
 
-        Raises VerbError when a script vetoes (the scripts' stderr is already printed).
+        Raises Vetoed when a script vetoes (the scripts' stderr is already printed).
         """
         row = mapping.find_row("verb", verb, "-", mapping.ANY)
         assert row is not None, verb
@@ -67,12 +114,13 @@ class Verbs:
         if not scripts:
             return b""
         xml = dom.XMLDesc(flags).encode()
-        status, output = run_sync(
-            row, self.config, self.log, dom.name(), dom.UUIDString(), xml, scripts
-        )
+        name, uuid = dom.name(), dom.UUIDString()
+        with hook_process_environment(extra_env):
+            status, output = run_sync(row, self.config, self.log, name, uuid, xml, scripts)
         print(f"{row.event}: {len(scripts)} script(s) ran")
         if status:
-            raise VerbError(f"{row.event} refused to {verb} {dom.name()!r}; nothing was done")
+            message = f"{row.event} refused to {verb} {name!r}; nothing was done"
+            raise Vetoed(message, row.event, xml)
         return output
 
     def _call(self, what: str, action: object, *args: object) -> None:
@@ -94,12 +142,14 @@ class Verbs:
             print(f"started {name!r} from its managed save image")
             return
         uuid = dom.UUIDString()
-        flags_file = self._dump_launch_flags(uuid, flags)
+        run_dir = os.path.join(self.config.state_dir, "vdsm-run")
+        flags_file = _dump_launch_flags(run_dir, uuid, flags)
         try:
-            changed = self.before("start", dom, libvirt.VIR_DOMAIN_XML_SECURE)
+            # Scripts (through hooking) and this process must agree on the run directory.
+            changed = self._before_start(dom, {RUN_DIR_VARIABLE: run_dir})
             flags = _load_launch_flags(flags_file, flags)
             state = State(self.config.state_dir)
-            state.set_marker(uuid, STARTED_BY_VERB)
+            self._mark(state, uuid, STARTED_BY_VERB)
             try:
                 if changed:
                     self._call(f"starting {name!r}", self.conn.createXML, changed.decode(), flags)
@@ -112,6 +162,44 @@ class Verbs:
             _remove(flags_file)
         how = "with the XML its before_vm_start scripts changed" if changed else "as defined"
         print(f"started {name!r} {how}{' (paused)' if flags & 1 else ''}")
+
+    def _before_start(self, dom: libvirt.virDomain, extra_env: Mapping[str, str]) -> bytes:
+        """before_vm_start; after a veto, what libvirt fires after its prepare hook's veto."""
+        try:
+            return self.before("start", dom, libvirt.VIR_DOMAIN_XML_SECURE, extra_env)
+        except Vetoed as veto:
+            try:
+                self._fire_failed_start(dom.name(), dom.UUIDString(), veto.xml)
+            except Exception as exc:  # the veto is what the caller must hear about
+                self.log.error(f"after the refused start of {dom.name()!r}: {exc!r}")
+                say(f"internal error firing the events of a refused start: {exc!r}")
+            raise VerbError(
+                f"{veto.event} refused to start {dom.name()!r}; the domain was not started, "
+                "and before_vm_destroy and after_vm_destroy were fired for it, as libvirt "
+                "fires them after a start refused in its prepare hook"
+            ) from None
+
+    def _fire_failed_start(self, name: str, uuid: str, xml: bytes) -> None:
+        """libvirt's ``stopped end`` then ``release end`` of a failed start, through the hook.
+
+        The hook's own code runs them: before_vm_destroy now, after_vm_destroy queued behind
+        the domain's other async events, with the XML before_vm_start was given.
+        """
+        with hook_process_environment():
+            for op in ("stopped", "release"):
+                row = mapping.find_row("qemu", op, "end", DESTROY)
+                assert row is not None, op
+                call = HookCall("qemu", name, op, "end", "-")
+                fire(row, call, self.config, self.log, uuid, uuid, xml, None)
+
+    def _mark(self, state: State, uuid: str, kind: str) -> None:
+        """Tell the hook's next call that this verb already ran its before_* event.
+
+        Not when the launcher will answer that call without the hook (nothing to run): the
+        marker would outlive the operation.
+        """
+        if not fastpath.nothing_to_run(self.config):
+            state.set_marker(uuid, kind)
 
     def pause(self, name: str) -> None:
         dom = self.domain(name)
@@ -160,7 +248,7 @@ class Verbs:
         uuid = dom.UUIDString()
         self.before("destroy", dom)
         state = State(self.config.state_dir)
-        state.set_marker(uuid, DESTROYED_BY_VERB)
+        self._mark(state, uuid, DESTROYED_BY_VERB)
         try:
             self._call(f"destroying {name!r}", dom.destroy)
         except VerbError:
@@ -168,17 +256,16 @@ class Verbs:
             raise
         print(f"destroyed {name!r}")
 
-    # --- launch flags (VDSM's side channel for before_vm_start scripts) -----------------
 
-    def _dump_launch_flags(self, uuid: str, flags: int) -> str:
-        run_dir = os.path.join(self.config.state_dir, "vdsm-run")
-        # Scripts (through hooking) and this process must agree on the directory.
-        os.environ[RUN_DIR_VARIABLE] = run_dir
-        path = os.path.join(run_dir, uuid, "launchflags")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write(str(flags))
-        return path
+# --- launch flags (VDSM's side channel for before_vm_start scripts) ---------------------
+
+
+def _dump_launch_flags(run_dir: str, uuid: str, flags: int) -> str:
+    path = os.path.join(run_dir, uuid, "launchflags")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(str(flags))
+    return path
 
 
 def _load_launch_flags(path: str, default: int) -> int:

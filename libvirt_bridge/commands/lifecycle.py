@@ -19,7 +19,9 @@ HELP = {
         "run before_vm_start, then boot the XML its scripts leave (this boot only)",
         "Run before_vm_start on the domain's persistent XML, then start the domain from "
         "the XML the scripts leave: their changes apply to this boot only, the persistent "
-        "definition is untouched (as with VDSM). A failing script stops the start. "
+        "definition is untouched (as with VDSM). A failing script stops the start, and "
+        "before_vm_destroy then after_vm_destroy fire, as when libvirt's prepare hook "
+        "refuses a virsh start, so scripts can give back what earlier ones took. "
         "before_vm_start does not run a second time in libvirt's prepare hook. A domain "
         "with a managed save image is restored instead (before_vm_dehibernate).",
         "libvirt-bridge start vm1",
@@ -66,12 +68,21 @@ HELP = {
 }
 
 
+# Operators may expect a variable exported in their shell to reach the scripts: it does not.
+ENVIRONMENT = (
+    "The scripts get the environment libvirt gives its hooks (PATH, HOME, LC_ALL=C), not "
+    "the caller's, plus the VM's custom properties and vmId, as under virsh."
+)
+
+
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for verb, (short, long, example) in HELP.items():
+        # restore runs no script itself: libvirt's hook does.
+        text = long if verb == "restore" else f"{long} {ENVIRONMENT}"
         parser = subparsers.add_parser(
             verb,
             help=short,
-            description=textwrap.fill(long),
+            description=textwrap.fill(text),
             epilog=f"example: {example}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )

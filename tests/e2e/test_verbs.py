@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from libvirt_bridge import mapping
+from libvirt_bridge.commands.run import LIBVIRT_PASSED_ENV
 from libvirt_bridge.sandbox import Sandbox
 
 pytestmark = pytest.mark.libvirt
@@ -153,6 +154,91 @@ def test_plain_virsh_start_warns_or_refuses_an_xml_change(bridged: Bridged) -> N
     assert result.returncode != 0
     assert "libvirt-bridge start g1" in result.stderr
     assert sandbox.domstate("g1") == "shut off"
+
+
+# Records its environment, keyed by event, in the file named here.
+ENV_DUMP = """#!{python}
+import json, os, sys
+event = os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0])))
+with open({path!r}, "a") as f:
+    f.write(json.dumps({{"event": event, "env": dict(os.environ)}}) + "\\n")
+"""
+VETO = "#!/bin/sh\necho 'not enough hugepages for g1' >&2\nexit 1\n"
+
+
+def test_verb_scripts_get_libvirts_hook_environment_not_the_callers(bridged: Bridged) -> None:
+    sandbox = bridged.sandbox
+    dumps = Path(sandbox.bridge_dir) / "env.jsonl"
+    sandbox.add_hook_script(
+        "before_vm_pause", "70_env", ENV_DUMP.format(python=sys.executable, path=str(dumps))
+    )
+    uuid = sandbox.define_guest("g1", metadata=PINCPU_METADATA)
+    sandbox.virsh("start", "g1")
+    bridged.events(2)
+    caller = dict(
+        os.environ, FOO="bar", LC_ALL="C.UTF-8", LIBVIRT_BRIDGE_CONFIG=sandbox.config_path
+    )
+    argv = [sys.executable, "-m", "libvirt_bridge", "pause", "--connect", sandbox.uri, "g1"]
+    result = subprocess.run(argv, env=caller, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    (record,) = (json.loads(line) for line in dumps.read_text().splitlines())
+    env = record["env"]
+    assert record["event"] == "before_vm_pause"
+    assert "FOO" not in env and "LIBVIRT_BRIDGE_CONFIG" not in env
+    # Of the caller's variables, only those libvirt passes to a hook; then the bridge's.
+    assert set(env) - set(LIBVIRT_PASSED_ENV) == {
+        "LC_ALL",
+        "_hook_domxml",
+        "vmId",
+        "PYTHONPATH",
+        "pincpu",
+    }
+    assert (env["PATH"], env["HOME"]) == (os.environ["PATH"], os.environ["HOME"])
+    assert (env["LC_ALL"], env["vmId"], env["pincpu"]) == ("C", uuid, "0")
+
+
+def test_a_refused_verb_start_fires_the_events_of_a_refused_virsh_start(bridged: Bridged) -> None:
+    sandbox = bridged.sandbox
+    sandbox.define_guest("g1")
+    veto = sandbox.add_hook_script("before_vm_start", "60_veto", VETO)
+    refused = ["before_vm_start", "before_vm_destroy", "after_vm_destroy"]
+    by_virsh = sandbox.virsh("start", "g1", check=False)
+    assert by_virsh.returncode != 0
+    assert "not enough hugepages for g1" in by_virsh.stderr
+    assert bridged.events(3) == refused
+    result = bridged.verb("start", "g1")
+    assert result.returncode == 1
+    assert "not enough hugepages for g1" in result.stderr
+    assert "before_vm_start refused to start 'g1'" in result.stderr
+    assert bridged.events(3) == refused
+    assert sandbox.domstate("g1") == "shut off"
+    # Without the veto the verb starts it, and fires no destroy event.
+    os.unlink(veto)
+    started = bridged.verb("start", "g1")
+    assert started.returncode == 0, started.stderr
+    assert bridged.events(2) == ["before_vm_start", "after_vm_start"]
+    assert sandbox.domstate("g1") == "running"
+
+
+LAUNCH_PAUSED = """#!{python}
+import os
+import hooking
+hooking.dump_vm_launch_flags_to_file(os.environ["vmId"], 1)  # VIR_DOMAIN_START_PAUSED
+"""
+
+
+def test_start_boots_with_the_launch_flags_a_script_leaves(bridged: Bridged) -> None:
+    sandbox = bridged.sandbox
+    sandbox.add_hook_script(
+        "before_vm_start", "60_paused", LAUNCH_PAUSED.format(python=sys.executable)
+    )
+    sandbox.define_guest("g1")
+    result = bridged.verb("start", "g1")
+    assert result.returncode == 0, result.stderr
+    assert "started 'g1' as defined (paused)" in result.stdout
+    assert sandbox.domstate("g1") == "paused"
+    # The flags file lived for this start only.
+    assert os.listdir(os.path.join(sandbox.state_dir, "vdsm-run")) == []
 
 
 FOREIGN = b"""#!/bin/sh
