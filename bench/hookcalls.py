@@ -39,10 +39,17 @@ done
 """
 
 
-def _bridge(work: str, label: str, scripts: int) -> str:
-    """A config and a qemu launcher whose hooks root holds ``scripts`` x /bin/true."""
+def _bridge(work: str, label: str, scripts: int, elsewhere: bool = False) -> str:
+    """A config and a qemu launcher whose hooks root holds ``scripts`` x /bin/true.
+
+    ``elsewhere``: also a script in after_vm_hibernate, so that the launcher cannot answer
+    without Python (it does when no qemu event has a script).
+    """
     root = os.path.join(work, f"root-{label}")
     os.makedirs(root)
+    if elsewhere:
+        os.makedirs(os.path.join(root, "after_vm_hibernate"))
+        os.symlink("/bin/true", os.path.join(root, "after_vm_hibernate", "50_true"))
     if scripts:
         event_dir = os.path.join(root, "before_vm_start")
         os.makedirs(event_dir)
@@ -81,6 +88,7 @@ def hook_call(work: str, rounds: int) -> tuple[str, list[str]]:
     """Part 1: an event without scripts, against a bare interpreter and a bash dispatcher."""
     xml = domain_xml(NAME)
     bridge = _bridge(work, "empty", 0)
+    python_path = _bridge(work, "python", 0, elsewhere=True)
     bash = _bash_dispatcher(work)
     variants = {
         "bare": lambda: spawn_wait([PYTHON, "-I", "-S", "-c", "pass"], xml),
@@ -90,6 +98,7 @@ def hook_call(work: str, rounds: int) -> tuple[str, list[str]]:
         "reconnect": _call(bridge, "reconnect", "begin", xml),
         "stopped": _call(bridge, "stopped", "end", xml),
         "release": _call(bridge, "release", "end", xml),
+        "python": _call(python_path, "prepare", "begin", xml),
     }
     samples = interleave(variants, rounds, warmup=max(2, rounds // 20))
     bare, dispatcher = median(samples["bare"]), median(samples["bash"])
@@ -101,6 +110,8 @@ def hook_call(work: str, rounds: int) -> tuple[str, list[str]]:
         "reconnect": "bridge launcher, `reconnect begin` (no event)",
         "stopped": "bridge launcher, `stopped end` (before_vm_destroy, no script)",
         "release": "bridge launcher, `release end` (after_vm_destroy, no script)",
+        "python": "bridge launcher, `prepare begin` (before_vm_start, no script; another "
+        "qemu event has one, so Python runs)",
     }
     rows = [
         [
@@ -117,10 +128,13 @@ def hook_call(work: str, rounds: int) -> tuple[str, list[str]]:
         ["call", "n", "median ms", "p25-p75 ms", "÷ bare python", "÷ bash dispatcher"], rows
     )
     prepare = median(samples["prepare"]) / bare
-    verdict = "holds" if prepare <= TARGET_HOOK_RATIO else "MISSED"
+    through_python = median(samples["python"]) / bare
+    worst = max(prepare, through_python)
+    verdict = "holds" if worst <= TARGET_HOOK_RATIO else "MISSED"
     check = (
         f"Target 1 (hook call without script ≤ {TARGET_HOOK_RATIO} x bare interpreter): "
-        f"{prepare:.2f} x — {verdict}"
+        f"{prepare:.2f} x when no qemu event has a script, {through_python:.2f} x when "
+        f"another one has — {verdict}"
     )
     note = f"XML on stdin: {len(xml)} bytes; each figure is the median of {rounds} calls.\n"
     return note + "\n" + text, [check]
@@ -134,11 +148,12 @@ def _direct(paths: list[str]) -> Callable[[], float]:
 def per_script(work: str, rounds: int) -> tuple[str, list[str]]:
     """Part 2: the bridge's cost per event with N scripts, over running them directly."""
     xml = domain_xml(NAME)
+    # Every variant has a script in another event, so each call runs the bridge's Python.
     variants: dict[str, Callable[[], float]] = {
-        "0": _call(_bridge(work, "n0", 0), "prepare", "begin", xml)
+        "0": _call(_bridge(work, "n0", 0, elsewhere=True), "prepare", "begin", xml)
     }
     for count in SCRIPT_COUNTS:
-        path = _bridge(work, f"n{count}", count)
+        path = _bridge(work, f"n{count}", count, elsewhere=True)
         variants[str(count)] = _call(path, "prepare", "begin", xml)
         event_dir = os.path.join(work, f"root-n{count}", "before_vm_start")
         variants[f"direct {count}"] = _direct(
@@ -176,6 +191,7 @@ def per_script(work: str, rounds: int) -> tuple[str, list[str]]:
     ]
     head = (
         f"`prepare begin` (before_vm_start, sync) with N scripts that are symlinks to "
-        f"/bin/true; medians of {rounds} rounds.\n"
+        f"/bin/true (and one in after_vm_hibernate, so that even the 0 row runs Python); "
+        f"medians of {rounds} rounds.\n"
     )
     return head + "\n" + text, notes

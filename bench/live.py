@@ -59,8 +59,10 @@ class Reaper:
     the orphans of what it starts, and reaps them at once, as systemd would.
     """
 
-    # What this process starts through subprocess, which waits for them itself.
-    OWN = frozenset({"virsh", "nsenter", "unshare", "sh", "python", "python3"})
+    # What this process starts through subprocess, which waits for them itself (and whose
+    # exit status matters). Not "python": the bridge's async runners, orphaned to this
+    # process, are named so; a Python helper reaped here looks to subprocess as exit 0.
+    OWN = frozenset({"virsh", "nsenter", "unshare", "sh"})
     PR_SET_CHILD_SUBREAPER = 36
 
     def start(self) -> None:

@@ -15,6 +15,7 @@ import argparse
 import os
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         if reason is not None:
             parser.error(f"parts 3-5 need a libvirt sandbox: {reason}")
     os.chdir("/")  # where libvirt runs hooks
+    # A benchmark stopped with SIGTERM (or `timeout`) still tears down its sandbox and files.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     live.start_event_loop()  # before any libvirt connection is opened
     work = tempfile.mkdtemp(prefix="lb-bench-")
     began = time.monotonic()
