@@ -75,9 +75,11 @@ def run_sync(
             log.error(f"{label}: {changers} changed the XML; start refused (start_xml_changes)")
             return 1, b""
         if changers:
+            # Only a start has a way to boot a changed XML: the verb.
+            remedy = " (`libvirt-bridge start` applies it)" if row.op == "prepare" else ""
             log.warning(
                 f"{label}: {changers} changed the domain XML, but libvirt cannot take a changed "
-                "XML at this point; the change is ignored (`libvirt-bridge start` applies it)"
+                f"XML at this point; the change is ignored{remedy}"
             )
     return 0, b""
 

@@ -13,7 +13,8 @@ The exit status of a hook script tells the runner what to do next:
   ``exit_hook`` uses 2 unless told otherwise.
 * Any other status is reserved. The runner logs a warning and handles it like 1.
 
-A failure in a ``before_*`` hook point aborts the operation it precedes.
+A failure in a ``before_*`` hook point that can veto (every one but before_vm_destroy and
+before_vdsm_start) aborts the operation it precedes.
 
 This module must stay importable by any Python 3 from 3.6 on, with the standard library
 only, because scripts run it under their own interpreter. Annotations are therefore quoted:
