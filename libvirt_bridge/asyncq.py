@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 JOB = ".job"
 RUNNING = ".running"
+DAEMON = "daemon"  # the queue of the daemon events; the others are named by domain UUID
 
 
 class Job:
@@ -94,12 +95,40 @@ def spawn_runner(config: Config, log: Log, key: str) -> None:
         os._exit(status)
 
 
+def run_queue(config_path: str, key: str) -> int:
+    """Drain queue ``key`` with the config at ``config_path``; the exit status.
+
+    The body of every runner that is exec'd rather than forked (``libvirt-bridge drain``,
+    the listener's runner): it imports only the config, log and state modules, so such a
+    runner starts about as fast as a bare interpreter.
+    """
+    from .config import ConfigError, load
+    from .log import Log, say
+    from .state import is_uuid
+
+    try:
+        config = load(config_path)
+    except ConfigError as exc:
+        say(str(exc))
+        return 1
+    if key != DAEMON and not is_uuid(key):
+        say(f"drain: {key!r} is neither a domain UUID nor {DAEMON!r}")
+        return 2
+    drain(config, Log(config.log_file), key)
+    return 0
+
+
 def drain(config: Config, log: Log, key: str) -> None:
     """Run every job of queue ``key`` in order, holding the queue's lock."""
     import fcntl
 
     directory = queue_dir(config.state_dir, key)
-    lock_fd = os.open(directory + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        lock_fd = os.open(directory + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:
+        # No queue directory: nothing was ever queued here (enqueue creates it), or the
+        # state dir was wiped with its jobs. Nothing to run either way.
+        return
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
         while True:

@@ -1,10 +1,35 @@
-"""Domain XML: custom properties and semantic comparison (lxml; only when scripts run)."""
+"""Domain XML: custom properties and semantic comparison.
+
+lxml costs more to import than a whole hook call, so it is imported only where XML is
+rewritten or compared; ``properties_of`` reads the custom properties of the XML libvirt
+writes with the standard library's expat, for the paths that only read them (the hook's,
+the async runner's).
+"""
 
 from __future__ import annotations
 
-from lxml import etree
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from lxml import etree
 
 OVIRT_VM_NS = "http://ovirt.org/vm/1.0"
+
+# libxml2's limits without XML_PARSE_HUGE (lxml's huge_tree=False): nesting, the length
+# of a name, of a text node (a document of at most that size cannot hold a longer one).
+MAX_DEPTH = 256
+MAX_NAME = 50000
+MAX_TEXT = 10_000_000
+
+# expat reports a namespaced name as "URI<sep>LOCAL"; a name never holds a space.
+_NS_SEP = " "
+# The element expected at each depth on the way to a property (depth 1, the root: any).
+_PATH = (None, "metadata", f"{OVIRT_VM_NS}{_NS_SEP}vm", f"{OVIRT_VM_NS}{_NS_SEP}custom")
+_PROPERTY_DEPTH = len(_PATH) + 1
+
+_ALPHA = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_SCHEME = _ALPHA | frozenset("0123456789+-.")
+_REG_NAME = _SCHEME | frozenset("_~!$&'()*,;=")  # RFC 3986 unreserved and sub-delims
+_PATH_CHARS = _REG_NAME | frozenset(":@/")
 
 
 class XMLError(ValueError):
@@ -12,6 +37,8 @@ class XMLError(ValueError):
 
 
 def _parser(remove_blank_text: bool = False) -> etree.XMLParser:
+    from lxml import etree
+
     # Domain XML comes from libvirt or from hook scripts: never fetch or expand anything.
     return etree.XMLParser(
         resolve_entities=False,
@@ -22,6 +49,8 @@ def _parser(remove_blank_text: bool = False) -> etree.XMLParser:
 
 
 def parse(xml: bytes, remove_blank_text: bool = False) -> etree._Element:
+    from lxml import etree
+
     if not xml.strip():
         raise XMLError("the XML is empty")
     try:
@@ -36,6 +65,8 @@ def custom_properties(root: etree._Element) -> dict[str, str]:
     ``<metadata><ovirt-vm:vm><ovirt-vm:custom><ovirt-vm:NAME>VALUE</ovirt-vm:NAME>``,
     leaf children only, exported verbatim (an empty element gives an empty string).
     """
+    from lxml import etree
+
     props: dict[str, str] = {}
     for custom in root.iterfind(f"metadata/{{{OVIRT_VM_NS}}}vm/{{{OVIRT_VM_NS}}}custom"):
         for child in custom:
@@ -46,12 +77,142 @@ def custom_properties(root: etree._Element) -> dict[str, str]:
     return props
 
 
+def properties_of(xml: bytes) -> dict[str, str]:
+    """``custom_properties(parse(xml))``, without lxml for the XML libvirt writes.
+
+    expat reads a plain document: UTF-8, XML 1.0, no DTD, namespace names that are plainly
+    URIs, within libxml2's limits. Anything else, and any document expat finds malformed,
+    goes to lxml: the properties, and the XMLError (its message too), are lxml's.
+    """
+    if not xml.strip():
+        raise XMLError("the XML is empty")
+    if len(xml) > MAX_TEXT:
+        return custom_properties(parse(xml))
+    from xml.parsers import expat
+
+    reader = _PropertyReader()
+    parser = expat.ParserCreate(namespace_separator=_NS_SEP)
+    parser.buffer_text = True
+    parser.StartElementHandler = reader.start
+    parser.EndElementHandler = reader.end
+    parser.CharacterDataHandler = reader.text
+    parser.CommentHandler = reader.other
+    parser.ProcessingInstructionHandler = reader.pi
+    parser.XmlDeclHandler = _check_declaration
+    parser.StartDoctypeDeclHandler = _doctype
+    parser.StartNamespaceDeclHandler = _check_namespace
+    try:
+        parser.Parse(xml, True)
+    except (expat.ExpatError, _Unusual):
+        # Where expat and libxml2 may disagree (and for libxml2's error message).
+        return custom_properties(parse(xml))
+    return reader.props
+
+
+class _Unusual(Exception):
+    """Something libvirt does not write, where expat and libxml2 may judge differently."""
+
+
+def _check_declaration(version: str | None, encoding: str | None, standalone: int) -> None:
+    # libxml2 knows more encodings than expat, and takes any "1.<digits>" version.
+    if version != "1.0" or (encoding is not None and encoding.lower() != "utf-8"):
+        raise _Unusual
+
+
+def _doctype(name: str, system_id: str | None, public_id: str | None, subset: int) -> None:
+    # Entities, external subsets and their effects on well-formedness: lxml decides.
+    raise _Unusual
+
+
+def _check_namespace(prefix: str | None, uri: str | None) -> None:
+    # libxml2 refuses a namespace name its URI parser rejects; the plain ones pass there.
+    if uri and not _plain_uri(uri):
+        raise _Unusual
+
+
+def _plain_uri(uri: str) -> bool:
+    """``scheme ":" [ "//" host ] path``, with no escape, port, user, query nor fragment.
+
+    Every such string is a URI for libxml2's parser (RFC 3986); ``urn:...`` and
+    ``http://host/path`` are all libvirt and oVirt use.
+    """
+    scheme, colon, rest = uri.partition(":")
+    if not colon or scheme[:1] not in _ALPHA or not all(c in _SCHEME for c in scheme):
+        return False
+    if rest.startswith("//"):
+        host, slash, path = rest[2:].partition("/")
+        if not all(c in _REG_NAME for c in host):
+            return False
+        rest = slash + path
+    return all(c in _PATH_CHARS for c in rest)
+
+
+class _PropertyReader:
+    """expat handlers that keep the leaf children of ``metadata/vm/custom``.
+
+    ``matched`` is how deep the current element's ancestry follows ``_PATH``; a child of
+    a matched ``custom`` is a candidate, kept unless an element, a comment or a
+    processing instruction turns up inside it: lxml counts all of those as children.
+    """
+
+    __slots__ = ("candidate", "chunks", "depth", "leaf", "matched", "props")
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.matched = 0
+        self.candidate = ""
+        self.chunks: list[str] = []
+        self.leaf = False
+        self.props: dict[str, str] = {}
+
+    def start(self, name: str, attributes: dict[str, str]) -> None:
+        self.depth += 1
+        # Past libxml2's limits, lxml refuses what expat would read.
+        if self.depth > MAX_DEPTH or len(name) > MAX_NAME:
+            raise _Unusual
+        if any(len(key) > MAX_NAME for key in attributes):
+            raise _Unusual
+        if self.candidate:
+            self.leaf = False
+        elif self.matched == self.depth - 1:
+            if self.depth == _PROPERTY_DEPTH:
+                self.candidate = name.rpartition(_NS_SEP)[2]
+                self.chunks = []
+                self.leaf = True
+            elif self.depth == 1 or name == _PATH[self.depth - 1]:
+                self.matched = self.depth
+
+    def end(self, name: str) -> None:
+        if self.candidate and self.depth == _PROPERTY_DEPTH:
+            if self.leaf:
+                self.props[self.candidate] = "".join(self.chunks)
+            self.candidate = ""
+        if self.matched == self.depth:
+            self.matched -= 1
+        self.depth -= 1
+
+    def text(self, data: str) -> None:
+        if self.candidate and self.depth == _PROPERTY_DEPTH:
+            self.chunks.append(data)
+
+    def other(self, data: str) -> None:
+        if self.candidate and self.depth == _PROPERTY_DEPTH:
+            self.leaf = False
+
+    def pi(self, target: str, data: str) -> None:
+        if len(target) > MAX_NAME:
+            raise _Unusual
+        self.other(data)
+
+
 def canonical(xml: bytes) -> bytes:
     """C14N of the document with whitespace-only text dropped.
 
     Two documents with the same canonical form mean the same to libvirt: a script that
     only re-serialises (minidom's quoting, an XML declaration, indentation) changes nothing.
     """
+    from lxml import etree
+
     return etree.tostring(parse(xml, remove_blank_text=True), method="c14n")
 
 

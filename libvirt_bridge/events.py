@@ -1,7 +1,7 @@
 """Firing one VDSM event for one domain: find its scripts, build their environment, run.
 
 Shared by the hook's sync path, the async runner and the listener. Imported only once
-the bridge knows there is something to run (it pulls in subprocess and lxml).
+the bridge knows there is something to run (it pulls in subprocess).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def event_label(event: str, name: str, uuid: str) -> str:
 
 def properties_of(xml: bytes) -> dict[str, str]:
     """Custom properties of the domain XML (raises domxml.XMLError if it is malformed)."""
-    return domxml.custom_properties(domxml.parse(xml)) if xml else {}
+    return domxml.properties_of(xml) if xml else {}
 
 
 def run_scripts_for(

@@ -25,6 +25,7 @@ import libvirt
 
 from .asyncq import Job, enqueue
 from .discovery import find_scripts
+from .launcher import import_path
 from .service import write_status
 from .tracker import SHUTOFF, DomainState, Tracker
 
@@ -78,6 +79,21 @@ REASON_NAMES = {
     libvirt.VIR_DOMAIN_SHUTOFF: _names("VIR_DOMAIN_SHUTOFF_"),
 }
 
+# The async runner the listener execs. Not ``-m libvirt_bridge drain``: the CLI imports
+# every command (argparse, libvirt, lxml) and costs more than the rest of an event. The
+# import path comes in argv, not in the environment, which the hook scripts inherit.
+RUNNER_BOOTSTRAP = """import sys
+sys.path[:0] = sys.argv[3:]
+from libvirt_bridge.asyncq import run_queue
+sys.exit(run_queue(sys.argv[1], sys.argv[2]))
+"""
+
+
+def runner_argv(config_path: str, key: str, paths: list[str]) -> list[str]:
+    """The command of a runner that drains queue ``key``, importing from ``paths``."""
+    return [sys.executable, "-I", "-S", "-c", RUNNER_BOOTSTRAP, config_path, key, *paths]
+
+
 _loop_started = False
 _loop_lock = threading.Lock()
 
@@ -117,6 +133,7 @@ class Listener:
         self.connected = threading.Event()
         self.conn: libvirt.virConnect | None = None
         self.runners: list[subprocess.Popen[bytes]] = []
+        self.import_path = import_path()
         self.fired: list[tuple[str, str]] = []  # (event, uuid), for tests and the demo
 
     # --- connection -----------------------------------------------------------------
@@ -294,14 +311,12 @@ class Listener:
         self._spawn_runner(uuid)
 
     def _spawn_runner(self, key: str) -> None:
-        # A fork of this multi-threaded process must exec at once: run the package again.
-        env = dict(os.environ, LIBVIRT_BRIDGE_CONFIG=self.config.path)
-        argv = [sys.executable, "-m", "libvirt_bridge", "drain", key]
+        # A fork of this multi-threaded process must exec at once.
+        argv = runner_argv(os.path.abspath(self.config.path), key, self.import_path)
         try:
             self.runners.append(
                 subprocess.Popen(
                     argv,
-                    env=env,
                     cwd="/",
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,

@@ -41,7 +41,7 @@ def run_sync(
     props: dict[str, str] = {}
     if row.xml != mapping.XML_NONE:
         try:
-            props = domxml.custom_properties(domxml.parse(data))
+            props = domxml.properties_of(data)
         except domxml.XMLError as exc:
             if row.veto:
                 say(

@@ -16,7 +16,7 @@ import pytest
 from bridge_harness import Bridge
 
 from libvirt_bridge.config import load
-from libvirt_bridge.listener import Listener
+from libvirt_bridge.listener import RUNNER_BOOTSTRAP, Listener
 from libvirt_bridge.log import Log
 
 
@@ -58,6 +58,30 @@ def test_pause_and_resume_fire_once_each(
     assert "<name>test</name>" in str(records[0]["xml"])
     settle(listener)
     assert len(bridge.read_records()) == 2
+
+
+def test_the_runner_is_the_small_bootstrap_not_the_cli(
+    listening: tuple[Bridge, Listener, libvirt.virConnect], tmp_path: Path
+) -> None:
+    bridge, _, conn = listening
+    cmdline = tmp_path / "runner-cmdline"
+    bridge.script(
+        "after_vm_pause",
+        "60_runner",
+        f"#!/bin/sh\ncat /proc/$PPID/cmdline > {cmdline}\n",
+    )
+    conn.lookupByName("test").suspend()
+    bridge.wait_async(1)
+    argv = cmdline.read_bytes().split(b"\0")[:-1]
+    assert argv[1:7] == [
+        b"-I",
+        b"-S",
+        b"-c",
+        RUNNER_BOOTSTRAP.encode(),
+        str(bridge.config).encode(),
+        conn.lookupByName("test").UUIDString().encode(),
+    ]
+    assert b"drain" not in argv
 
 
 def test_save_and_restore_fire_nothing(

@@ -1,17 +1,15 @@
 """``libvirt-bridge drain KEY`` (internal): run the queued async events of one domain.
 
-The hook forks its runner directly; the listener, being multi-threaded, starts this
-command instead.
+The hook forks its runner directly; the listener, being multi-threaded, execs a small
+bootstrap that calls the same ``asyncq.run_queue`` without this CLI's imports.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from .. import config
-from ..asyncq import drain
-from ..log import Log, say
-from ..state import is_uuid
+from ..asyncq import run_queue
+from ..config import config_path
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,13 +19,4 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        cfg = config.load()
-    except config.ConfigError as exc:
-        say(str(exc))
-        return 1
-    if args.key != "daemon" and not is_uuid(args.key):
-        say(f"drain: {args.key!r} is neither a domain UUID nor 'daemon'")
-        return 2
-    drain(cfg, Log(cfg.log_file), args.key)
-    return 0
+    return run_queue(config_path(), args.key)
