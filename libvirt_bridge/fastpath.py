@@ -7,8 +7,9 @@ config, ``.<config name>.fastpath``, and exits 0 at once, reading nothing and pr
 nothing (libvirt takes empty output as "XML unchanged") when:
 
 - the call fires no event (``start begin``, ``reconnect begin``), or it is a call that can
-  fire one and no event of the qemu hook (``mapping.QEMU_EVENTS``) has any entry, other
-  than dot files, in any hooks root; all or none, because those calls share bookkeeping;
+  fire one and no event of its group (``mapping.QEMU_CALL_GROUPS``: the calls of a start,
+  the calls of a stop) has any entry, other than dot files, in any hooks root; a group's
+  calls go to the bridge together, because they share bookkeeping;
 - no foreign hook is kept as ``.legacy``, and the file is owned by root;
 - the file is current: written from the config as it is now (same mtime; or, with no
   config file, still none).
@@ -25,7 +26,7 @@ from . import mapping
 from .config import Config
 
 # Bumped when the file's shape changes: a launcher only reads the format it was written for.
-FORMAT = 1
+FORMAT = 2
 FUNCTION = "lb_nothing_to_run"
 _HEADER = f"# libvirt-bridge fast path {FORMAT}"
 
@@ -51,14 +52,10 @@ def render(config: Config) -> str:
     silent = "|".join(
         q(f"{op} {subop}") for driver, op, subop in sorted(mapping.SILENT_CALLS) if driver == "qemu"
     )
-    calls = "|".join(
-        q(f"{op} {subop}")
-        for op, subop in dict.fromkeys(
-            (row.op, row.subop) for row in mapping.HOOK_TABLE if row.driver == "qemu"
-        )
-    )
-    dirs = " ".join(
-        q(os.path.join(root, event)) for root in config.hooks_dirs for event in mapping.QEMU_EVENTS
+    groups = "".join(
+        f"    {'|'.join(q(f'{op} {subop}') for op, subop in calls)})\n"
+        f"        set -- {' '.join(q(d) for d in _group_dirs(config, group))} ;;\n"
+        for group, calls in mapping.QEMU_CALL_GROUPS.items()
     )
     return (
         f"{_HEADER} {stamp(config)}\n"
@@ -67,10 +64,10 @@ def render(config: Config) -> str:
         f"{current}"
         f'    case "$1 $2" in\n'
         f"    {silent}) return 0 ;;\n"
-        f"    {calls}) ;;\n"
+        f"{groups}"
         f"    *) return 1 ;;\n"
         f"    esac\n"
-        f"    for lb_dir in {dirs}; do\n"
+        f'    for lb_dir in "$@"; do\n'
         f'        for lb_entry in "$lb_dir"/*; do\n'
         f'            [ -e "$lb_entry" ] || [ -L "$lb_entry" ] && return 1\n'
         f"        done\n"
@@ -80,22 +77,29 @@ def render(config: Config) -> str:
     )
 
 
-def nothing_to_run(config: Config) -> bool:
-    """The file's answer for a call that can fire an event, worked out in Python.
+def _group_dirs(config: Config, group: str) -> list[str]:
+    return [
+        os.path.join(root, event)
+        for root in config.hooks_dirs
+        for event in mapping.group_events(group)
+    ]
+
+
+def nothing_to_run(config: Config, group: str) -> bool:
+    """The file's answer for a call of ``group`` (``mapping.QEMU_CALL_GROUPS``), in Python.
 
     The hook gives the same answer, so that a call the launcher could not shortcut (the
     file was stale) keeps no bookkeeping that the shortcut calls after it would never clear.
     """
-    for root in config.hooks_dirs:
-        for event in mapping.QEMU_EVENTS:
-            try:
-                with os.scandir(os.path.join(root, event)) as entries:
-                    if any(not entry.name.startswith(".") for entry in entries):
-                        return False
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            except OSError:
-                return False  # the hook reports what it cannot read
+    for directory in _group_dirs(config, group):
+        try:
+            with os.scandir(directory) as entries:
+                if any(not entry.name.startswith(".") for entry in entries):
+                    return False
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError:
+            return False  # the hook reports what it cannot read
     return True
 
 

@@ -147,7 +147,8 @@ def _qemu_call(call: HookCall, config: Config, log: Log, stdin: BinaryIO, stdout
     if not mapping.has_rows(*key):
         log.info(f"{call}: no VDSM event for this call")
         return 0
-    if fastpath.nothing_to_run(config):
+    group = mapping.call_group(call.op, call.subop)
+    if group is not None and fastpath.nothing_to_run(config, group):
         return 0
     xml = stdin.read()
     uuid = domain_uuid(xml)

@@ -128,9 +128,40 @@ ALWAYS_SUCCEED: frozenset[tuple[str, str]] = frozenset(
 # libvirt >= 10.5 passes the shutoff reason as `release end <reason>`.
 RELEASE_REASON_CONTEXT: dict[str, str] = {"saved": "saved", "migrated": "migrated"}
 
-# The events libvirt's qemu hook can fire. Their calls share bookkeeping (a restore marker
-# left at `restore` decides what `started` fires), so the launcher may skip the bridge for
-# a call only when none of them has a script (see fastpath.py).
+# The qemu hook's calls that fire events, in groups that share bookkeeping: the marker left
+# at `restore` or `migrate` decides what `prepare` and `started` fire, the stop seen at
+# `stopped` decides what `release` fires. The launcher may answer a call without the bridge
+# when no event of its group has a script (see fastpath.py).
+QEMU_CALL_GROUPS: dict[str, tuple[tuple[str, str], ...]] = {
+    "start": (
+        ("restore", "begin"),
+        ("migrate", "begin"),
+        ("prepare", "begin"),
+        ("started", "begin"),
+    ),
+    "stop": (("stopped", "end"), ("release", "end")),
+}
+
+
+def call_group(op: str, subop: str) -> str | None:
+    """The group of the qemu call ``op subop``, or None when it fires no event."""
+    for group, calls in QEMU_CALL_GROUPS.items():
+        if (op, subop) in calls:
+            return group
+    return None
+
+
+def group_events(group: str) -> tuple[str, ...]:
+    """The events the calls of ``group`` can fire."""
+    calls = QEMU_CALL_GROUPS[group]
+    return tuple(
+        dict.fromkeys(
+            row.event for row in HOOK_TABLE if row.driver == "qemu" and (row.op, row.subop) in calls
+        )
+    )
+
+
+# The events libvirt's qemu hook can fire.
 QEMU_EVENTS: tuple[str, ...] = tuple(
     dict.fromkeys(row.event for row in HOOK_TABLE if row.driver == "qemu")
 )

@@ -149,7 +149,7 @@ class Verbs:
             changed = self._before_start(dom, {RUN_DIR_VARIABLE: run_dir})
             flags = _load_launch_flags(flags_file, flags)
             state = State(self.config.state_dir)
-            self._mark(state, uuid, STARTED_BY_VERB)
+            self._mark(state, uuid, STARTED_BY_VERB, ("prepare", "begin"))
             try:
                 if changed:
                     self._call(f"starting {name!r}", self.conn.createXML, changed.decode(), flags)
@@ -192,13 +192,14 @@ class Verbs:
                 call = HookCall("qemu", name, op, "end", "-")
                 fire(row, call, self.config, self.log, uuid, uuid, xml, None)
 
-    def _mark(self, state: State, uuid: str, kind: str) -> None:
-        """Tell the hook's next call that this verb already ran its before_* event.
+    def _mark(self, state: State, uuid: str, kind: str, taken_at: tuple[str, str]) -> None:
+        """Tell the hook's call ``taken_at`` that this verb already ran its before_* event.
 
         Not when the launcher will answer that call without the hook (nothing to run): the
         marker would outlive the operation.
         """
-        if not fastpath.nothing_to_run(self.config):
+        group = mapping.call_group(*taken_at)
+        if group is not None and not fastpath.nothing_to_run(self.config, group):
             state.set_marker(uuid, kind)
 
     def pause(self, name: str) -> None:
@@ -248,7 +249,7 @@ class Verbs:
         uuid = dom.UUIDString()
         self.before("destroy", dom)
         state = State(self.config.state_dir)
-        self._mark(state, uuid, DESTROYED_BY_VERB)
+        self._mark(state, uuid, DESTROYED_BY_VERB, ("stopped", "end"))
         try:
             self._call(f"destroying {name!r}", dom.destroy)
         except VerbError:

@@ -173,6 +173,21 @@ def test_no_bookkeeping_when_no_qemu_event_has_a_script(tmp_path: Path) -> None:
     assert not (bridge.state / "markers").exists()
 
 
+def test_no_bookkeeping_for_a_group_whose_events_have_no_script(tmp_path: Path) -> None:
+    bridge, _ = status_bridge(tmp_path)
+    xml = domain_xml("vm1")
+    bridge.probe("after_vm_destroy")  # the stop group's: a start keeps no state
+    for op, subop in (("migrate", "begin"), ("prepare", "begin"), ("started", "begin")):
+        assert bridge.qemu("vm1", op, subop, xml).returncode == 0
+    assert not (bridge.state / "domains").exists()
+    assert not (bridge.state / "markers").exists()
+    bridge.qemu("vm1", "stopped", "end", xml)
+    assert list((bridge.state / "domains").iterdir()) != []
+    bridge.qemu("vm1", "release", "end", xml)
+    assert [r["event"] for r in bridge.wait_async()] == ["after_vm_destroy"]
+    assert list((bridge.state / "domains").iterdir()) == []
+
+
 def test_daemon_hook_fires_for_qemu_daemons_only(bridge: Bridge) -> None:
     probe_all(bridge)
     for parent in ("virtnetworkd", "virtstoraged", "bash"):

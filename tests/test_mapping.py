@@ -64,3 +64,13 @@ def test_release_reasons_of_newer_libvirt() -> None:
 def test_events_lists_every_event_once() -> None:
     assert len(mapping.EVENTS) == len(set(mapping.EVENTS)) == 18
     assert not set(mapping.EVENTS) & set(mapping.VDSM_ONLY_EVENTS)
+
+
+def test_every_firing_qemu_call_is_in_one_group() -> None:
+    calls = {(r.op, r.subop) for r in mapping.HOOK_TABLE if r.driver == "qemu"}
+    grouped = [call for calls_ in mapping.QEMU_CALL_GROUPS.values() for call in calls_]
+    assert sorted(grouped) == sorted(calls)
+    assert {mapping.call_group(*call) for call in calls} == set(mapping.QEMU_CALL_GROUPS)
+    assert mapping.call_group("start", "begin") is None
+    events = [e for group in mapping.QEMU_CALL_GROUPS for e in mapping.group_events(group)]
+    assert sorted(events) == sorted(mapping.QEMU_EVENTS)

@@ -171,16 +171,27 @@ def test_the_hook_environment_lasts_only_while_scripts_run(
     assert dict(os.environ) == before
 
 
-@pytest.mark.parametrize(("verb", "name"), [("start", "g1"), ("destroy", "g2")])
+@pytest.mark.parametrize(
+    ("verb", "name", "same_group", "other_group"),
+    [
+        ("start", "g1", "after_vm_start", "after_vm_hibernate"),
+        ("destroy", "g2", "after_vm_hibernate", "after_vm_start"),
+    ],
+)
 def test_a_verb_leaves_a_marker_only_for_a_hook_call_that_will_take_it(
-    verbs: Verbs, verb: str, name: str
+    verbs: Verbs, verb: str, name: str, same_group: str, other_group: str
 ) -> None:
     markers = verbs.bridge.state / "markers"
     # No script in any qemu event: the launcher answers libvirt without the hook.
     assert verbs.verb(verb, name).returncode == 0
     assert not markers.exists()
-    # A script in one: the hook's next call runs (the test driver makes none: it stays).
-    verbs.bridge.probe("after_vm_hibernate")
+    # A script only in the other group's events (mapping.QEMU_CALL_GROUPS): still none.
+    verbs.bridge.probe(other_group)
+    assert verbs.verb(verb, name).returncode == 0
+    assert not markers.exists()
+    # One in the group of the call that takes the marker: that call runs the hook (the
+    # test driver makes none: the marker stays).
+    verbs.bridge.probe(same_group)
     assert verbs.verb(verb, name).returncode == 0
     kind = (markers / (UUID_OFF if verb == "start" else UUID_ON)).read_text().split()[0]
     assert kind == f"verb-{verb}"
