@@ -7,9 +7,9 @@ config, ``.<config name>.fastpath``, and exits 0 at once, reading nothing and pr
 nothing (libvirt takes empty output as "XML unchanged") when:
 
 - the call fires no event (``start begin``, ``reconnect begin``), or it is a call that can
-  fire one and no event of its group (``mapping.QEMU_CALL_GROUPS``: the calls of a start,
-  the calls of a stop) has any entry, other than dot files, in any hooks root; a group's
-  calls go to the bridge together, because they share bookkeeping;
+  fire one and no event it serves (``mapping.served_events``: its own, and those of the
+  later calls its bookkeeping decides) has any entry, other than dot files, in any hooks
+  root;
 - no foreign hook is kept as ``.legacy``, and the file is owned by root;
 - the file is current: written from the config as it is now (same mtime; or, with no
   config file, still none).
@@ -26,7 +26,7 @@ from . import mapping
 from .config import Config
 
 # Bumped when the file's shape changes: a launcher only reads the format it was written for.
-FORMAT = 2
+FORMAT = 3
 FUNCTION = "lb_nothing_to_run"
 _HEADER = f"# libvirt-bridge fast path {FORMAT}"
 
@@ -52,10 +52,10 @@ def render(config: Config) -> str:
     silent = "|".join(
         q(f"{op} {subop}") for driver, op, subop in sorted(mapping.SILENT_CALLS) if driver == "qemu"
     )
-    groups = "".join(
-        f"    {'|'.join(q(f'{op} {subop}') for op, subop in calls)})\n"
-        f"        set -- {' '.join(q(d) for d in _group_dirs(config, group))} ;;\n"
-        for group, calls in mapping.QEMU_CALL_GROUPS.items()
+    calls = "".join(
+        f"    {q(f'{op} {subop}')})\n"
+        f"        set -- {' '.join(q(d) for d in _served_dirs(config, op, subop))} ;;\n"
+        for op, subop in mapping.QEMU_FIRING_CALLS
     )
     return (
         f"{_HEADER} {stamp(config)}\n"
@@ -64,7 +64,7 @@ def render(config: Config) -> str:
         f"{current}"
         f'    case "$1 $2" in\n'
         f"    {silent}) return 0 ;;\n"
-        f"{groups}"
+        f"{calls}"
         f"    *) return 1 ;;\n"
         f"    esac\n"
         f'    for lb_dir in "$@"; do\n'
@@ -77,21 +77,21 @@ def render(config: Config) -> str:
     )
 
 
-def _group_dirs(config: Config, group: str) -> list[str]:
+def _served_dirs(config: Config, op: str, subop: str) -> list[str]:
     return [
         os.path.join(root, event)
         for root in config.hooks_dirs
-        for event in mapping.group_events(group)
+        for event in mapping.served_events(op, subop)
     ]
 
 
-def nothing_to_run(config: Config, group: str) -> bool:
-    """The file's answer for a call of ``group`` (``mapping.QEMU_CALL_GROUPS``), in Python.
+def nothing_to_run(config: Config, op: str, subop: str) -> bool:
+    """The file's answer for the qemu call ``op subop``, worked out in Python.
 
     The hook gives the same answer, so that a call the launcher could not shortcut (the
     file was stale) keeps no bookkeeping that the shortcut calls after it would never clear.
     """
-    for directory in _group_dirs(config, group):
+    for directory in _served_dirs(config, op, subop):
         try:
             with os.scandir(directory) as entries:
                 if any(not entry.name.startswith(".") for entry in entries):

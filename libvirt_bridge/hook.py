@@ -30,6 +30,7 @@ from .state import (
     State,
     domain_uuid,
     read_status_file,
+    start_kind_from_status,
     stop_kind_from_status,
 )
 
@@ -147,8 +148,7 @@ def _qemu_call(call: HookCall, config: Config, log: Log, stdin: BinaryIO, stdout
     if not mapping.has_rows(*key):
         log.info(f"{call}: no VDSM event for this call")
         return 0
-    group = mapping.call_group(call.op, call.subop)
-    if group is not None and fastpath.nothing_to_run(config, group):
+    if fastpath.nothing_to_run(config, call.op, call.subop):
         return 0
     xml = stdin.read()
     uuid = domain_uuid(xml)
@@ -169,11 +169,10 @@ def _context(call: HookCall, config: Config, log: Log, uuid: str, xml: bytes) ->
     try:
         if call.op == "prepare":
             kinds = (RESTORE, MIGRATE, STARTED_BY_VERB)
-            kind = state.take_marker(uuid, kinds, call.daemon) or FRESH
-            state.set_start_kind(uuid, FRESH if kind == STARTED_BY_VERB else kind)
-            return kind
+            return state.take_marker(uuid, kinds, call.daemon) or FRESH
         if call.op == "started":
-            return state.start_kind(uuid) or FRESH
+            status = read_status_file(call.obj, config.qemu_status_dir)
+            return start_kind_from_status(status) if status else FRESH
         if call.op == "stopped":
             status = read_status_file(call.obj, config.qemu_status_dir)
             kind = stop_kind_from_status(status) if status else DESTROY
@@ -218,9 +217,15 @@ def fire(
         if output and stdout is not None:
             stdout.write(output)
             stdout.flush()
-    if status == 0 and call.op in ("migrate", "restore") and uuid:
+    if status == 0 and call.op in ("migrate", "restore") and uuid and _marker_is_read(config, call):
         _set_marker(config, log, call, uuid)
     return status
+
+
+def _marker_is_read(config: Config, call: HookCall) -> bool:
+    """Whether a later call that reads this call's marker will run the bridge."""
+    later = mapping.DECIDES.get((call.op, call.subop), ())
+    return any(not fastpath.nothing_to_run(config, op, subop) for op, subop in later)
 
 
 def _set_marker(config: Config, log: Log, call: HookCall, uuid: str) -> None:

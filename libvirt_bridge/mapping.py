@@ -128,37 +128,42 @@ ALWAYS_SUCCEED: frozenset[tuple[str, str]] = frozenset(
 # libvirt >= 10.5 passes the shutoff reason as `release end <reason>`.
 RELEASE_REASON_CONTEXT: dict[str, str] = {"saved": "saved", "migrated": "migrated"}
 
-# The qemu hook's calls that fire events, in groups that share bookkeeping: the marker left
-# at `restore` or `migrate` decides what `prepare` and `started` fire, the stop seen at
-# `stopped` decides what `release` fires. The launcher may answer a call without the bridge
-# when no event of its group has a script (see fastpath.py).
-QEMU_CALL_GROUPS: dict[str, tuple[tuple[str, str], ...]] = {
-    "start": (
-        ("restore", "begin"),
-        ("migrate", "begin"),
-        ("prepare", "begin"),
-        ("started", "begin"),
-    ),
-    "stop": (("stopped", "end"), ("release", "end")),
+# The qemu hook's calls that fire events, in the order libvirt makes them.
+QEMU_FIRING_CALLS: tuple[tuple[str, str], ...] = tuple(
+    dict.fromkeys((row.op, row.subop) for row in HOOK_TABLE if row.driver == "qemu")
+)
+
+# Calls whose bookkeeping decides what a later call of the same operation fires: the marker
+# a restore or an incoming migration leaves tells `prepare` that it is no boot; what
+# `stopped` saw of the stop tells `release` which one it was (libvirt < 10.5 does not say).
+# `started` needs none: libvirt's status file tells a boot, a restore and an incoming
+# migration apart (see state.py).
+DECIDES: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
+    ("restore", "begin"): (("prepare", "begin"),),
+    ("migrate", "begin"): (("prepare", "begin"),),
+    ("stopped", "end"): (("release", "end"),),
 }
 
 
-def call_group(op: str, subop: str) -> str | None:
-    """The group of the qemu call ``op subop``, or None when it fires no event."""
-    for group, calls in QEMU_CALL_GROUPS.items():
-        if (op, subop) in calls:
-            return group
-    return None
-
-
-def group_events(group: str) -> tuple[str, ...]:
-    """The events the calls of ``group`` can fire."""
-    calls = QEMU_CALL_GROUPS[group]
+def call_events(op: str, subop: str) -> tuple[str, ...]:
+    """The events the qemu call ``op subop`` fires, in one context or another."""
     return tuple(
         dict.fromkeys(
-            row.event for row in HOOK_TABLE if row.driver == "qemu" and (row.op, row.subop) in calls
+            row.event
+            for row in HOOK_TABLE
+            if row.driver == "qemu" and (row.op, row.subop) == (op, subop)
         )
     )
+
+
+def served_events(op: str, subop: str) -> tuple[str, ...]:
+    """The events for which the qemu call ``op subop`` has work: its own, and those of the
+    calls its bookkeeping decides. With no script in any of them, the launcher may answer
+    the call without the bridge (see fastpath.py)."""
+    events = list(call_events(op, subop))
+    for later in DECIDES.get((op, subop), ()):
+        events.extend(call_events(*later))
+    return tuple(dict.fromkeys(events))
 
 
 # The events libvirt's qemu hook can fire.

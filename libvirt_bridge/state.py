@@ -8,10 +8,11 @@ by name: a name may hold any character):
 - ``markers/<uuid>``: written at ``migrate begin``/``restore begin``, taken at the
   ``prepare`` that follows within ``MARKER_TTL`` seconds; an older one is stale, and so
   is one left by another daemon process (a hook that outlived a killed daemon).
-- ``domains/<uuid>.start``: how the running domain was started (``fresh``, ``restore``,
-  ``migrate``), read at ``started``.
 - ``domains/<uuid>.stop``: why it stopped (``destroy``, ``saved``, ``migrated``), decided
   at ``stopped`` and read at ``release``, where libvirt < 10.5 no longer says.
+
+``started`` needs no file of its own: libvirt's status file, which it has written by then,
+tells a boot from a restore and from an incoming migration.
 
 On the hook's fast path: standard library only, plain file operations.
 """
@@ -34,7 +35,6 @@ MIGRATED = "migrated"
 STARTED_BY_VERB = "verb-start"
 DESTROYED_BY_VERB = "verb-destroy"
 
-START_KINDS = (FRESH, RESTORE, MIGRATE)
 STOP_KINDS = (DESTROY, SAVED, MIGRATED)
 
 # libvirt's own status files; the hook runs in the daemon's mount namespace.
@@ -154,13 +154,6 @@ class State:
                 pass
         return removed
 
-    def set_start_kind(self, uuid: str, kind: str) -> None:
-        self._write("domains", f"{uuid}.start", kind)
-
-    def start_kind(self, uuid: str) -> str | None:
-        kind = self._read("domains", f"{uuid}.start")
-        return kind if kind in START_KINDS else None
-
     def set_stop_kind(self, uuid: str, kind: str) -> None:
         self._write("domains", f"{uuid}.stop", kind)
 
@@ -170,9 +163,23 @@ class State:
 
     def forget_domain(self, uuid: str) -> None:
         """Drop everything known about a domain that is gone from this host."""
-        self._remove("domains", f"{uuid}.start")
         self._remove("domains", f"{uuid}.stop")
         self._remove("markers", uuid)
+
+
+def start_kind_from_status(status_xml: bytes) -> str:
+    """How a domain was started, from libvirt's status file as it is at ``started begin``.
+
+    An incoming migration still holds its ``migration in`` job; a restore (``virsh
+    restore``, a start from a managed save) is still paused with reason ``migration``, its
+    memory yet to be read from the file. Anything else is a boot.
+    """
+    if _async_job(status_xml) == "migration in":
+        return MIGRATE
+    attrs = _domstatus_attributes(status_xml)
+    if (attrs.get("state"), attrs.get("reason")) == ("paused", "migration"):
+        return RESTORE
+    return FRESH
 
 
 def stop_kind_from_status(status_xml: bytes) -> str:
@@ -182,27 +189,32 @@ def stop_kind_from_status(status_xml: bytes) -> str:
     save (reason ``save``) or a finished outgoing migration (reason ``migration`` with an
     outgoing migration job). Anything else is a destroy, shutdown, crash or failed start.
     """
-    start = status_xml.find(b"<domstatus")
-    if start < 0:
-        return DESTROY
-    end = status_xml.find(b">", start)
-    attrs = _attributes(status_xml[start:end])
+    attrs = _domstatus_attributes(status_xml)
     if attrs.get("state") != "paused":
         return DESTROY
     reason = attrs.get("reason")
     if reason == "save":
         return SAVED
-    if reason == "migration" and _has_outgoing_migration_job(status_xml):
+    if reason == "migration" and _async_job(status_xml) == "migration out":
         return MIGRATED
     return DESTROY
 
 
-def _has_outgoing_migration_job(status_xml: bytes) -> bool:
+def _domstatus_attributes(status_xml: bytes) -> dict[str, str]:
+    start = status_xml.find(b"<domstatus")
+    if start < 0:
+        return {}
+    end = status_xml.find(b">", start)
+    return _attributes(status_xml[start:end])
+
+
+def _async_job(status_xml: bytes) -> str | None:
+    """The async job the domain is in (``start``, ``migration in``, ...), if recorded."""
     start = status_xml.find(b"<job ")
     if start < 0:
-        return False
+        return None
     end = status_xml.find(b">", start)
-    return _attributes(status_xml[start:end]).get("async") == "migration out"
+    return _attributes(status_xml[start:end]).get("async")
 
 
 def _attributes(tag: bytes) -> dict[str, str]:

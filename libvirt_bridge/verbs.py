@@ -198,8 +198,7 @@ class Verbs:
         Not when the launcher will answer that call without the hook (nothing to run): the
         marker would outlive the operation.
         """
-        group = mapping.call_group(*taken_at)
-        if group is not None and not fastpath.nothing_to_run(self.config, group):
+        if not fastpath.nothing_to_run(self.config, *taken_at):
             state.set_marker(uuid, kind)
 
     def pause(self, name: str) -> None:

@@ -90,7 +90,10 @@ class Bridge:
         self.log = root / "bridge.log"
         self.records = root / "records.jsonl"
         self.config = root / "libvirt-bridge.toml"
+        # Stands for libvirt's /run/libvirt/qemu: the hook reads a domain's status there.
+        self.status = root / "qemu-status"
         self.hooks.mkdir()
+        self.status.mkdir(exist_ok=True)
         self.write_config(**config)
         self.launchers = root / "launchers"
         self.launchers.mkdir()
@@ -100,12 +103,21 @@ class Bridge:
         self.daemon_parents = root / "parents"
         self.daemon_parents.mkdir()
 
+    def status_file(self, name: str, status: bytes | None) -> None:
+        """Write (None: remove) libvirt's status file of domain ``name``."""
+        path = self.status / f"{name}.xml"
+        if status is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_bytes(status)
+
     def write_config(self, **overrides: object) -> None:
         values: dict[str, object] = {
             "hooks_dirs": [str(self.hooks)],
             "state_dir": str(self.state),
             "log_file": str(self.log),
             "script_timeout": 20,
+            "qemu_status_dir": str(self.status),
         }
         values.update(overrides)
         lines = [f"{k} = {json.dumps(v)}" for k, v in values.items()]

@@ -21,6 +21,15 @@ STATUS_INCOMING = (
     b"  <job type='none' async='migration in' phase='prepare'/>\n<domain/>\n"
 )
 STATUS_DESTROY = b"<domstatus state='shutdown' reason='unknown' pid='1'>\n<domain/>\n"
+# At `started begin`, as libvirt 9.0 writes them (see state.start_kind_from_status).
+STATUS_BOOTED = (
+    b"<domstatus state='running' reason='booted' pid='1'>\n"
+    b"  <job type='none' async='start' flags='0x0'/>\n<domain/>\n"
+)
+STATUS_RESTORING = (
+    b"<domstatus state='paused' reason='migration' pid='1'>\n"
+    b"  <job type='none' async='start' flags='0x0'/>\n<domain/>\n"
+)
 
 
 def probe_all(bridge: Bridge) -> None:
@@ -51,6 +60,8 @@ def test_restore_fires_dehibernate_and_no_start_events(bridge: Bridge) -> None:
     xml = domain_xml("vm1")
     assert bridge.qemu("vm1", "restore", "begin", xml).returncode == 0
     for op in ("prepare", "start", "started"):
+        if op == "started":
+            bridge.status_file("vm1", STATUS_RESTORING)
         assert bridge.qemu("vm1", op, "begin", xml).returncode == 0
     records = bridge.wait_async(2)
     assert [r["event"] for r in records] == ["before_vm_dehibernate", "after_vm_dehibernate"]
@@ -61,6 +72,8 @@ def test_incoming_migration_fires_only_migrate_destination(bridge: Bridge) -> No
     xml = domain_xml("vm1")
     assert bridge.qemu("vm1", "migrate", "begin", xml).returncode == 0
     for op in ("prepare", "start", "started"):
+        if op == "started":
+            bridge.status_file("vm1", STATUS_INCOMING)
         assert bridge.qemu("vm1", op, "begin", xml).returncode == 0
     assert [r["event"] for r in bridge.wait_async()] == ["before_vm_migrate_destination"]
 
@@ -156,9 +169,8 @@ def test_release_forgets_the_domain(tmp_path: Path) -> None:
     bridge, _ = status_bridge(tmp_path)
     probe_all(bridge)
     xml = domain_xml("vm1")
-    bridge.qemu("vm1", "prepare", "begin", xml)
-    assert list((bridge.state / "domains").iterdir()) != []
     bridge.qemu("vm1", "stopped", "end", xml)
+    assert list((bridge.state / "domains").iterdir()) != []
     bridge.qemu("vm1", "release", "end", xml)
     bridge.wait_async()
     assert list((bridge.state / "domains").iterdir()) == []
@@ -173,10 +185,10 @@ def test_no_bookkeeping_when_no_qemu_event_has_a_script(tmp_path: Path) -> None:
     assert not (bridge.state / "markers").exists()
 
 
-def test_no_bookkeeping_for_a_group_whose_events_have_no_script(tmp_path: Path) -> None:
+def test_a_stop_keeps_state_only_for_the_release_that_reads_it(tmp_path: Path) -> None:
     bridge, _ = status_bridge(tmp_path)
     xml = domain_xml("vm1")
-    bridge.probe("after_vm_destroy")  # the stop group's: a start keeps no state
+    bridge.probe("after_vm_destroy")
     for op, subop in (("migrate", "begin"), ("prepare", "begin"), ("started", "begin")):
         assert bridge.qemu("vm1", op, subop, xml).returncode == 0
     assert not (bridge.state / "domains").exists()
@@ -186,6 +198,46 @@ def test_no_bookkeeping_for_a_group_whose_events_have_no_script(tmp_path: Path) 
     bridge.qemu("vm1", "release", "end", xml)
     assert [r["event"] for r in bridge.wait_async()] == ["after_vm_destroy"]
     assert list((bridge.state / "domains").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("first", "status", "expected"),
+    [
+        (None, STATUS_BOOTED, ["after_vm_start"]),
+        ("restore", STATUS_RESTORING, ["after_vm_dehibernate"]),
+        ("migrate", STATUS_INCOMING, []),
+    ],
+    ids=["boot", "restore", "incoming-migration"],
+)
+def test_started_tells_the_start_from_libvirts_status_file(
+    bridge: Bridge, first: str | None, status: bytes, expected: list[str]
+) -> None:
+    # Scripts only where `started` fires: no other call of the start runs the bridge.
+    bridge.probe("after_vm_start")
+    bridge.probe("after_vm_dehibernate")
+    xml = domain_xml("vm1")
+    if first:
+        assert bridge.qemu("vm1", first, "begin", xml).returncode == 0
+    bridge.qemu("vm1", "prepare", "begin", xml)
+    bridge.status_file("vm1", status)
+    bridge.qemu("vm1", "started", "begin", xml)
+    assert [r["event"] for r in bridge.wait_async(len(expected))] == expected
+    assert not (bridge.state / "markers").exists()
+
+
+def test_a_marker_is_left_only_for_a_prepare_that_reads_it(bridge: Bridge) -> None:
+    xml = domain_xml("vm1")
+    markers = bridge.state / "markers"
+    bridge.probe("before_vm_dehibernate")
+    bridge.qemu("vm1", "restore", "begin", xml)
+    assert bridge.events() == ["before_vm_dehibernate"]
+    assert not markers.exists() or list(markers.iterdir()) == []
+    bridge.probe("before_vm_start")
+    bridge.qemu("vm1", "restore", "begin", xml)
+    assert list(markers.iterdir()) != []
+    bridge.qemu("vm1", "prepare", "begin", xml)
+    assert bridge.events() == ["before_vm_dehibernate", "before_vm_dehibernate"]
+    assert list(markers.iterdir()) == []
 
 
 def test_daemon_hook_fires_for_qemu_daemons_only(bridge: Bridge) -> None:

@@ -66,11 +66,13 @@ def test_events_lists_every_event_once() -> None:
     assert not set(mapping.EVENTS) & set(mapping.VDSM_ONLY_EVENTS)
 
 
-def test_every_firing_qemu_call_is_in_one_group() -> None:
-    calls = {(r.op, r.subop) for r in mapping.HOOK_TABLE if r.driver == "qemu"}
-    grouped = [call for calls_ in mapping.QEMU_CALL_GROUPS.values() for call in calls_]
-    assert sorted(grouped) == sorted(calls)
-    assert {mapping.call_group(*call) for call in calls} == set(mapping.QEMU_CALL_GROUPS)
-    assert mapping.call_group("start", "begin") is None
-    events = [e for group in mapping.QEMU_CALL_GROUPS for e in mapping.group_events(group)]
-    assert sorted(events) == sorted(mapping.QEMU_EVENTS)
+def test_what_a_call_decides_is_a_firing_call_after_it() -> None:
+    calls = mapping.QEMU_FIRING_CALLS
+    for call, later in mapping.DECIDES.items():
+        assert call in calls
+        for decided in later:
+            assert decided in calls and decided != call
+            assert set(mapping.call_events(*decided)) <= set(mapping.served_events(*call))
+    served = {e for call in calls for e in mapping.served_events(*call)}
+    assert served == set(mapping.QEMU_EVENTS)
+    assert mapping.served_events("start", "begin") == ()

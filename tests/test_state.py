@@ -37,6 +37,26 @@ def test_stop_kinds_from_status() -> None:
     assert state.stop_kind_from_status(b"garbage") == "destroy"
 
 
+def test_start_kinds_from_status() -> None:
+    # As libvirt 9.0 writes the file at `started begin` (seen on these machines).
+    booted = (
+        b"<domstatus state='running' reason='booted' pid='7'>\n<job type='none' async='start'/>"
+    )
+    restoring = (
+        b"<domstatus state='paused' reason='migration' pid='7'>\n<job type='none' async='start'/>"
+    )
+    incoming = (
+        b"<domstatus state='paused' reason='migration' pid='7'>\n"
+        b"<job type='none' async='migration in' phase='prepare' flags='0x1'>"
+    )
+    assert state.start_kind_from_status(booted) == "fresh"
+    assert state.start_kind_from_status(restoring) == "restore"
+    assert state.start_kind_from_status(incoming) == "migrate"
+    paused_by_user = b"<domstatus state='paused' reason='user'><job type='none' async='start'/>"
+    assert state.start_kind_from_status(paused_by_user) == "fresh"
+    assert state.start_kind_from_status(b"garbage") == "fresh"
+
+
 def test_status_file_names_are_never_paths(tmp_path: Path) -> None:
     (tmp_path / "ok.xml").write_bytes(b"<domstatus/>")
     assert state.read_status_file("ok", str(tmp_path)) == b"<domstatus/>"

@@ -42,12 +42,12 @@ with open({records!r}, "a") as f:
 class Probe:
     """Probe scripts for every event of one sandbox, and what they recorded."""
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: Sandbox, events: tuple[str, ...] = mapping.EVENTS) -> None:
         self.sandbox = sandbox
         self.records = Path(sandbox.bridge_dir) / "records.jsonl"
         self.seen = 0
         body = PROBE.format(python=sys.executable, records=str(self.records))
-        for event in mapping.EVENTS:
+        for event in events:
             sandbox.add_hook_script(event, "50_probe", body)
 
     def all(self) -> list[dict[str, str]]:
@@ -122,6 +122,31 @@ def test_save_restore_and_managedsave(
     sandbox.virsh("start", "g1")
     assert probe.events(2) == ["before_vm_dehibernate", "after_vm_dehibernate"]
     assert sandbox.domstate("g1") == "running"
+
+
+def test_started_alone_tells_a_restore_from_a_boot(
+    make_sandbox: Callable[[str], Sandbox], tmp_path: Path
+) -> None:
+    # Scripts only where `started` fires: the launcher answers every other call without the
+    # bridge, so no marker is left at `restore`; libvirt's status file tells the starts apart.
+    sandbox = make_sandbox("lbsb1")
+    sandbox.install_bridge()
+    probe = Probe(sandbox, events=("after_vm_start", "after_vm_dehibernate"))
+    sandbox.define_guest("g1")
+    sandbox.virsh("start", "g1")
+    assert probe.events(1) == ["after_vm_start"]
+    image = str(tmp_path / "g1.save")
+    sandbox.virsh("save", "g1", image)
+    sandbox.virsh("restore", image)
+    assert probe.events(1) == ["after_vm_dehibernate"]
+    sandbox.virsh("managedsave", "g1")
+    sandbox.virsh("start", "g1")
+    assert probe.events(1) == ["after_vm_dehibernate"]
+    sandbox.virsh("destroy", "g1")
+    sandbox.virsh("start", "g1")
+    assert probe.events(1) == ["after_vm_start"]
+    markers = Path(sandbox.state_dir) / "markers"
+    assert not markers.exists() or list(markers.iterdir()) == []
 
 
 def test_live_migration_both_ways(make_sandbox: Callable[[str], Sandbox]) -> None:
