@@ -176,7 +176,8 @@ def _context(call: HookCall, config: Config, log: Log, uuid: str, xml: bytes) ->
         if call.op == "stopped":
             status = read_status_file(call.obj, config.qemu_status_dir)
             kind = stop_kind_from_status(status) if status else DESTROY
-            state.set_stop_kind(uuid, kind)
+            if _is_read_later(config, call):
+                state.set_stop_kind(uuid, kind)
             if kind == DESTROY and state.take_marker(uuid, (DESTROYED_BY_VERB,)):
                 return DESTROYED_BY_VERB  # before_vm_destroy ran in the verb already
             return kind
@@ -217,13 +218,16 @@ def fire(
         if output and stdout is not None:
             stdout.write(output)
             stdout.flush()
-    if status == 0 and call.op in ("migrate", "restore") and uuid and _marker_is_read(config, call):
+    if status == 0 and call.op in ("migrate", "restore") and uuid and _is_read_later(config, call):
         _set_marker(config, log, call, uuid)
     return status
 
 
-def _marker_is_read(config: Config, call: HookCall) -> bool:
-    """Whether a later call that reads this call's marker will run the bridge."""
+def _is_read_later(config: Config, call: HookCall) -> bool:
+    """Whether a later call that reads what this call records will run the bridge.
+
+    When none will, nothing is recorded: it would outlive the operation.
+    """
     later = mapping.DECIDES.get((call.op, call.subop), ())
     return any(not fastpath.nothing_to_run(config, op, subop) for op, subop in later)
 

@@ -157,9 +157,11 @@ def call_events(op: str, subop: str) -> tuple[str, ...]:
 
 
 def served_events(op: str, subop: str) -> tuple[str, ...]:
-    """The events for which the qemu call ``op subop`` has work: its own, and those of the
-    calls its bookkeeping decides. With no script in any of them, the launcher may answer
-    the call without the bridge (see fastpath.py)."""
+    """The events the qemu call ``op subop`` has work for.
+
+    Its own, and those of the later calls its bookkeeping decides. With no script in any of
+    them, the launcher may answer the call without the bridge (see fastpath.py).
+    """
     events = list(call_events(op, subop))
     for later in DECIDES.get((op, subop), ()):
         events.extend(call_events(*later))

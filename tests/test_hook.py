@@ -200,6 +200,16 @@ def test_a_stop_keeps_state_only_for_the_release_that_reads_it(tmp_path: Path) -
     assert list((bridge.state / "domains").iterdir()) == []
 
 
+def test_a_stop_records_nothing_when_release_has_nothing_to_run(tmp_path: Path) -> None:
+    bridge, _ = status_bridge(tmp_path)
+    xml = domain_xml("vm1")
+    bridge.probe("before_vm_destroy")
+    bridge.qemu("vm1", "stopped", "end", xml)
+    bridge.qemu("vm1", "release", "end", xml)
+    assert bridge.events() == ["before_vm_destroy"]
+    assert not (bridge.state / "domains").exists()
+
+
 @pytest.mark.parametrize(
     ("first", "status", "expected"),
     [
