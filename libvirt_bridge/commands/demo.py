@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import textwrap
 
 from ..log import say
@@ -29,12 +30,19 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..sandbox import check_host_can_run_libvirt
+    from ..sandbox import SandboxError, check_host_can_run_libvirt
 
+    if args.workdir is not None and not os.path.isdir(args.workdir):
+        say(f"demo: --workdir {args.workdir!r} is not a directory")
+        return 2
     reason = check_host_can_run_libvirt()
     if reason is not None:
         say(f"demo: cannot run libvirt here: {reason}")
         return 1
     from ..demo import run_demo
 
-    return run_demo(workdir=args.workdir)
+    try:
+        return run_demo(workdir=args.workdir)
+    except SandboxError as exc:
+        say(f"demo: {exc}")
+        return 1

@@ -50,6 +50,12 @@ def started_sandbox(root: Path, name: str) -> Iterator[Sandbox]:
 
 
 @pytest.fixture
+def libvirt_host() -> None:
+    """For a test that starts its own daemons: fails, with the reason, where none can run."""
+    require_libvirt_host()
+
+
+@pytest.fixture
 def make_sandbox(tmp_path: Path) -> Iterator[Callable[[str], Sandbox]]:
     """A factory: ``make_sandbox(name)`` starts a sandbox under ``tmp_path / name``."""
     require_libvirt_host()

@@ -1,0 +1,84 @@
+"""The README's first command: ``libvirt-bridge demo`` runs to its end and says so."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from libvirt_bridge import mapping
+from libvirt_bridge.sandbox import mounts_mentioning
+
+pytestmark = pytest.mark.libvirt
+
+# What the demo's actions fire; the verbs' before_* events need the verbs, not virsh.
+FIRED_BY_VIRSH = tuple(
+    row.event for row in mapping.HOOK_TABLE if row.driver in ("qemu", "daemon", "listener")
+)
+
+
+def demo(*args: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "libvirt_bridge", "demo", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=600)
+
+
+def processes_mentioning(path: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if path.encode() in f.read():
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture
+def short_dir() -> Iterator[str]:
+    # libvirt's socket path must fit in 107 bytes: pytest's tmp_path is too deep.
+    path = tempfile.mkdtemp(prefix="lbdemo-", dir="/tmp")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.usefixtures("libvirt_host")
+def test_demo_shows_every_event_virsh_fires_and_leaves_nothing(short_dir: str) -> None:
+    result = demo("--workdir", short_dir)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    missing = [event for event in FIRED_BY_VIRSH if event not in result.stdout]
+    assert missing == [], result.stdout
+    assert "every expected VDSM event fired" in result.stdout
+    assert processes_mentioning(short_dir) == []
+    assert mounts_mentioning(short_dir) == []
+    assert os.listdir(short_dir) == []
+
+
+def test_demo_refuses_a_workdir_that_is_not_a_directory(tmp_path: Path) -> None:
+    result = demo("--workdir", str(tmp_path / "nowhere"))
+    assert result.returncode == 2
+    assert (
+        result.stderr
+        == f"libvirt-bridge: demo: --workdir {str(tmp_path / 'nowhere')!r} is not a directory\n"
+    )
+
+
+@pytest.mark.usefixtures("libvirt_host")
+def test_demo_says_why_a_workdir_is_too_deep(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60)
+    deep.mkdir()
+    result = demo("--workdir", str(deep))
+    assert result.returncode == 1
+    assert result.stderr.startswith("libvirt-bridge: demo: sandbox root ")
+    assert "exceeds 107 bytes" in result.stderr and "Traceback" not in result.stderr
+    assert os.listdir(deep) == []
