@@ -37,9 +37,16 @@ RICH = (
 
 @pytest.fixture
 def testdrv() -> Iterator[libvirt.virConnect]:
-    """The test driver's default node: one running persistent domain, ``test``."""
+    """The test driver's default node: one running persistent domain, ``test``.
+
+    Its state outlives a test while any connection stays open (another module's may), so
+    ``test`` starts without ovirt-vm metadata here.
+    """
     props.connect(URI).close()  # installs the quiet error handler
     conn = libvirt.open(URI)
+    dom = conn.lookupByName("test")
+    for flag in (libvirt.VIR_DOMAIN_AFFECT_LIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG):
+        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, None, None, NS, flag)
     try:
         yield conn
     finally:

@@ -1,0 +1,49 @@
+"""The bridge's log: a line per write, and stderr when the file cannot be written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from bridge_harness import Bridge, domain_xml
+
+from libvirt_bridge.log import Log
+
+LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} \d+ (INFO|WARNING|ERROR) .*$")
+
+
+def test_lines_are_appended_with_level_and_newlines_escaped(tmp_path: Path) -> None:
+    log = Log(str(tmp_path / "bridge.log"))
+    log.info("one")
+    log.error("two\nlines")
+    lines = (tmp_path / "bridge.log").read_text().splitlines()
+    assert len(lines) == 2 and all(LINE.match(line) for line in lines)
+    assert lines[0].endswith(" INFO one") and lines[1].endswith(" ERROR two\\nlines")
+
+
+def test_an_unwritable_log_sends_every_line_to_stderr_and_says_so_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "missing-dir" / "bridge.log"
+    log = Log(str(path))
+    log.warning("first")
+    log.info("second")
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"libvirt-bridge: cannot write log {path}: No such file or directory"
+    assert [line.split(" ", 3)[2:] for line in err[1:]] == [
+        ["WARNING", "first"],
+        ["INFO", "second"],
+    ]
+    assert not path.exists()
+
+
+def test_a_hook_call_with_an_unwritable_log_loses_nothing(tmp_path: Path) -> None:
+    # libvirt keeps a hook's stderr (in its error for a refused start, else its debug log).
+    bridge = Bridge(tmp_path, log_file=str(tmp_path / "no-such-dir" / "bridge.log"))
+    bridge.script("before_vm_start", "10_veto", "#!/bin/sh\necho no room >&2\nexit 1\n")
+    result = bridge.qemu("vm1", "prepare", "begin", domain_xml("vm1"))
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert "cannot write log" in err
+    assert "10_veto" in err and "no room" in err
