@@ -127,6 +127,9 @@ class Listener:
         self.config = config
         self.log = log
         self.tracker = Tracker(self._load_known())
+        # A listener that ran before (its state dir survives restarts, not reboots) is
+        # back from a gap; a first look at the host has nothing to compare with.
+        self.looked_before = os.path.isdir(self._known_dir())
         self.queue: queue.Queue[tuple[str, str, int, int] | str | None] = queue.Queue()
         self.stopping = threading.Event()
         self.closed = threading.Event()
@@ -252,13 +255,13 @@ class Listener:
         if conn is None:
             return
         seen = set()
-        known_before = len(self.tracker.known)
+        after_gap = self.looked_before
         fired = 0
         for dom in conn.listAllDomains():
             uuid = dom.UUIDString()
             seen.add(uuid)
             current = state_names(dom.state())
-            missed = self.tracker.resync(uuid, current)
+            missed = self.tracker.resync(uuid, current, after_gap)
             self._save_known(uuid)
             if missed:
                 fired += 1
@@ -267,7 +270,8 @@ class Listener:
         for uuid in set(self.tracker.known) - seen:
             self.tracker.forget(uuid)
             self._save_known(uuid)
-        if known_before:
+        self._note_looked()
+        if after_gap:
             # Events are not replayed: what changed and changed back meanwhile is lost.
             self.log.warning(
                 f"listener: resynchronised {len(seen)} domain(s) after a gap, {fired} missed "
@@ -349,6 +353,13 @@ class Listener:
                 continue
             known[uuid] = (state, reason)
         return known
+
+    def _note_looked(self) -> None:
+        self.looked_before = True
+        try:
+            os.makedirs(self._known_dir(), mode=0o700, exist_ok=True)
+        except OSError as exc:
+            self.log.error(f"listener: cannot keep state in {self._known_dir()}: {exc.strerror}")
 
     def _save_known(self, uuid: str) -> None:
         path = os.path.join(self._known_dir(), uuid)

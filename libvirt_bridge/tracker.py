@@ -12,7 +12,9 @@ the tracker also remembers, per domain, the last state it settled on:
   reason, so the resume of a boot, a restore or a cancelled save fires nothing;
 - ``RESUMED/MIGRATED`` fires ``after_vm_migrate_destination`` when the domain came in by
   migration (``STARTED/MIGRATED`` seen, or running with reason ``migrated``), not when
-  a failed outgoing migration resumes the source (reason ``migration_canceled``).
+  a failed outgoing migration resumes the source (reason ``migration_canceled``); after a
+  gap, a domain found running with reason ``migrated`` that was not so before came in
+  meanwhile.
 
 Pure logic, no libvirt: states, reasons, events and details are libvirt's constant names,
 lower-cased (``paused``/``user``, ``suspended``/``paused``).
@@ -24,6 +26,7 @@ from . import mapping
 
 PAUSE_REASONS = frozenset({"user", "ioerror", "watchdog"})
 SHUTOFF = ("shutoff", "unknown")
+RUNNING_MIGRATED = ("running", "migrated")
 
 DomainState = tuple[str, str]
 
@@ -68,7 +71,12 @@ class Tracker:
                     # Paused again before we looked: the next SUSPENDED says how.
                     settled = ("running", "unpaused")
         elif event == "resumed" and detail == "migrated":
-            came_in = uuid in self.incoming or (state == "running" and reason == "migrated")
+            # Running with reason "migrated" shows it came in, unless a resync already
+            # fired for that (its snapshot showed it and nothing was handled since).
+            fired_on_resync = (
+                self.known.get(uuid) == RUNNING_MIGRATED and uuid not in self.snapshot_only
+            )
+            came_in = uuid in self.incoming or (current == RUNNING_MIGRATED and not fired_on_resync)
             if came_in and reason != "migration_canceled":
                 row = mapping.find_row("listener", event, detail, "migrated")
                 fired = row.event if row else None
@@ -82,12 +90,19 @@ class Tracker:
         self.snapshot_only.discard(uuid)
         return fired
 
-    def resync(self, uuid: str, current: DomainState) -> str | None:
-        """After a gap (reconnect, restart): the event a changed state shows was missed."""
+    def resync(self, uuid: str, current: DomainState, after_gap: bool = True) -> str | None:
+        """After a gap (reconnect, restart): the event a changed state shows was missed.
+
+        ``after_gap`` is False for the listener's first look at the host, when every state
+        is new and says nothing of what happened before.
+        """
         before = self.known.get(uuid)
         self.known[uuid] = current
         missed = None
-        if before is not None:
+        if after_gap and current == RUNNING_MIGRATED and before != current:
+            # Only an incoming migration leaves a domain running with reason "migrated".
+            missed = "after_vm_migrate_destination"
+        elif before is not None:
             was_paused = before[0] == "paused" and before[1] in PAUSE_REASONS
             now_paused = current[0] == "paused" and current[1] in PAUSE_REASONS
             if now_paused and not was_paused and before[0] == "running":

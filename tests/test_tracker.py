@@ -139,3 +139,22 @@ def test_pause_found_by_resync_is_not_fired_again_by_its_late_event() -> None:
     t = Tracker({U: RUNNING_BOOTED})
     assert t.resync(U, PAUSED_USER) == "after_vm_pause"
     assert play(t, [("suspended", "paused", PAUSED_USER)]) == []
+
+
+RUNNING_MIGRATED = ("running", "migrated")
+
+
+def test_resync_finds_a_migration_that_came_in_while_away() -> None:
+    t = Tracker({U: ("paused", "migration"), "known": RUNNING_MIGRATED})
+    assert t.resync(U, RUNNING_MIGRATED) == "after_vm_migrate_destination"
+    assert t.resync("new", RUNNING_MIGRATED) == "after_vm_migrate_destination"
+    assert t.resync("known", RUNNING_MIGRATED) is None  # came in before the gap
+    # Its event, delivered after the resync that fired for it, fires nothing more.
+    assert play(t, [("resumed", "migrated", RUNNING_MIGRATED)]) == []
+    assert t.resync(U, RUNNING_MIGRATED) is None  # nor does the next gap
+
+
+def test_a_first_look_fires_no_migration_but_a_following_event_does() -> None:
+    t = Tracker()
+    assert t.resync(U, RUNNING_MIGRATED, after_gap=False) is None
+    assert play(t, [("resumed", "migrated", RUNNING_MIGRATED)]) == ["after_vm_migrate_destination"]

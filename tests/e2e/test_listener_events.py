@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -126,6 +127,28 @@ def test_incoming_migration_fires_on_the_destination_only(
     assert back.returncode == 0, back.stderr
     assert listened(wait_for(source_records, 3)) == ["after_vm_migrate_destination"]
     assert listened(read(destination_records)) == ["after_vm_migrate_destination"]
+
+
+def test_a_migration_that_came_in_while_the_listener_was_down_fires_once_it_is_back(
+    make_sandbox: Callable[[str], Sandbox],
+) -> None:
+    source, source_records = listening(make_sandbox, "lbsb1")
+    destination, destination_records = listening(make_sandbox, "lbsb2")
+    source.define_guest("g1")
+    source.virsh("start", "g1")
+    wait_for(source_records, 2)
+    os.kill(destination.listener_pid(), signal.SIGKILL)
+    result = source.migrate("g1", destination)
+    assert result.returncode == 0, result.stderr
+    assert listened(wait_for(destination_records, 0)) == []
+    destination.start_listener()
+    assert listened(wait_for(destination_records, 1)) == ["after_vm_migrate_destination"]
+    log = Path(destination.log_file).read_text()
+    assert "resynchronised 1 domain(s) after a gap, 1 missed event(s) fired" in log
+    # A later restart has nothing new to fire.
+    os.kill(destination.listener_pid(), signal.SIGKILL)
+    destination.start_listener()
+    assert listened(wait_for(destination_records, 2, timeout=3)) == ["after_vm_migrate_destination"]
 
 
 def test_listener_survives_a_killed_libvirtd(make_sandbox: Callable[[str], Sandbox]) -> None:
