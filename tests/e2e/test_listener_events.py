@@ -66,6 +66,16 @@ def wait_for(
     return read(records)
 
 
+def two_hosts(make: Callable[[str], Sandbox]) -> tuple[Sandbox, Path, Sandbox, Path]:
+    """Two listening sandboxes; guest g1 runs on the first."""
+    source, source_records = listening(make, "lbsb1")
+    destination, destination_records = listening(make, "lbsb2")
+    source.define_guest("g1")
+    source.virsh("start", "g1")
+    wait_for(source_records, 2)
+    return source, source_records, destination, destination_records
+
+
 def listened(records: list[dict[str, str]]) -> list[str]:
     return [r["event"] for r in records if r["event"] in LISTENED]
 
@@ -114,11 +124,7 @@ def test_save_start_restore_fire_no_pause_or_continue(
 def test_incoming_migration_fires_on_the_destination_only(
     make_sandbox: Callable[[str], Sandbox],
 ) -> None:
-    source, source_records = listening(make_sandbox, "lbsb1")
-    destination, destination_records = listening(make_sandbox, "lbsb2")
-    source.define_guest("g1")
-    source.virsh("start", "g1")
-    wait_for(source_records, 2)
+    source, source_records, destination, destination_records = two_hosts(make_sandbox)
     result = source.migrate("g1", destination)
     assert result.returncode == 0, result.stderr
     assert listened(wait_for(destination_records, 1)) == ["after_vm_migrate_destination"]
@@ -132,11 +138,7 @@ def test_incoming_migration_fires_on_the_destination_only(
 def test_a_migration_that_came_in_while_the_listener_was_down_fires_once_it_is_back(
     make_sandbox: Callable[[str], Sandbox],
 ) -> None:
-    source, source_records = listening(make_sandbox, "lbsb1")
-    destination, destination_records = listening(make_sandbox, "lbsb2")
-    source.define_guest("g1")
-    source.virsh("start", "g1")
-    wait_for(source_records, 2)
+    source, _, destination, destination_records = two_hosts(make_sandbox)
     os.kill(destination.listener_pid(), signal.SIGKILL)
     result = source.migrate("g1", destination)
     assert result.returncode == 0, result.stderr
