@@ -37,12 +37,6 @@ def probe_all(bridge: Bridge) -> None:
         bridge.probe(event)
 
 
-def status_bridge(tmp_path: Path) -> tuple[Bridge, Path]:
-    status_dir = tmp_path / "qemu-status"
-    status_dir.mkdir()
-    return Bridge(tmp_path, qemu_status_dir=str(status_dir)), status_dir
-
-
 def test_cold_start_fires_before_and_after_vm_start(bridge: Bridge) -> None:
     probe_all(bridge)
     xml = domain_xml("vm1")
@@ -130,15 +124,13 @@ def test_daemon_start_removes_markers_of_interrupted_operations(bridge: Bridge) 
     ids=["destroy", "no-status-file", "save", "migrated-out", "failed-incoming"],
 )
 def test_stop_reason_from_status_file(
-    tmp_path: Path, status: bytes | None, expected: list[str]
+    bridge: Bridge, status: bytes | None, expected: list[str]
 ) -> None:
-    bridge, status_dir = status_bridge(tmp_path)
     probe_all(bridge)
     xml = domain_xml("vm 1")
-    if status is not None:
-        (status_dir / "vm 1.xml").write_bytes(status)
+    bridge.status_file("vm 1", status)
     assert bridge.qemu("vm 1", "stopped", "end", xml).returncode == 0
-    (status_dir / "vm 1.xml").unlink(missing_ok=True)
+    bridge.status_file("vm 1", None)
     assert bridge.qemu("vm 1", "release", "end", xml).returncode == 0
     assert [r["event"] for r in bridge.wait_async(len(expected))] == expected
 
@@ -154,19 +146,17 @@ def test_stop_reason_from_status_file(
         ("migrated", "after_vm_migrate_source"),
     ],
 )
-def test_release_reason_of_newer_libvirt_wins(tmp_path: Path, reason: str, expected: str) -> None:
-    bridge, status_dir = status_bridge(tmp_path)
+def test_release_reason_of_newer_libvirt_wins(bridge: Bridge, reason: str, expected: str) -> None:
     probe_all(bridge)
     xml = domain_xml("vm1")
-    (status_dir / "vm1.xml").write_bytes(STATUS_DESTROY)
+    bridge.status_file("vm1", STATUS_DESTROY)
     bridge.qemu("vm1", "stopped", "end", xml)
     assert bridge.qemu("vm1", "release", "end", xml, extra=reason).returncode == 0
     events = [r["event"] for r in bridge.wait_async()]
     assert events[-1] == expected
 
 
-def test_release_forgets_the_domain(tmp_path: Path) -> None:
-    bridge, _ = status_bridge(tmp_path)
+def test_release_forgets_the_domain(bridge: Bridge) -> None:
     probe_all(bridge)
     xml = domain_xml("vm1")
     bridge.qemu("vm1", "stopped", "end", xml)
@@ -176,8 +166,7 @@ def test_release_forgets_the_domain(tmp_path: Path) -> None:
     assert list((bridge.state / "domains").iterdir()) == []
 
 
-def test_no_bookkeeping_when_no_qemu_event_has_a_script(tmp_path: Path) -> None:
-    bridge, _ = status_bridge(tmp_path)
+def test_no_bookkeeping_when_no_qemu_event_has_a_script(bridge: Bridge) -> None:
     xml = domain_xml("vm1")
     for op, subop in (("migrate", "begin"), ("prepare", "begin"), ("stopped", "end")):
         assert bridge.qemu("vm1", op, subop, xml).returncode == 0
@@ -185,8 +174,7 @@ def test_no_bookkeeping_when_no_qemu_event_has_a_script(tmp_path: Path) -> None:
     assert not (bridge.state / "markers").exists()
 
 
-def test_a_stop_keeps_state_only_for_the_release_that_reads_it(tmp_path: Path) -> None:
-    bridge, _ = status_bridge(tmp_path)
+def test_a_stop_keeps_state_only_for_the_release_that_reads_it(bridge: Bridge) -> None:
     xml = domain_xml("vm1")
     bridge.probe("after_vm_destroy")
     for op, subop in (("migrate", "begin"), ("prepare", "begin"), ("started", "begin")):
@@ -200,8 +188,7 @@ def test_a_stop_keeps_state_only_for_the_release_that_reads_it(tmp_path: Path) -
     assert list((bridge.state / "domains").iterdir()) == []
 
 
-def test_a_stop_records_nothing_when_release_has_nothing_to_run(tmp_path: Path) -> None:
-    bridge, _ = status_bridge(tmp_path)
+def test_a_stop_records_nothing_when_release_has_nothing_to_run(bridge: Bridge) -> None:
     xml = domain_xml("vm1")
     bridge.probe("before_vm_destroy")
     bridge.qemu("vm1", "stopped", "end", xml)
@@ -381,10 +368,9 @@ def test_start_by_the_verb_skips_before_vm_start_at_prepare(bridge: Bridge) -> N
     assert [r["event"] for r in bridge.wait_async(1)] == ["after_vm_start"]
 
 
-def test_destroy_by_the_verb_skips_before_vm_destroy_at_stopped(tmp_path: Path) -> None:
+def test_destroy_by_the_verb_skips_before_vm_destroy_at_stopped(bridge: Bridge) -> None:
     from libvirt_bridge.state import DESTROYED_BY_VERB, State
 
-    bridge, _ = status_bridge(tmp_path)
     probe_all(bridge)
     xml = domain_xml("vm1")
     State(str(bridge.state)).set_marker(uuid_of(xml), DESTROYED_BY_VERB)

@@ -40,7 +40,7 @@ class Verbs:
     """A bridge, and a libvirt test node with g1 (shut off) and g2 (running)."""
 
     def __init__(self, root: Path) -> None:
-        self.bridge = Bridge(root, qemu_status_dir=str(root / "qemu-status"))
+        self.bridge = Bridge(root)
         node = root / "node.xml"
         off = DOMAIN.format(name="g1", uuid=UUID_OFF, state=5)
         on = DOMAIN.format(name="g2", uuid=UUID_ON, state=1)
