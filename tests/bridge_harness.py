@@ -80,6 +80,24 @@ def uuid_of(xml: bytes) -> str:
     return xml[start : xml.index(b"</uuid>")].decode()
 
 
+def live_processes_mentioning(marks: tuple[bytes, ...]) -> set[int]:
+    """Live processes (not zombies, not this one) whose command line holds one of ``marks``."""
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{entry}/stat") as f:
+                zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            continue
+        if not zombie and any(mark in cmdline for mark in marks):
+            pids.add(int(entry))
+    return pids
+
+
 class Bridge:
     """An installed bridge: config, hooks root, state dir, log, and the two launchers."""
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bridge_harness import Bridge
+from bridge_harness import Bridge, live_processes_mentioning
 
 WATCHED_TREES = ("/etc/libvirt", "/var/lib/libvirt", "/var/log/libvirt", "/run/libvirt")
 WATCHED_DIRS = ("/run", "/tmp", "/var/log")
@@ -32,34 +32,16 @@ def snapshot() -> set[str]:
     return entries
 
 
-def our_processes() -> set[int]:
-    """Live processes that look like the bridge's, libvirt's or QEMU's."""
-    pids = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-            with open(f"/proc/{entry}/stat") as f:
-                zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
-        except OSError:
-            continue
-        if not zombie and any(mark in cmdline for mark in OURS):
-            pids.add(int(entry))
-    return pids
-
-
 @pytest.fixture(scope="session", autouse=True)
 def host_untouched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     tmp_path_factory.getbasetemp()  # pytest's own /tmp/pytest-of-USER is not a leftover
     files_before = snapshot()
-    processes_before = our_processes()
+    processes_before = live_processes_mentioning(OURS)
     yield
     deadline = time.monotonic() + 15
-    while our_processes() - processes_before and time.monotonic() < deadline:
+    while live_processes_mentioning(OURS) - processes_before and time.monotonic() < deadline:
         time.sleep(0.1)
-    left = our_processes() - processes_before
+    left = live_processes_mentioning(OURS) - processes_before
     assert not left, f"processes left behind: {sorted(left)}"
     added = snapshot() - files_before
     assert not added, f"files left behind on the host: {sorted(added)}"

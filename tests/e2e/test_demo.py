@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bridge_harness import live_processes_mentioning
 
 from libvirt_bridge import mapping
 from libvirt_bridge.sandbox import mounts_mentioning
@@ -26,20 +27,6 @@ FIRED_BY_VIRSH = tuple(
 def demo(*args: str) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "libvirt_bridge", "demo", *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=600)
-
-
-def processes_mentioning(path: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if path.encode() in f.read():
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
 
 
 @pytest.fixture
@@ -59,7 +46,7 @@ def test_demo_shows_every_event_virsh_fires_and_leaves_nothing(short_dir: str) -
     missing = [event for event in FIRED_BY_VIRSH if event not in result.stdout]
     assert missing == [], result.stdout
     assert "every expected VDSM event fired" in result.stdout
-    assert processes_mentioning(short_dir) == []
+    assert live_processes_mentioning((short_dir.encode(),)) == set()
     assert mounts_mentioning(short_dir) == []
     assert os.listdir(short_dir) == []
 
