@@ -44,11 +44,26 @@ if TYPE_CHECKING:
 QEMU_DAEMONS = frozenset({"libvirtd", "virtqemud"})
 
 
+# Set in the environment of the earlier hook while a launcher runs it. A launcher that
+# finds it set has itself been kept as an earlier hook (a backup step of a configuration
+# tool, a hand copy): running the bridge again would run every script twice per call, or
+# recurse without end when the copy names itself, all while libvirt holds the lock.
+RUNNING_LEGACY = "LIBVIRT_BRIDGE_RUNNING_LEGACY"
+
+
 def run_launcher(driver: str, argv: list[str], config_path: str, legacy: str = "") -> int:
     """Called by an installed launcher with libvirt's argv (without the program name).
 
     ``legacy`` is the foreign hook the installer kept beside the launcher, if any.
     """
+    outer = os.environ.get(RUNNING_LEGACY)
+    if outer is not None:
+        log_for(config_path).error(
+            f"{describe(driver, argv)}: called as the earlier hook {outer} of a libvirt-bridge "
+            "launcher, so from inside the bridge: nothing run here. A launcher is kept as an "
+            "earlier hook; libvirt-bridge install repairs that"
+        )
+        return 0
     if legacy and os.path.exists(legacy):
         from .legacy import run_with_legacy
 
@@ -88,6 +103,22 @@ def run(
         say(f"internal error in {call}: {exc!r}")
         status = 1
     return 0 if call.always_succeeds() else status
+
+
+def log_for(config_path: str) -> Log:
+    """The log the config at ``config_path`` names; stderr alone when it cannot be read."""
+    try:
+        return Log(load(config_path).log_file)
+    except ConfigError as exc:
+        say(str(exc))
+        return Log("")
+
+
+def describe(driver: str, argv: list[str]) -> str:
+    """A hook call as the log shows it."""
+    if len(argv) == 4:
+        return str(HookCall(driver, *argv))
+    return " ".join([driver, *argv])
 
 
 class HookCall:

@@ -26,7 +26,7 @@ from importlib import resources
 from typing import NamedTuple
 
 from . import config as configmod
-from . import fastpath, launcher, mapping, service
+from . import fastpath, launcher, logrotate, mapping, service
 from .config import Config, ConfigError
 from .discovery import find_scripts
 from .log import Log
@@ -63,6 +63,18 @@ def add_confdir_argument(parser: argparse.ArgumentParser) -> None:
         help=(
             "libvirt's configuration directory, the one its daemon sees as /etc/libvirt "
             f"(default: {ETC_LIBVIRT}); config paths under /etc/libvirt are taken under it"
+        ),
+    )
+
+
+def add_logrotate_dir_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--logrotate-dir",
+        default=logrotate.ENTRY_DIR,
+        metavar="DIR",
+        help=(
+            "where logrotate reads its entries, the bridge's log rotation among them "
+            f"(default: {logrotate.ENTRY_DIR})"
         ),
     )
 
@@ -144,10 +156,38 @@ def expected_legacy(path: str) -> str:
     """The legacy argument the launcher at ``path`` should carry.
 
     A kept hook that is not executable never ran under libvirt either, and the launcher
-    would fail every call trying to run it, so it is kept but not run.
+    would fail every call trying to run it, so it is kept but not run. A launcher of ours
+    kept there is never run (see :func:`kept_launcher`).
     """
     legacy = path + LEGACY_SUFFIX
-    return legacy if runnable(legacy) else ""
+    return legacy if runnable(legacy) and not launcher.is_ours(legacy) else ""
+
+
+def kept_launcher(path: str) -> bool:
+    """Whether a launcher of ours is kept as the earlier hook of ``path``.
+
+    A configuration tool's backup step, a hand copy or a half-finished reinstall puts it
+    there; run as the earlier hook it would run the bridge a second time per call.
+    """
+    legacy = path + LEGACY_SUFFIX
+    return os.path.lexists(legacy) and launcher.is_ours(legacy)
+
+
+def earlier_of_kept_launcher(path: str) -> str:
+    """The foreign hook that the launcher kept as ``path``'s earlier hook runs first, or "".
+
+    When that launcher goes, this hook takes its place, so nothing the host ran is lost.
+    """
+    legacy = path + LEGACY_SUFFIX
+    call = launcher_call(legacy)
+    if call is None or not call.legacy:
+        return ""
+    earlier = os.path.normpath(call.legacy)
+    if earlier in (os.path.normpath(path), os.path.normpath(legacy)):
+        return ""
+    if not os.path.lexists(earlier) or launcher.is_ours(earlier) or os.path.isdir(earlier):
+        return ""
+    return earlier
 
 
 LauncherCall = launcher.LauncherCall
@@ -333,7 +373,12 @@ class Plan:
             out(f"dry run: nothing was changed ({self.changes()} change(s) planned)")
 
 
-def plan_install(confdir: str, config_path: str, listener: bool = True) -> Plan:
+def plan_install(
+    confdir: str,
+    config_path: str,
+    listener: bool = True,
+    logrotate_dir: str = logrotate.ENTRY_DIR,
+) -> Plan:
     """Everything install does; raise InstallError (having changed nothing) to refuse."""
     confdir = os.path.abspath(confdir)
     check_confdir(confdir)
@@ -354,6 +399,7 @@ def plan_install(confdir: str, config_path: str, listener: bool = True) -> Plan:
         for root in cfg.hooks_dirs:
             if outside_apparmor_dir(root):
                 plan.warnings.append(f"{apparmor_risk(root)}; {apparmor_fix(root, config_path)}")
+    plan_logrotate_install(plan, cfg, logrotate_dir)
     if listener:
         plan_listener_install(plan, cfg, config_path)
     launchers = [launcher_path(confdir, d) for d in launcher.DRIVERS]
@@ -361,7 +407,9 @@ def plan_install(confdir: str, config_path: str, listener: bool = True) -> Plan:
     return plan
 
 
-def plan_uninstall(confdir: str, config_path: str) -> Plan:
+def plan_uninstall(
+    confdir: str, config_path: str, logrotate_dir: str = logrotate.ENTRY_DIR
+) -> Plan:
     """Everything uninstall does: our launchers go, the kept hooks come back."""
     confdir = os.path.abspath(confdir)
     check_confdir(confdir)
@@ -371,6 +419,9 @@ def plan_uninstall(confdir: str, config_path: str) -> Plan:
         path = launcher_path(confdir, driver)
         legacy = path + LEGACY_SUFFIX
         ours = os.path.lexists(path) and launcher.is_ours(path)
+        if kept_launcher(path):
+            changed |= _plan_uninstall_kept_launcher(plan, path, ours)
+            continue
         if os.path.lexists(path) and not ours:
             plan.note(f"left {path} alone: it is not a libvirt-bridge launcher")
             if os.path.lexists(legacy):
@@ -398,9 +449,68 @@ def plan_uninstall(confdir: str, config_path: str) -> Plan:
         plan.do(f"removed {fast}", partial(fastpath.remove, config_path))
     kept = f"the hooks roots ({', '.join(roots)}) and their scripts, " if roots else ""
     plan.note(f"left alone: {kept}the config {config_path}; remove them by hand if unneeded")
+    plan_logrotate_uninstall(plan, config_path, logrotate_dir)
     plan_listener_uninstall(plan, config_path)
     _plan_sighup(plan, confdir, lambda d: changed)
     return plan
+
+
+def _plan_uninstall_kept_launcher(plan: Plan, path: str, ours: bool) -> bool:
+    """Uninstall where a launcher of ours is kept as ``.legacy``: it is never restored.
+
+    The foreign hook it ran first, if any, is what comes back. Whether ``path`` changes.
+    """
+    legacy = path + LEGACY_SUFFIX
+    why = "a libvirt-bridge launcher, not an earlier hook"
+    earlier = earlier_of_kept_launcher(path)
+    plan.do(f"removed {legacy}: {why}", partial(os.unlink, legacy))
+    if os.path.lexists(path) and not ours:
+        plan.note(f"left {path} alone: it is not a libvirt-bridge launcher")
+        return False
+    if earlier:
+        removed = f"removed {path}\n" if ours else ""
+        plan.do(
+            f"{removed}restored the earlier hook {path} from {earlier} (the hook {legacy} ran)",
+            partial(os.replace, earlier, path),
+        )
+        return True
+    if ours:
+        plan.do(f"removed {path}", partial(os.unlink, path))
+        return True
+    return False
+
+
+def plan_logrotate_install(plan: Plan, cfg: Config, entry_dir: str) -> None:
+    """The logrotate entry for the log, where logrotate is installed."""
+    if not os.path.isdir(entry_dir):
+        plan.note(
+            f"no {entry_dir} (logrotate is not installed): nothing rotates {cfg.log_file}; "
+            "install logrotate, then run install again"
+        )
+        return
+    path = logrotate.entry_path(cfg.log_file, entry_dir)
+    try:
+        text = logrotate.render(cfg.log_file)
+    except logrotate.EntryError as exc:
+        plan.warnings.append(f"{exc}: no logrotate entry written, so nothing rotates the log")
+        return
+    if os.path.lexists(path) and not logrotate.is_ours(path):
+        plan.note(f"left {path} alone: it was not written by libvirt-bridge")
+    elif _is_current(path, text, mode=0o644):
+        plan.note(f"up to date: {path}")
+    else:
+        why = f"logrotate rotates {cfg.log_file} by renaming it, which loses no line"
+        plan.do(f"wrote {path} ({why})", partial(_write_text, path, text))
+
+
+def plan_logrotate_uninstall(plan: Plan, config_path: str, entry_dir: str) -> None:
+    try:
+        log_file = read_config(config_path).log_file
+    except ConfigError:
+        return
+    path = logrotate.entry_path(log_file, entry_dir)
+    if os.path.lexists(path) and logrotate.is_ours(path):
+        plan.do(f"removed {path}", partial(os.unlink, path))
 
 
 def plan_listener_install(plan: Plan, cfg: Config, config_path: str) -> None:
@@ -408,7 +518,7 @@ def plan_listener_install(plan: Plan, cfg: Config, config_path: str) -> None:
     if service.systemd_running():
         unit = os.path.join(service.UNIT_DIR, service.UNIT_NAME)
         text = service.render_unit(config_path)
-        if not _is_current(unit, text):
+        if not _is_current(unit, text, mode=0o644):
             plan.do(f"installed {unit}", partial(_write_text, unit, text))
         plan.do(
             f"enabled and started {service.UNIT_NAME}",
@@ -453,6 +563,7 @@ def plan_listener_uninstall(plan: Plan, config_path: str) -> None:
 def _write_text(path: str, text: str) -> None:
     with open(f"{path}.tmp", "w") as f:
         f.write(text)
+    os.chmod(f"{path}.tmp", 0o644)
     os.replace(f"{path}.tmp", path)
 
 
@@ -513,23 +624,27 @@ def _plan_launcher(plan: Plan, confdir: str, driver: str, config_path: str) -> b
     """Plan the launcher for ``driver``; whether it changes."""
     path = launcher_path(confdir, driver)
     legacy = path + LEGACY_SUFFIX
+    # What .legacy holds once the plan has run: None for nothing.
+    kept: str | None = legacy if os.path.lexists(legacy) else None
+    if kept is not None and kept_launcher(path):
+        kept = _plan_kept_launcher_repair(plan, path)
     if os.path.lexists(path) and not launcher.is_ours(path):
         if os.path.isdir(path):
             raise InstallError(f"{path} is a directory, not a hook file; move it away")
-        if os.path.lexists(legacy):
+        if kept is not None:
             raise InstallError(
                 f"{path} is not a libvirt-bridge launcher, and {legacy} exists already: "
                 f"install keeps a foreign hook as {legacy} and runs it first, so it cannot "
                 "keep both. Merge or move one of them away, then run install again"
             )
         if runnable(path):
-            kept, arg = f"kept the earlier hook as {legacy}; it runs first", legacy
+            message, arg = f"kept the earlier hook as {legacy}; it runs first", legacy
         else:
-            kept, arg = f"kept the earlier hook as {legacy}; not executable, it does not run", ""
-        plan.do(kept, partial(os.rename, path, legacy))
+            message, arg = f"kept the earlier hook as {legacy}; not executable, it does not run", ""
+        plan.do(message, partial(os.rename, path, legacy))
         plan.do(f"installed {path}", partial(launcher.write, path, driver, config_path, arg))
         return True
-    arg = expected_legacy(path)
+    arg = legacy if kept is not None and runnable(kept) else ""
     write = partial(launcher.write, path, driver, config_path, arg)
     first = f"; it runs the earlier hook {arg} first" if arg else ""
     if not os.path.lexists(path):
@@ -542,11 +657,29 @@ def _plan_launcher(plan: Plan, confdir: str, driver: str, config_path: str) -> b
     return True
 
 
-def _is_current(path: str, text: str) -> bool:
+def _plan_kept_launcher_repair(plan: Plan, path: str) -> str | None:
+    """Take a launcher of ours out of ``path``'s ``.legacy``; what is kept there after.
+
+    The foreign hook it ran first, if any, takes its place (one rename); else it goes.
+    """
+    legacy = path + LEGACY_SUFFIX
+    why = "a libvirt-bridge launcher, not an earlier hook: run first, it ran the bridge again"
+    earlier = earlier_of_kept_launcher(path)
+    if earlier:
+        plan.do(
+            f"replaced {legacy} ({why}) with the earlier hook it ran first, {earlier}",
+            partial(os.replace, earlier, legacy),
+        )
+        return earlier
+    plan.do(f"removed {legacy}: {why}", partial(os.unlink, legacy))
+    return None
+
+
+def _is_current(path: str, text: str, mode: int = 0o755) -> bool:
     try:
         with open(path) as f:
             same = f.read() == text
-        return same and stat.S_IMODE(os.stat(path).st_mode) == 0o755
+        return same and stat.S_IMODE(os.stat(path).st_mode) == mode
     except (OSError, UnicodeDecodeError):
         return False
 

@@ -16,6 +16,7 @@ from importlib import resources
 from typing import NamedTuple
 
 from .fastpath import fastpath_path, sh_quote
+from .hook import RUNNING_LEGACY
 
 MARK = "# libvirt-bridge launcher"
 DRIVERS = ("qemu", "daemon")
@@ -53,6 +54,7 @@ def render(driver: str, config_path: str, python: str | None = None, legacy: str
         .replace("@CONFIG@", sh_quote(os.path.abspath(config_path)))
         .replace("@LEGACY@", sh_quote(legacy))
         .replace("@FAST_PATH@", sh_quote(fast))
+        .replace("@RUNNING_LEGACY@", RUNNING_LEGACY)
         .replace("@DRIVER@", driver)
     )
 

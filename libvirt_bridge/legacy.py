@@ -11,10 +11,12 @@ repository's earlier git hook, so installing the bridge changes nothing it did:
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 
-from .hook import run
+from . import launcher
+from .hook import RUNNING_LEGACY, describe, log_for, run
 
 # libvirt acts on a failure of these calls (aborts the operation, or kills the VM).
 FAILURE_COUNTS = frozenset({"prepare", "start", "started", "migrate", "restore", "reconnect"})
@@ -22,9 +24,19 @@ XML_FILTERS = frozenset({"migrate", "restore"})
 
 
 def run_with_legacy(driver: str, argv: list[str], config_path: str, legacy: str) -> int:
+    if launcher.is_ours(legacy):
+        # Running it would run the bridge a second time (or without end, when it names
+        # itself as its own earlier hook), so it is skipped however it got there.
+        log_for(config_path).error(
+            f"{describe(driver, argv)}: the earlier hook {legacy} is itself a libvirt-bridge "
+            "launcher: not run, so that every script runs once. libvirt-bridge install "
+            "repairs that"
+        )
+        return run(driver, argv, config_path, sys.stdin.buffer, sys.stdout.buffer)
     data = sys.stdin.buffer.read()
+    env = {**os.environ, RUNNING_LEGACY: legacy}
     try:
-        earlier = subprocess.run([legacy, *argv], input=data, capture_output=True, cwd="/")
+        earlier = subprocess.run([legacy, *argv], input=data, capture_output=True, cwd="/", env=env)
     except OSError as exc:
         sys.stderr.write(f"libvirt-bridge: cannot run the earlier hook {legacy}: {exc}\n")
         return 1

@@ -13,7 +13,7 @@ import time
 
 
 class Log:
-    """Appends timestamped lines to a file; never raises."""
+    """Appends timestamped lines to a file (stderr for a path of ""); never raises."""
 
     __slots__ = ("_warned", "path")
 
@@ -26,6 +26,9 @@ class Log:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
         text = f"{stamp}.{int(now % 1 * 1000):03d} {os.getpid()} {level} {message}"
         text = text.replace("\n", "\\n") + "\n"
+        if not self.path:  # no config to name a log file
+            _stderr(text)
+            return
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         except OSError as exc:

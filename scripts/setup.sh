@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(libvirt-daemon-system qemu-system-x86 libvirt-clients libvirt-dev pkg-config
-          python3-venv python3-dev gcc util-linux)
+          python3-venv python3-dev gcc util-linux logrotate)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -17,8 +17,26 @@ import pytest
 from bridge_harness import Bridge, live_processes_mentioning
 
 WATCHED_TREES = ("/etc/libvirt", "/var/lib/libvirt", "/var/log/libvirt", "/run/libvirt")
-WATCHED_DIRS = ("/run", "/tmp", "/var/log")
+WATCHED_DIRS = ("/run", "/tmp", "/var/log", "/etc/logrotate.d")
 OURS = (b"libvirt_bridge", b"libvirt-bridge", b"libvirtd", b"virtlogd", b"qemu-system")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak-cycles",
+        type=int,
+        default=8,
+        metavar="N",
+        help="how many cycles the soak test runs (default: 8, a short run for CI)",
+    )
+
+
+@pytest.fixture
+def soak_cycles(request: pytest.FixtureRequest) -> int:
+    cycles = int(request.config.getoption("--soak-cycles"))
+    if cycles < 5:
+        pytest.fail("--soak-cycles takes 5 or more (a fifth of them warm the listener up)")
+    return cycles
 
 
 def snapshot() -> set[str]:

@@ -26,7 +26,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "the config, and the config file with every default when it does not exist (an "
             "existing config is never changed; an invalid one is refused). A foreign hook "
             "already at hooks/qemu or hooks/daemon is kept as qemu.legacy (daemon.legacy) "
-            "and runs first. libvirt looks for hooks only at start and on SIGHUP, so the "
+            "and runs first; a libvirt-bridge launcher found kept there is removed (or replaced "
+            "by the foreign hook it ran first), since run first it would run the bridge again. "
+            "Where logrotate is installed, an entry in LOGROTATE_DIR rotates the bridge's log "
+            "by renaming it. libvirt looks for hooks only at start and on SIGHUP, so the "
             "running libvirtd/virtqemud that uses CONFDIR gets a SIGHUP. Running it again "
             "updates only what changed (launchers, the fast-path file beside the config, "
             "missing event directories), and sends the SIGHUP only when a launcher changed or "
@@ -47,6 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     installation.add_confdir_argument(parser)
     installation.add_config_argument(parser)
+    installation.add_logrotate_dir_argument(parser)
     parser.add_argument(
         "--dry-run", action="store_true", help="print what would be done; change nothing"
     )
@@ -83,7 +87,9 @@ def main(args: argparse.Namespace) -> int:
         installation.error("install", str(exc))
         return 1
     try:
-        plan = installation.plan_install(args.confdir, config_path, listener=not args.no_listener)
+        plan = installation.plan_install(
+            args.confdir, config_path, not args.no_listener, args.logrotate_dir
+        )
         if selected:
             plan_hooks(plan, selected, args.confdir, config_path)
         plan.execute(args.dry_run)

@@ -9,7 +9,7 @@ import shlex
 import stat
 import textwrap
 
-from .. import installation, launcher, mapping, service
+from .. import installation, launcher, logrotate, mapping, selinux, service
 from ..config import Config, ConfigError
 from ..discovery import refusal
 from ..installation import KNOWN_EVENTS
@@ -41,10 +41,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="check the installation and the hook scripts; list each problem with its fix",
         description=textwrap.fill(
             "Check that the launchers are installed in CONFDIR/hooks (and which earlier hooks "
-            "they run first), that the running libvirtd/virtqemud using CONFDIR has picked "
+            "they run first, and that none of those is itself a libvirt-bridge launcher), that "
+            "the running libvirtd/virtqemud using CONFDIR has picked "
             "them up, that the config and hooks roots are readable, and that every script "
             "would run: executable, owned by root and not writable by others, with a #! line "
-            "and no CRLF line ends, in a directory named after a known event. Each problem "
+            "and no CRLF line ends, in a directory named after a known event; that SELinux, "
+            "where it enforces, lets hooks run unconfined (virt_hooks_unconfined), and that "
+            "something rotates a large log. Each problem "
             "is printed with its fix. Exit status: 0 when all is well, 1 when there is a "
             "problem, 2 when CONFDIR does not exist."
         ),
@@ -57,6 +60,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     installation.add_confdir_argument(parser)
     installation.add_config_argument(parser)
+    installation.add_logrotate_dir_argument(parser)
+    # Where the kernel shows SELinux; another root only for tests.
+    parser.add_argument("--selinuxfs", default=selinux.SELINUXFS, help=argparse.SUPPRESS)
     parser.set_defaults(func=main)
 
 
@@ -79,6 +85,8 @@ def main(args: argparse.Namespace) -> int:
         confined = installation.apparmor_confines_libvirt()
         for root in cfg.hooks_dirs:
             check_hooks_root(report, confdir, root, config_path, confined, install)
+        check_log_rotation(report, cfg, args.logrotate_dir, install)
+    check_selinux(report, args.selinuxfs)
     check_listener(report, cfg, config_path)
     if report.problems:
         print(f"{report.problems} problem(s)")
@@ -109,6 +117,13 @@ def check_launchers(report: Report, confdir: str, config_path: str, install: str
     for driver in launcher.DRIVERS:
         path = installation.launcher_path(confdir, driver)
         legacy = path + installation.LEGACY_SUFFIX
+        if installation.kept_launcher(path):
+            report.problem(
+                f"{legacy} is a libvirt-bridge launcher kept as the earlier hook: run first, it "
+                "would run the bridge again (every script twice, or without end), so the "
+                "launcher skips it",
+                f"{install} (it removes it, or puts back the foreign hook it ran first)",
+            )
         if not os.path.lexists(path):
             report.problem(f"{path} is not installed", install)
             continue
@@ -150,7 +165,9 @@ def check_launcher(report: Report, path: str, config_path: str, install: str) ->
             + shlex.quote(call.config_path),
         )
     expected = installation.expected_legacy(path)
-    if call.legacy != expected and (call.legacy or expected):
+    if installation.kept_launcher(path):
+        pass  # reported with its fix by check_launchers
+    elif call.legacy != expected and (call.legacy or expected):
         if expected:
             what = f"does not run the earlier hook {expected}"
         else:
@@ -312,4 +329,41 @@ def check_listener(report: Report, cfg: Config | None, config_path: str) -> None
         report.problem(
             f"the listener is not connected to {cfg.libvirt_uri} ({state})",
             f"check that libvirtd or virtqemud runs; the log {cfg.log_file} says why",
+        )
+
+
+def check_log_rotation(report: Report, cfg: Config, entry_dir: str, install: str) -> None:
+    entry = logrotate.rotates(cfg.log_file, entry_dir)
+    if entry is not None:
+        report.ok(f"logrotate rotates the log {cfg.log_file} ({entry})")
+        return
+    try:
+        size = os.path.getsize(cfg.log_file)
+    except OSError:
+        return
+    if size > logrotate.LARGE_LOG:
+        report.info(
+            f"the log {cfg.log_file} is {size // (1024 * 1024)} MiB and no entry in "
+            f"{entry_dir} rotates it; {install} writes one (with logrotate installed)"
+        )
+
+
+def check_selinux(report: Report, selinuxfs: str) -> None:
+    """Since Fedora 40 the policy confines hooks unless virt_hooks_unconfined is on."""
+    if not selinux.enforcing(selinuxfs):
+        return
+    unconfined = selinux.boolean(selinux.HOOKS_UNCONFINED, selinuxfs)
+    if unconfined is None:
+        report.info(
+            f"SELinux enforces; its policy has no {selinux.HOOKS_UNCONFINED} boolean, so "
+            "hooks run in libvirt's own domain"
+        )
+    elif unconfined:
+        report.ok(f"SELinux enforces, and {selinux.HOOKS_UNCONFINED} is on: hooks run unconfined")
+    else:
+        report.problem(
+            f"SELinux enforces and {selinux.HOOKS_UNCONFINED} is off: the policy confines "
+            "libvirt's hooks, so scripts fail to read, write or run what they need, in ways "
+            "that look like bugs in them",
+            f"setsebool -P {selinux.HOOKS_UNCONFINED} on",
         )

@@ -43,12 +43,26 @@ class Host:
         self.bridge = Bridge(root / "bridge")
         self.config = self.bridge.config
         self.hooks_root = self.bridge.hooks
+        # Stands for /etc/logrotate.d; a test removes it for a host without logrotate.
+        self.logrotate_dir = root / "logrotate.d"
+        self.logrotate_dir.mkdir()
+        # Stands for /sys/fs/selinux; absent unless a test makes it.
+        self.selinuxfs = root / "selinuxfs"
 
     def args(self) -> list[str]:
         return ["--confdir", str(self.confdir), "--config", str(self.config)]
 
+    def command_args(self, command: str) -> list[str]:
+        """``args()`` and, for the commands that read them, the stand-ins for host paths."""
+        args = self.args()
+        if command in ("install", "uninstall", "status"):
+            args += ["--logrotate-dir", str(self.logrotate_dir)]
+        if command == "status":
+            args += ["--selinuxfs", str(self.selinuxfs)]
+        return args
+
     def cmd(self, command: str, *extra: str) -> tuple[int, str, str]:
-        return run(command, *self.args(), *extra)
+        return run(command, *self.command_args(command), *extra)
 
     def install(self, *extra: str, listener: bool = False) -> tuple[int, str, str]:
         # A listener would connect to the config's libvirt_uri: only where a test wants one.

@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 from bridge_harness import domain_xml
 
-from libvirt_bridge import cli, config, fastpath, installation, launcher, mapping, service
+from libvirt_bridge import (
+    cli,
+    config,
+    fastpath,
+    installation,
+    launcher,
+    logrotate,
+    mapping,
+    service,
+)
 
 from . import FakeDaemon, Host, namespaces_usable, run, tree
 
@@ -71,7 +80,9 @@ def test_missing_config_gets_the_default_one(tmp_path: Path) -> None:
     confdir = tmp_path / "etc-libvirt"
     confdir.mkdir()
     path = tmp_path / "conf" / "libvirt-bridge.toml"
-    args = ["--confdir", str(confdir), "--config", str(path)]
+    logrotate_dir = tmp_path / "logrotate.d"
+    logrotate_dir.mkdir()
+    args = ["--confdir", str(confdir), "--config", str(path), "--logrotate-dir", str(logrotate_dir)]
     # The default hooks root is /etc/libvirt/hooks/vdsm.d as the daemon sees it: under the
     # confdir. Check on a dry run that nothing would land outside the temp dir.
     status, out, _ = run("install", *args, "--dry-run")
@@ -244,7 +255,7 @@ def test_dry_run_changes_nothing(host: Host, tmp_path: Path) -> None:
     assert tree(tmp_path) == before
     absent = tmp_path / "absent" / "libvirt-bridge.toml"
     status, out, _ = run(
-        "install", "--confdir", str(host.confdir), "--config", str(absent), "--dry-run"
+        "install", *host.command_args("install"), "--config", str(absent), "--dry-run"
     )
     assert status == 0
     assert f"[dry run] wrote default config {absent}\n" in out
@@ -390,3 +401,112 @@ def test_systemd_unit_names_this_installation_and_the_config() -> None:
     assert exec_start.endswith(" listen")
     assert os.path.exists(exec_start.removeprefix("ExecStart=").split()[0])
     assert "Restart=on-failure" in unit and "After=libvirtd.service virtqemud.service" in unit
+
+
+def keep_launcher_as_legacy(host: Host, driver: str = "qemu", earlier: str = "") -> Path:
+    """A launcher of ours at hooks/<driver>.legacy (naming ``earlier``, else itself)."""
+    host.hooks.mkdir(exist_ok=True)
+    legacy = host.hooks / f"{driver}.legacy"
+    launcher.write(str(legacy), driver, str(host.config), earlier or str(legacy))
+    return legacy
+
+
+def test_install_removes_a_launcher_kept_as_legacy(host: Host) -> None:
+    host.install()
+    legacy = keep_launcher_as_legacy(host)
+    qemu = host.hooks / "qemu"
+    launcher.write(str(qemu), "qemu", str(host.config), str(legacy))
+    status, out, err = host.install()
+    assert status == 0, err
+    assert f"removed {legacy}: a libvirt-bridge launcher, not an earlier hook" in out
+    assert f"updated {qemu}\n" in out
+    assert not legacy.exists()
+    call = installation.launcher_call(str(qemu))
+    assert call is not None and call.legacy == ""
+    host.bridge.probe("before_vm_start")
+    assert host.bridge.qemu("vm1", "prepare", "begin", domain_xml()).returncode == 0
+    assert host.bridge.events() == ["before_vm_start"]
+    again = host.install()[1]
+    assert f"up to date: {qemu}\n" in again and "removed" not in again
+
+
+def test_install_puts_back_the_foreign_hook_a_kept_launcher_ran(host: Host) -> None:
+    original = LEGACY.format(records=host.bridge.records, body="cat > /dev/null")
+    foreign = host.hooks / "qemu.original"
+    host.hooks.mkdir()
+    foreign.write_text(original)
+    foreign.chmod(0o755)
+    legacy = keep_launcher_as_legacy(host, earlier=str(foreign))
+    status, out, err = host.install()
+    assert status == 0, err
+    assert f"with the earlier hook it ran first, {foreign}" in out
+    assert legacy.read_text() == original and not foreign.exists()
+    assert f"installed {host.hooks / 'qemu'}; it runs the earlier hook {legacy} first\n" in out
+    host.bridge.probe("before_vm_start")
+    assert host.bridge.qemu("vm1", "prepare", "begin", domain_xml()).returncode == 0
+    assert host.bridge.events() == ["legacy", "before_vm_start"]
+
+
+def test_a_foreign_hook_is_kept_where_a_launcher_was_kept_before(host: Host) -> None:
+    legacy = keep_launcher_as_legacy(host)
+    qemu = host.foreign("qemu", b"#!/bin/sh\nexit 0\n")
+    status, out, err = host.install()
+    assert status == 0, err
+    assert f"removed {legacy}: a libvirt-bridge launcher" in out
+    assert f"kept the earlier hook as {legacy}; it runs first\n" in out
+    assert legacy.read_bytes() == b"#!/bin/sh\nexit 0\n" and launcher.is_ours(str(qemu))
+
+
+def test_uninstall_never_restores_a_launcher(host: Host) -> None:
+    host.install()
+    legacy = keep_launcher_as_legacy(host)
+    status, out, err = host.cmd("uninstall")
+    assert status == 0, err
+    assert f"removed {legacy}: a libvirt-bridge launcher, not an earlier hook\n" in out
+    assert f"removed {host.hooks / 'qemu'}\n" in out
+    assert "restored" not in out
+    assert sorted(os.listdir(host.hooks)) == []
+
+
+def test_uninstall_restores_the_foreign_hook_a_kept_launcher_ran(host: Host) -> None:
+    host.install()
+    foreign = host.hooks / "qemu.original"
+    foreign.write_bytes(b"#!/bin/sh\nexit 0\n")
+    foreign.chmod(0o700)
+    legacy = keep_launcher_as_legacy(host, earlier=str(foreign))
+    status, out, err = host.cmd("uninstall")
+    assert status == 0, err
+    qemu = host.hooks / "qemu"
+    assert f"restored the earlier hook {qemu} from {foreign}" in out
+    assert qemu.read_bytes() == b"#!/bin/sh\nexit 0\n"
+    assert stat.S_IMODE(qemu.stat().st_mode) == 0o700
+    assert not legacy.exists() and not foreign.exists()
+
+
+def test_install_writes_the_logrotate_entry_and_uninstall_removes_it(host: Host) -> None:
+    status, out, err = host.install()
+    assert status == 0, err
+    (entry,) = host.logrotate_dir.iterdir()
+    assert f"wrote {entry} (logrotate rotates {host.bridge.log} by renaming it" in out
+    assert f'"{host.bridge.log}" {{' in entry.read_text()
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o644
+    assert f"up to date: {entry}\n" in host.install()[1]
+    status, out, _ = host.cmd("uninstall")
+    assert status == 0 and f"removed {entry}\n" in out
+    assert list(host.logrotate_dir.iterdir()) == []
+
+
+def test_a_foreign_logrotate_entry_of_the_same_name_is_left_alone(host: Host) -> None:
+    entry = Path(logrotate.entry_path(str(host.bridge.log), str(host.logrotate_dir)))
+    entry.write_text("# mine\n")
+    assert f"left {entry} alone: it was not written by libvirt-bridge" in host.install()[1]
+    host.cmd("uninstall")
+    assert entry.read_text() == "# mine\n"
+
+
+def test_without_logrotate_install_says_nothing_rotates_the_log(host: Host) -> None:
+    host.logrotate_dir.rmdir()
+    status, out, _ = host.install()
+    assert status == 0
+    assert f"no {host.logrotate_dir} (logrotate is not installed): nothing rotates" in out
+    assert not host.logrotate_dir.exists()

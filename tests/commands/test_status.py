@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_bridge import installation, launcher, service
+from libvirt_bridge import installation, launcher, logrotate, service
 
 from . import FakeDaemon, Host, namespaces_usable
 
@@ -257,8 +257,61 @@ def test_status_runs_as_a_program(host: Host) -> None:
     import subprocess
 
     result = subprocess.run(
-        [sys.executable, "-m", "libvirt_bridge", "status", *host.args()],
+        [sys.executable, "-m", "libvirt_bridge", "status", *host.command_args("status")],
         capture_output=True,
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_launcher_kept_as_legacy_is_a_problem_install_fixes(host: Host) -> None:
+    legacy = host.hooks / "daemon.legacy"
+    launcher.write(str(legacy), "daemon", str(host.config), str(legacy))
+    status, out, _ = host.cmd("status")
+    assert status == 1
+    assert f"PROBLEM: {legacy} is a libvirt-bridge launcher kept as the earlier hook" in out
+    assert "  fix: libvirt-bridge install --confdir " in out
+    # One problem for it, not a second one about the launcher beside it.
+    assert out.count("PROBLEM") == 1, out
+    host.install()
+    status, out, _ = host.cmd("status")
+    assert status == 0, out
+
+
+def test_a_large_log_that_nothing_rotates_is_noted(host: Host) -> None:
+    status, out, _ = host.cmd("status")
+    entry = host.logrotate_dir / os.listdir(host.logrotate_dir)[0]
+    assert f"ok: logrotate rotates the log {host.bridge.log} ({entry})\n" in out
+    entry.unlink()
+    with open(host.bridge.log, "ab") as f:
+        f.truncate(logrotate.LARGE_LOG + 1)
+    status, out, _ = host.cmd("status")
+    assert status == 0, out
+    assert f"note: the log {host.bridge.log} is 64 MiB and no entry in {host.logrotate_dir}" in out
+    assert "libvirt-bridge install --confdir" in out
+
+
+@pytest.mark.parametrize(
+    ("enforce", "boolean", "expected", "problem"),
+    [
+        ("1", "0 0", "PROBLEM: SELinux enforces and virt_hooks_unconfined is off", True),
+        ("1", "1 1", "ok: SELinux enforces, and virt_hooks_unconfined is on", False),
+        ("1", None, "note: SELinux enforces; its policy has no virt_hooks_unconfined", False),
+        ("0", "0 0", None, False),
+    ],
+)
+def test_selinux_confining_hooks_is_a_problem_with_its_fix(
+    host: Host, enforce: str, boolean: str | None, expected: str | None, problem: bool
+) -> None:
+    (host.selinuxfs / "booleans").mkdir(parents=True)
+    (host.selinuxfs / "enforce").write_text(enforce)
+    if boolean is not None:
+        (host.selinuxfs / "booleans" / "virt_hooks_unconfined").write_text(boolean)
+    status, out, _ = host.cmd("status")
+    assert status == (1 if problem else 0), out
+    if expected is None:
+        assert "SELinux" not in out
+    else:
+        assert expected in out
+    if problem:
+        assert "  fix: setsebool -P virt_hooks_unconfined on\n" in out

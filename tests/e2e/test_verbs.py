@@ -259,7 +259,10 @@ def test_install_over_a_foreign_hook_and_uninstall(sandbox: Sandbox) -> None:
         f'hooks_dirs = ["{sandbox.hooks_root}"]\nstate_dir = "{sandbox.state_dir}"\n'
         f'log_file = "{sandbox.log_file}"\n'
     )
-    args = ["--confdir", sandbox.etc_dir, "--config", str(config), "--no-listener"]
+    logrotate_dir = Path(sandbox.bridge_dir) / "logrotate.d"
+    logrotate_dir.mkdir()
+    args = ["--confdir", sandbox.etc_dir, "--config", str(config)]
+    args += ["--logrotate-dir", str(logrotate_dir), "--no-listener"]
     env = dict(os.environ)
     run = [sys.executable, "-m", "libvirt_bridge"]
     first = subprocess.run([*run, "install", *args], capture_output=True, text=True, env=env)
@@ -282,7 +285,7 @@ def test_install_over_a_foreign_hook_and_uninstall(sandbox: Sandbox) -> None:
         text=True,
     )
     assert "has looked for hooks since the launchers were written" in status.stdout, status.stdout
-    undo = subprocess.run([*run, "uninstall", *args[:4]], capture_output=True, text=True)
+    undo = subprocess.run([*run, "uninstall", *args[:6]], capture_output=True, text=True)
     assert undo.returncode == 0, undo.stderr
     assert qemu.read_bytes() == original
     assert oct(qemu.stat().st_mode & 0o777) == "0o750"

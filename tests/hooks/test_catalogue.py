@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from bridge_harness import domain_xml
-from commands import Host, run, tree
+from commands import Host, tree
 
 from libvirt_bridge import catalogue, mapping
 
@@ -167,7 +167,7 @@ def test_no_hook_without_hooks(host: Host) -> None:
 def test_without_a_catalogue(host: Host, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(catalogue, "INSTALLED_CATALOGUE", str(tmp_path / "none1"))
     monkeypatch.setattr(catalogue, "SOURCE_CATALOGUE", str(tmp_path / "none2"))
-    status, _, err = run("install", *host.args(), "--no-listener", "--hooks", "audit")
+    status, _, err = host.cmd("install", "--no-listener", "--hooks", "audit")
     assert status == 1
     assert "the shipped hooks (hooks.d) are not part of this installation" in err
 

@@ -1,0 +1,171 @@
+"""Soak: many start/pause/resume/save/restore/destroy cycles leave nothing behind.
+
+One guest goes through CYCLES cycles on a real libvirtd with a probe script in every
+event and the listener running. Each cycle must fire every event exactly once; at the
+end the state dir holds only the listener's own files and the domains' known states, no
+process of the bridge is left but the listener, and the listener's open descriptors and
+memory stay flat once it has warmed up.
+
+``.ci/run`` runs a short soak (``--soak-cycles``' default); a developer runs a long one:
+
+    .venv/bin/pytest -m soak --soak-cycles 300 -s
+
+With ``-s`` the figures are printed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from libvirt_bridge import mapping
+from libvirt_bridge.sandbox import Sandbox
+
+pytestmark = [pytest.mark.libvirt, pytest.mark.soak]
+
+# What one cycle fires, each exactly once: the hook's events and the listener's.
+CYCLE_EVENTS = Counter(
+    [
+        "before_vm_start",
+        "after_vm_start",
+        "after_vm_pause",
+        "after_vm_cont",
+        "after_vm_hibernate",
+        "before_vm_dehibernate",
+        "after_vm_dehibernate",
+        "before_vm_destroy",
+        "after_vm_destroy",
+    ]
+)
+# The listener's growth allowed from the end of the warm-up (a fifth of the cycles) to
+# the end: no descriptor, and a little memory for the allocator's own slack.
+FD_GROWTH = 0
+RSS_GROWTH_KIB = 2048
+
+DAEMONS = ("libvirtd", "virtlogd")
+
+PROBE = """#!{python}
+import json, os, sys
+event = os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0])))
+with open({records!r}, "a") as f:
+    f.write(json.dumps({{"event": event, "vmId": os.environ.get("vmId")}}) + "\\n")
+"""
+
+
+def read(records: Path) -> list[str]:
+    if not records.exists():
+        return []
+    return [json.loads(line)["event"] for line in records.read_text().splitlines()]
+
+
+def wait_for(records: Path, count: int, timeout: float = 60) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while len(events := read(records)) < count:
+        assert time.monotonic() < deadline, f"{len(events)} of {count} events: {events[-12:]}"
+        time.sleep(0.02)
+    return events
+
+
+def listener_figures(pid: int) -> tuple[int, int]:
+    """(open descriptors, RSS in KiB) of process ``pid``."""
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    with open(f"/proc/{pid}/status") as f:
+        rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return fds, rss
+
+
+def state_files(state_dir: str) -> list[str]:
+    return sorted(
+        os.path.relpath(os.path.join(directory, name), state_dir)
+        for directory, _, names in os.walk(state_dir)
+        for name in names
+    )
+
+
+def process_names(sandbox: Sandbox) -> list[str]:
+    """The sandbox's processes: a daemon by its name, any other by its pid."""
+    names = []
+    for pid in sandbox.pids():
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        names.append(comm if comm in DAEMONS else str(pid))
+    return names
+
+
+def test_cycles_fire_each_event_once_and_leave_nothing(
+    make_sandbox: Callable[[str], Sandbox], tmp_path: Path, soak_cycles: int
+) -> None:
+    sandbox = make_sandbox("lbsb1")
+    sandbox.install_bridge()
+    records = Path(sandbox.bridge_dir) / "records.jsonl"
+    for event in mapping.EVENTS:
+        sandbox.add_hook_script(
+            event, "50_probe", PROBE.format(python=sys.executable, records=str(records))
+        )
+    listener = sandbox.start_listener()
+    uuid = sandbox.define_guest("g1")
+    image = str(tmp_path / "g1.save")
+    per_cycle = sum(CYCLE_EVENTS.values())
+    warm_up = max(1, soak_cycles // 5)
+    figures: dict[str, tuple[int, int]] = {"start": listener_figures(listener)}
+    started = time.monotonic()
+    for cycle in range(soak_cycles):
+        sandbox.virsh("start", "g1")
+        sandbox.virsh("suspend", "g1")
+        # The listener fires after_vm_pause once it sees the pause; resuming before that
+        # is a pause it may rightly never report.
+        wait_for(records, cycle * per_cycle + 3)
+        sandbox.virsh("resume", "g1")
+        wait_for(records, cycle * per_cycle + 4)
+        sandbox.virsh("save", "g1", image)
+        sandbox.virsh("restore", image)
+        sandbox.virsh("destroy", "g1")
+        events = wait_for(records, (cycle + 1) * per_cycle)
+        fired = Counter(events[cycle * per_cycle :])
+        assert fired == CYCLE_EVENTS, f"cycle {cycle}: {fired - CYCLE_EVENTS} extra, " + (
+            f"{CYCLE_EVENTS - fired} missing"
+        )
+        if cycle + 1 == warm_up:
+            figures["warm"] = listener_figures(listener)
+    elapsed = time.monotonic() - started
+    os.unlink(image)
+    # Nothing late: every async queue drained, no event fired twice.
+    time.sleep(2)
+    assert len(read(records)) == soak_cycles * per_cycle
+    figures["end"] = listener_figures(listener)
+    # No hook runner, script or guest is left: the daemons and the listener only.
+    assert sorted(process_names(sandbox)) == sorted([*DAEMONS, str(listener)])
+    # What may stay, each bounded: the listener's pid and status files, its known state
+    # of each domain, the record of each daemon that looked for hooks, one queue lock per
+    # domain (and the daemon's). Anything else is residue.
+    kept = state_files(sandbox.state_dir)
+    bounded = {
+        "listener.pid",
+        "listener.status",
+        f"listener/{uuid}",
+        "daemon/libvirtd",
+        f"queue/{uuid}.lock",
+        "queue/daemon.lock",
+    }
+    assert set(kept) <= bounded, f"files left in the state dir: {set(kept) - bounded}"
+    fds_warm, rss_warm = figures["warm"]
+    fds_end, rss_end = figures["end"]
+    print(
+        f"\nsoak: {soak_cycles} cycles of {per_cycle} events in {elapsed:.0f} s "
+        f"({elapsed / soak_cycles:.2f} s a cycle); listener fds {figures['start'][0]} -> "
+        f"{fds_warm} (after {warm_up} cycles) -> {fds_end}; RSS {figures['start'][1]} -> "
+        f"{rss_warm} -> {rss_end} KiB; state dir {state_files(sandbox.state_dir)}; "
+        f"guest {uuid}"
+    )
+    assert fds_end - fds_warm <= FD_GROWTH
+    assert rss_end - rss_warm <= RSS_GROWTH_KIB
