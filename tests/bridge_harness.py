@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -98,6 +99,32 @@ def live_processes_mentioning(marks: tuple[bytes, ...]) -> set[int]:
     return pids
 
 
+def call_contained(
+    argv: list[str], stdin: bytes, timeout: float
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``argv`` as libvirt runs a hook, in its own process group.
+
+    A call that has not ended after ``timeout`` s is an AssertionError, and its whole
+    group is killed first: a hook that recursed or hung leaves nothing behind.
+    """
+    process = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=LIBVIRT_ENV,
+        cwd="/",
+        start_new_session=True,
+    )
+    try:
+        out, err = process.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise AssertionError(f"{argv} did not end in {timeout} s") from None
+    return subprocess.CompletedProcess(argv, process.returncode, out, err)
+
+
 class Bridge:
     """An installed bridge: config, hooks root, state dir, log, and the two launchers."""
 
@@ -174,9 +201,7 @@ class Bridge:
         argv = [str(self.launchers / driver), obj, op, subop, extra]
         if parent is not None:
             argv = [str(self.parent(parent)), *argv]
-        return subprocess.run(
-            argv, input=xml, env=LIBVIRT_ENV, cwd="/", capture_output=True, timeout=timeout
-        )
+        return call_contained(argv, xml, timeout)
 
     def qemu(
         self, name: str, op: str, subop: str, xml: bytes, extra: str = "-"

@@ -1,20 +1,18 @@
 """The earlier hook kept as ``.legacy``: a launcher of ours kept there never runs the bridge again.
 
 A self-naming copy used to recurse without end (hundreds of processes in seconds while
-libvirt held the domain's lock); an older launcher kept there ran every script twice. Each
-call here runs in its own process group, killed whole if it does not end, so that a
-regression fails the test instead of filling the machine.
+libvirt held the domain's lock); an older launcher kept there ran every script twice. The
+harness runs each call in its own process group, killed whole if it does not end, so that
+a regression fails the test instead of filling the machine.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 from pathlib import Path
 
-from bridge_harness import LIBVIRT_ENV, Bridge, domain_xml
+from bridge_harness import Bridge, domain_xml
 
 from libvirt_bridge import hook, launcher
 
@@ -24,30 +22,8 @@ ENDS_WITHIN = 30.0
 def contained_call(
     bridge: Bridge, op: str, subop: str, xml: bytes
 ) -> subprocess.CompletedProcess[bytes]:
-    """The qemu launcher called as libvirt calls it; fails (and kills all of it) if it hangs."""
-    argv = [str(bridge.launchers / "qemu"), "vm1", op, subop, "-"]
-    process = subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=LIBVIRT_ENV,
-        cwd="/",
-        start_new_session=True,
-    )
-    try:
-        out, err = process.communicate(xml, timeout=ENDS_WITHIN)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        raise AssertionError(f"the hook call did not end in {ENDS_WITHIN} s: it recurses") from None
-    finally:
-        # Whatever a recursion left in the group goes too.
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return subprocess.CompletedProcess(argv, process.returncode, out, err)
+    """The qemu launcher called as libvirt calls it; killed whole if it does not end."""
+    return bridge.call("qemu", "vm1", op, subop, "-", xml, timeout=ENDS_WITHIN)
 
 
 def keep_as_legacy(bridge: Bridge, text: str) -> Path:
