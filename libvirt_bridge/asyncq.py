@@ -98,9 +98,9 @@ def spawn_runner(config: Config, log: Log, key: str) -> None:
 def run_queue(config_path: str, key: str) -> int:
     """Drain queue ``key`` with the config at ``config_path``; the exit status.
 
-    The body of every runner that is exec'd rather than forked (``libvirt-bridge drain``,
-    the listener's runner): it imports only the config, log and state modules, so such a
-    runner starts about as fast as a bare interpreter.
+    The body of the runner the listener execs (the hook forks its runners instead): it
+    imports only the config, log and state modules, so it starts about as fast as a bare
+    interpreter.
     """
     from .config import ConfigError, load
     from .log import Log, say

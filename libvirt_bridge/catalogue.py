@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from . import mapping
+from .errors import BridgeError
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # Where a wheel carries hooks.d when pyproject.toml maps it into the package.
@@ -33,7 +34,7 @@ _SCRIPT = re.compile(r"[0-9]+_([A-Za-z0-9][A-Za-z0-9_.-]*)\Z")
 _EVENT = re.compile(r"(before|after)_[a-z0-9_]+\Z")
 
 
-class CatalogueError(Exception):
+class CatalogueError(BridgeError):
     """The catalogue cannot be found or does not have what was asked; says why."""
 
 

@@ -1,25 +1,34 @@
-"""``libvirt-bridge``: one subcommand per module in ``libvirt_bridge.commands``."""
+"""``libvirt-bridge``: one subcommand per module in ``libvirt_bridge.commands``.
+
+Each module has ``add_parser(add)``, which defines its parser through ``add`` (so every
+command gets ``--config`` and the same formatting), and the ``main(args)`` it sets as
+``func``. Errors are ``BridgeError``s, printed here and nowhere else.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from . import __version__
 from .commands import (
     demo,
-    drain,
     hook,
     install,
     lifecycle,
     listen,
+    options,
     props,
     run,
     status,
     uninstall,
 )
 from .commands import list as list_
+from .errors import BridgeError
 
-COMMANDS = (demo, install, uninstall, status, list_, lifecycle, props, run, listen, hook, drain)
+COMMANDS = (demo, install, uninstall, status, list_, lifecycle, props, run, listen, hook)
+# Commands that read no config of the bridge's (the demo writes its own).
+WITHOUT_CONFIG = frozenset({"demo"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,12 +41,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, **kwargs: object) -> argparse.ArgumentParser:
+        parents = list(kwargs.pop("parents", None) or [])  # type: ignore[call-overload]
+        if name not in WITHOUT_CONFIG:
+            parents.insert(0, options.CONFIG)
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        return subparsers.add_parser(name, parents=parents, **kwargs)  # type: ignore[arg-type]
+
     for command in COMMANDS:
-        command.add_parser(subparsers)
+        command.add_parser(add)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    status: int = args.func(args)
+    try:
+        status: int = args.func(args)
+    except BridgeError as exc:
+        sys.stderr.write(f"libvirt-bridge {args.command}: error: {exc}\n")
+        return exc.status
     return status

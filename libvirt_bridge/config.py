@@ -11,6 +11,8 @@ from __future__ import annotations
 import marshal
 import os
 
+from .errors import BridgeError
+
 DEFAULT_PATH = "/etc/libvirt-bridge.toml"
 ENV_VAR = "LIBVIRT_BRIDGE_CONFIG"
 
@@ -44,7 +46,7 @@ CHOICES: dict[str, tuple[str, ...]] = {"start_xml_changes": ("warn", "refuse")}
 _CACHE_FORMAT = 3
 
 
-class ConfigError(Exception):
+class ConfigError(BridgeError):
     """The config file exists but cannot be used; the message says why and where."""
 
 

@@ -1,14 +1,17 @@
-"""The hook entry point: what libvirt's ``hooks/qemu`` and ``hooks/daemon`` files run.
+"""What the installed launchers (``hooks/qemu``, ``hooks/daemon``) call, and the earlier hook.
 
-libvirt calls ``<driver> <object> <op> <subop> <extra>`` with the domain XML on stdin and
-waits, holding the domain's lock. This module maps the call to a VDSM event through
-``mapping.HOOK_TABLE``, keeps the bookkeeping that tells a cold boot from a restore or an
-incoming migration (``state``), then either runs the event's scripts here (sync: they can
-veto or rewrite the XML) or queues them for a detached runner (async) and returns.
+A foreign hook found at ``hooks/qemu`` when the bridge was installed is kept as
+``qemu.legacy`` (``daemon.legacy``), and the launcher runs it first, with libvirt's argv
+and stdin, the way pre-commit runs a repository's earlier git hook, so installing the
+bridge changes nothing it did:
+- its stderr is passed on, and its exit code is honoured: where a failure makes libvirt
+  abort the operation or kill the VM, the bridge then does nothing more for that call;
+- for ``migrate`` and ``restore`` its non-empty stdout is the XML the bridge works on,
+  and what libvirt gets unless the bridge's scripts change it further.
 
-Nothing here calls libvirt. Nothing heavy is imported until a script is known to run: an
-event with no scripts costs about one interpreter start, and when no qemu event has a
-script the launcher does not start Python at all (``fastpath``).
+A launcher is never run as an earlier hook: one that carries the launchers' mark is
+skipped, and a launcher started while another runs its earlier hook runs nothing. Either
+would run the bridge a second time per call, or without end when a copy names itself.
 """
 
 from __future__ import annotations
@@ -16,39 +19,19 @@ from __future__ import annotations
 import os
 import sys
 
-from . import fastpath, mapping
 from .config import ConfigError, load
-from .discovery import find_scripts
+from .dispatch import HookCall, run
 from .log import Log, say
-from .state import (
-    DESTROY,
-    DESTROYED_BY_VERB,
-    FRESH,
-    MIGRATE,
-    RESTORE,
-    STARTED_BY_VERB,
-    State,
-    domain_uuid,
-    read_status_file,
-    start_kind_from_status,
-    stop_kind_from_status,
-)
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import BinaryIO
-
-    from .config import Config
-
-# Daemons that run the qemu driver; every libvirt daemon calls the daemon hook.
-QEMU_DAEMONS = frozenset({"libvirtd", "virtqemud"})
-
-
-# Set in the environment of the earlier hook while a launcher runs it. A launcher that
-# finds it set has itself been kept as an earlier hook (a backup step of a configuration
-# tool, a hand copy): running the bridge again would run every script twice per call, or
-# recurse without end when the copy names itself, all while libvirt holds the lock.
+# Set in the environment of the earlier hook while a launcher runs it.
 RUNNING_LEGACY = "LIBVIRT_BRIDGE_RUNNING_LEGACY"
+# The second line of every launcher (install/launcher.in): how a launcher is recognised,
+# whatever its name.
+MARK = "# libvirt-bridge launcher"
+
+# libvirt acts on a failure of these calls (aborts the operation, or kills the VM).
+FAILURE_COUNTS = frozenset({"prepare", "start", "started", "migrate", "restore", "reconnect"})
+XML_FILTERS = frozenset({"migrate", "restore"})
 
 
 def run_launcher(driver: str, argv: list[str], config_path: str, legacy: str = "") -> int:
@@ -65,44 +48,52 @@ def run_launcher(driver: str, argv: list[str], config_path: str, legacy: str = "
         )
         return 0
     if legacy and os.path.exists(legacy):
-        from .legacy import run_with_legacy
-
-        return run_with_legacy(driver, argv, config_path, legacy)
+        if not is_launcher(legacy):
+            return run_with_legacy(driver, argv, config_path, legacy)
+        log_for(config_path).error(
+            f"{describe(driver, argv)}: the earlier hook {legacy} is itself a libvirt-bridge "
+            "launcher: not run, so that every script runs once. libvirt-bridge install "
+            "repairs that"
+        )
     return run(driver, argv, config_path, sys.stdin.buffer, sys.stdout.buffer)
 
 
-def run(
-    driver: str,
-    argv: list[str],
-    config_path: str,
-    stdin: BinaryIO,
-    stdout: BinaryIO,
-) -> int:
-    """Handle one libvirt hook call; return the exit status libvirt must see."""
-    if len(argv) != 4:
-        say(f"{driver} hook: expected 4 arguments (object op subop extra), got {len(argv)}")
-        return 2
-    obj, op, subop, extra = argv
-    call = HookCall(driver, obj, op, subop, extra)
+def is_launcher(path: str) -> bool:
+    """Whether the file at ``path`` is a launcher written by this project."""
     try:
-        config = load(config_path)
-    except ConfigError as exc:
-        # Without a config there is no log file: stderr is all there is, and libvirt keeps
-        # it (in its error for an operation refused, in its debug log otherwise).
-        say(f"{call}: {exc}; no hook scripts run")
-        return 1 if call.can_veto() else 0
-    if driver == "qemu":
-        fastpath.refresh(config)
-    log = Log(config.log_file)
-    try:
-        status = _dispatch(call, config, log, stdin, stdout)
-    except Exception as exc:
-        import traceback
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return MARK.encode() in head
 
-        log.error(f"{call}: internal error: {traceback.format_exc()}")
-        say(f"internal error in {call}: {exc!r}")
-        status = 1
-    return 0 if call.always_succeeds() else status
+
+def run_with_legacy(driver: str, argv: list[str], config_path: str, legacy: str) -> int:
+    """The earlier hook ``legacy`` first, then the bridge, as one hook call."""
+    import io
+    import subprocess
+
+    data = sys.stdin.buffer.read()
+    env = {**os.environ, RUNNING_LEGACY: legacy}
+    try:
+        earlier = subprocess.run([legacy, *argv], input=data, capture_output=True, cwd="/", env=env)
+    except OSError as exc:
+        sys.stderr.write(f"libvirt-bridge: cannot run the earlier hook {legacy}: {exc}\n")
+        return 1
+    sys.stderr.buffer.write(earlier.stderr)
+    sys.stderr.flush()
+    op = argv[1] if len(argv) > 1 else ""
+    if earlier.returncode != 0 and op in FAILURE_COUNTS:
+        return earlier.returncode
+    filtered = op in XML_FILTERS and bool(earlier.stdout.strip())
+    xml = earlier.stdout if filtered else data
+    out = io.BytesIO()
+    status = run(driver, argv, config_path, io.BytesIO(xml), out)
+    result = out.getvalue() or (xml if filtered else b"")
+    if result and status == 0:
+        sys.stdout.buffer.write(result)
+        sys.stdout.flush()
+    return earlier.returncode or status
 
 
 def log_for(config_path: str) -> Log:
@@ -117,211 +108,6 @@ def log_for(config_path: str) -> Log:
 def describe(driver: str, argv: list[str]) -> str:
     """A hook call as the log shows it."""
     if len(argv) == 4:
-        return str(HookCall(driver, *argv))
+        obj, op, subop, extra = argv
+        return str(HookCall(driver, obj, op, subop, extra))
     return " ".join([driver, *argv])
-
-
-class HookCall:
-    """One call from libvirt, as its argv gives it."""
-
-    __slots__ = ("daemon", "driver", "extra", "obj", "op", "subop")
-
-    def __init__(self, driver: str, obj: str, op: str, subop: str, extra: str) -> None:
-        self.driver, self.obj, self.op, self.subop, self.extra = driver, obj, op, subop, extra
-        self.daemon = os.getppid()  # the libvirt daemon that called
-
-    def can_veto(self) -> bool:
-        return any(
-            r.veto
-            for r in mapping.HOOK_TABLE
-            if (r.driver, r.op, r.subop) == (self.driver, self.op, self.subop)
-        )
-
-    def always_succeeds(self) -> bool:
-        return (self.driver, self.op) in mapping.ALWAYS_SUCCEED
-
-    def __str__(self) -> str:
-        return f"{self.driver} {self.obj!r} {self.op} {self.subop} {self.extra!r}"
-
-
-def _dispatch(call: HookCall, config: Config, log: Log, stdin: BinaryIO, stdout: BinaryIO) -> int:
-    if call.driver == "daemon":
-        return _daemon_call(call, config, log)
-    if call.driver == "qemu":
-        return _qemu_call(call, config, log, stdin, stdout)
-    log.warning(f"{call}: unknown hook driver; nothing to run")
-    return 0
-
-
-def _daemon_call(call: HookCall, config: Config, log: Log) -> int:
-    parent = _parent_name()
-    if parent not in QEMU_DAEMONS:
-        # Modular hosts run one daemon per driver, and each calls the daemon hook.
-        log.info(f"{call}: called by {parent!r}, not by a qemu daemon; no event")
-        return 0
-    _record_daemon_call(config, log, call, parent)
-    row = mapping.find_row("daemon", call.op, call.subop, mapping.ANY)
-    if call.op == "start":
-        # Whatever restore or migration was under way died with the previous daemon.
-        for uuid in State(config.state_dir).remove_stale_markers(ttl=0):
-            log.info(f"{call}: removed the marker of an interrupted restore/migration of {uuid}")
-    if row is None:
-        if (call.driver, call.op, call.subop) not in mapping.SILENT_CALLS:
-            log.info(f"{call}: no VDSM event for this call")
-        return 0
-    return fire(row, call, config, log, "daemon", "", b"", None)
-
-
-def _qemu_call(call: HookCall, config: Config, log: Log, stdin: BinaryIO, stdout: BinaryIO) -> int:
-    key = ("qemu", call.op, call.subop)
-    if key in mapping.SILENT_CALLS:
-        return 0
-    if not mapping.has_rows(*key):
-        log.info(f"{call}: no VDSM event for this call")
-        return 0
-    if fastpath.nothing_to_run(config, call.op, call.subop):
-        return 0
-    xml = stdin.read()
-    uuid = domain_uuid(xml)
-    if uuid is None:
-        log.error(f"{call}: no domain UUID in the XML on stdin; bookkeeping skipped")
-    context = _context(call, config, log, uuid or "", xml)
-    row = mapping.find_row(*key, context)
-    if row is None:
-        return 0
-    return fire(row, call, config, log, uuid or call.obj, uuid or "", xml, stdout)
-
-
-def _context(call: HookCall, config: Config, log: Log, uuid: str, xml: bytes) -> str:
-    """Which of the call's rows applies, from (and updating) the bridge's bookkeeping."""
-    if not uuid:
-        return FRESH if call.op in ("prepare", "started") else DESTROY
-    state = State(config.state_dir)
-    try:
-        if call.op == "prepare":
-            kinds = (RESTORE, MIGRATE, STARTED_BY_VERB)
-            return state.take_marker(uuid, kinds, call.daemon) or FRESH
-        if call.op == "started":
-            status = read_status_file(call.obj, config.qemu_status_dir)
-            return start_kind_from_status(status) if status else FRESH
-        if call.op == "stopped":
-            status = read_status_file(call.obj, config.qemu_status_dir)
-            kind = stop_kind_from_status(status) if status else DESTROY
-            if _is_read_later(config, call):
-                state.set_stop_kind(uuid, kind)
-            if kind == DESTROY and state.take_marker(uuid, (DESTROYED_BY_VERB,)):
-                return DESTROYED_BY_VERB  # before_vm_destroy ran in the verb already
-            return kind
-        if call.op == "release":
-            if call.extra != "-":
-                kind = mapping.release_context(call.extra)
-            else:
-                kind = state.stop_kind(uuid) or DESTROY
-            state.forget_domain(uuid)
-            return kind
-    except OSError as exc:
-        log.error(f"{call}: state dir {config.state_dir}: {exc.strerror}; assuming the default")
-        return FRESH if call.op in ("prepare", "started") else DESTROY
-    return mapping.ANY
-
-
-def fire(
-    row: mapping.Row,
-    call: HookCall,
-    config: Config,
-    log: Log,
-    queue_key: str,
-    uuid: str,
-    xml: bytes,
-    stdout: BinaryIO | None,
-) -> int:
-    """Run (sync) or queue (async) the row's event; the exit status libvirt gets."""
-    name = call.obj
-    data = xml if row.xml != mapping.XML_NONE else b""
-    if row.mode == mapping.ASYNC:
-        return _queue(row, call, config, log, queue_key, name, uuid, data)
-    scripts = find_scripts(config.hooks_dirs, row.event, log)
-    status = 0
-    if scripts:
-        from .sync import run_sync
-
-        status, output = run_sync(row, config, log, name, uuid, data, scripts)
-        if output and stdout is not None:
-            stdout.write(output)
-            stdout.flush()
-    if status == 0 and call.op in ("migrate", "restore") and uuid and _is_read_later(config, call):
-        _set_marker(config, log, call, uuid)
-    return status
-
-
-def _is_read_later(config: Config, call: HookCall) -> bool:
-    """Whether a later call that reads what this call records will run the bridge.
-
-    When none will, nothing is recorded: it would outlive the operation.
-    """
-    later = mapping.DECIDES.get((call.op, call.subop), ())
-    return any(not fastpath.nothing_to_run(config, op, subop) for op, subop in later)
-
-
-def _set_marker(config: Config, log: Log, call: HookCall, uuid: str) -> None:
-    if os.getppid() != call.daemon:
-        # The daemon died while the scripts ran: its operation is gone, and a marker
-        # would make the next cold boot of this domain look like a restore.
-        log.error(f"{call}: libvirt's daemon went away during the hook; no {call.op} marker")
-        return
-    try:
-        kind = MIGRATE if call.op == "migrate" else RESTORE
-        State(config.state_dir).set_marker(uuid, kind, call.daemon)
-    except OSError as exc:
-        log.error(
-            f"{call}: cannot write the {call.op} marker in {config.state_dir}: {exc.strerror}; "
-            "the start that follows will look like a cold boot"
-        )
-
-
-def _queue(
-    row: mapping.Row,
-    call: HookCall,
-    config: Config,
-    log: Log,
-    key: str,
-    name: str,
-    uuid: str,
-    data: bytes,
-) -> int:
-    if not find_scripts(config.hooks_dirs, row.event, log):
-        return 0
-    from .asyncq import Job, enqueue, spawn_runner
-
-    try:
-        enqueue(config.state_dir, key, Job(row.event, name, uuid, data))
-    except OSError as exc:
-        log.error(f"{call}: cannot queue {row.event} in {config.state_dir}: {exc.strerror}; lost")
-        return 0
-    spawn_runner(config, log, key)
-    return 0
-
-
-def _record_daemon_call(config: Config, log: Log, call: HookCall, parent: str) -> None:
-    """Note which daemon last looked for hooks: it does so at start and on SIGHUP only.
-
-    ``libvirt-bridge status`` compares this with the launchers' age to tell whether the
-    running daemon has picked them up.
-    """
-    if call.op not in ("start", "reload"):
-        return
-    try:
-        directory = os.path.join(config.state_dir, "daemon")
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        with open(os.path.join(directory, parent), "w") as f:
-            f.write(f"pid={os.getppid()}\nop={call.op}\n")
-    except OSError as exc:
-        log.error(f"{call}: cannot record the daemon call in {config.state_dir}: {exc.strerror}")
-
-
-def _parent_name() -> str:
-    try:
-        with open(f"/proc/{os.getppid()}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return "?"

@@ -14,7 +14,6 @@ refusal changes nothing and ``--dry-run`` prints exactly what a real run does.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import signal
@@ -29,6 +28,7 @@ from . import config as configmod
 from . import fastpath, launcher, logrotate, mapping, service
 from .config import Config, ConfigError
 from .discovery import find_scripts
+from .errors import BridgeError
 from .log import Log
 
 ETC_LIBVIRT = "/etc/libvirt"
@@ -36,8 +36,6 @@ ETC_LIBVIRT = "/etc/libvirt"
 # virtqemud let hooks execute files.
 APPARMOR_HOOKS_DIR = "/etc/libvirt/hooks"
 APPARMOR_PROFILES = "/sys/kernel/security/apparmor/profiles"
-# The daemons that run the qemu driver, hence the qemu hook.
-DAEMON_NAMES = ("libvirtd", "virtqemud")
 LEGACY_SUFFIX = ".legacy"
 DEFAULT_CONFIG_ASSET = "libvirt-bridge.toml"
 
@@ -48,59 +46,8 @@ DEFAULT_CONFIG_ASSET = "libvirt-bridge.toml"
 KNOWN_EVENTS: tuple[str, ...] = mapping.EVENTS
 
 
-class InstallError(Exception):
+class InstallError(BridgeError):
     """Install or uninstall refused or failed; the message says why and what to do."""
-
-
-# -- command-line options shared by the commands ------------------------------------------
-
-
-def add_confdir_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--confdir",
-        default=ETC_LIBVIRT,
-        metavar="DIR",
-        help=(
-            "libvirt's configuration directory, the one its daemon sees as /etc/libvirt "
-            f"(default: {ETC_LIBVIRT}); config paths under /etc/libvirt are taken under it"
-        ),
-    )
-
-
-def add_logrotate_dir_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--logrotate-dir",
-        default=logrotate.ENTRY_DIR,
-        metavar="DIR",
-        help=(
-            "where logrotate reads its entries, the bridge's log rotation among them "
-            f"(default: {logrotate.ENTRY_DIR})"
-        ),
-    )
-
-
-def add_config_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        help=(
-            f"the bridge's config file (default: ${configmod.ENV_VAR}, else "
-            f"{configmod.DEFAULT_PATH})"
-        ),
-    )
-
-
-def config_argument(value: str | None) -> str:
-    # Absolute: the launcher is run by libvirt with cwd /.
-    return os.path.abspath(value or configmod.config_path())
-
-
-def error(command: str, message: str) -> None:
-    sys.stderr.write(f"libvirt-bridge {command}: error: {message}\n")
-
-
-def warn(message: str) -> None:
-    sys.stderr.write(f"warning: {message}\n")
 
 
 # -- config, paths ------------------------------------------------------------------------
@@ -236,7 +183,7 @@ def daemons_using(confdir: str) -> list[Daemon]:
             continue
         pid = int(entry)
         name = _comm(pid)
-        if name in DAEMON_NAMES and uses_confdir(pid, confdir):
+        if name in mapping.QEMU_DAEMONS and uses_confdir(pid, confdir):
             found.append(Daemon(name, pid))
     return sorted(found, key=lambda d: d.pid)
 
@@ -304,7 +251,7 @@ def apparmor_confines_libvirt() -> bool:
         return False
     for line in lines:
         name, _, mode = line.rpartition(" (")
-        if os.path.basename(name) in DAEMON_NAMES and mode.rstrip(")") == "enforce":
+        if os.path.basename(name) in mapping.QEMU_DAEMONS and mode.rstrip(")") == "enforce":
             return True
     return False
 
@@ -368,7 +315,7 @@ class Plan:
                     ) from None
                 out(message)
         for warning in self.warnings:
-            warn(warning)
+            sys.stderr.write(f"warning: {warning}\n")
         if dry_run:
             out(f"dry run: nothing was changed ({self.changes()} change(s) planned)")
 

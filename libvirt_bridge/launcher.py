@@ -16,9 +16,8 @@ from importlib import resources
 from typing import NamedTuple
 
 from .fastpath import fastpath_path, sh_quote
-from .hook import RUNNING_LEGACY
+from .hook import RUNNING_LEGACY, is_launcher
 
-MARK = "# libvirt-bridge launcher"
 DRIVERS = ("qemu", "daemon")
 
 
@@ -99,12 +98,7 @@ def _sh_unquote(word: str) -> str | None:
 
 def is_ours(path: str) -> bool:
     """Whether the file at ``path`` is a launcher written by this project."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4096)
-    except OSError:
-        return False
-    return MARK.encode() in head
+    return is_launcher(path)
 
 
 def write(path: str, driver: str, config_path: str, legacy: str = "") -> None:

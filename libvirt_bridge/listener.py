@@ -24,6 +24,7 @@ import threading
 import libvirt
 
 from .asyncq import Job, enqueue
+from .connection import LibvirtFailure, message, open_connection
 from .discovery import find_scripts
 from .launcher import import_path
 from .service import write_status
@@ -79,8 +80,8 @@ REASON_NAMES = {
     libvirt.VIR_DOMAIN_SHUTOFF: _names("VIR_DOMAIN_SHUTOFF_"),
 }
 
-# The async runner the listener execs. Not ``-m libvirt_bridge drain``: the CLI imports
-# every command (argparse, libvirt, lxml) and costs more than the rest of an event. The
+# The async runner the listener execs. Not the CLI: it imports every command (argparse,
+# libvirt, lxml) and costs more than the rest of an event. The
 # import path comes in argv, not in the environment, which the hook scripts inherit.
 RUNNER_BOOTSTRAP = """import sys
 sys.path[:0] = sys.argv[3:]
@@ -137,7 +138,6 @@ class Listener:
         self.conn: libvirt.virConnect | None = None
         self.runners: list[subprocess.Popen[bytes]] = []
         self.import_path = import_path()
-        self.fired: list[tuple[str, str]] = []  # (event, uuid), for tests and the demo
 
     # --- connection -----------------------------------------------------------------
 
@@ -151,11 +151,8 @@ class Listener:
             while not self.stopping.is_set():
                 try:
                     self._connect()
-                except libvirt.libvirtError as exc:
-                    self.log.warning(
-                        f"listener: cannot connect to {self.config.libvirt_uri}: "
-                        f"{exc.get_error_message()}; retrying in {backoff:.1f}s"
-                    )
+                except LibvirtFailure as exc:
+                    self.log.warning(f"listener: {exc}; retrying in {backoff:.1f}s")
                     self.stopping.wait(backoff)
                     backoff = min(backoff * 2, BACKOFF_MAX)
                     continue
@@ -171,7 +168,7 @@ class Listener:
         self.stopping.set()
 
     def _connect(self) -> None:
-        conn = libvirt.openReadOnly(self.config.libvirt_uri)
+        conn = open_connection(self.config.libvirt_uri, readonly=True)
         self.closed.clear()
         try:
             conn.registerCloseCallback(self._on_close, None)
@@ -235,7 +232,7 @@ class Listener:
                     self._handle(*item)
             except libvirt.libvirtError as exc:
                 # The connection went away: the resync after reconnecting catches up.
-                self.log.warning(f"listener: {exc.get_error_message()}; will resync")
+                self.log.warning(f"listener: {message(exc)}; will resync")
             except Exception as exc:
                 self.log.error(f"listener: internal error: {exc!r}")
             self._reap()
@@ -294,7 +291,6 @@ class Listener:
     def _fire(
         self, event: str, name: str, uuid: str, dom: libvirt.virDomain | None, why: str
     ) -> None:
-        self.fired.append((event, uuid))
         scripts = find_scripts(self.config.hooks_dirs, event, self.log)
         self.log.info(
             f"listener: {event} domain={name!r} uuid={uuid} ({why}); {len(scripts)} script(s)"
@@ -306,7 +302,7 @@ class Listener:
             try:
                 xml = dom.XMLDesc(0).encode()
             except libvirt.libvirtError as exc:
-                self.log.warning(f"listener: no XML for {name!r}: {exc.get_error_message()}")
+                self.log.warning(f"listener: no XML for {name!r}: {message(exc)}")
         try:
             enqueue(self.config.state_dir, uuid, Job(event, name, uuid, xml))
         except OSError as exc:

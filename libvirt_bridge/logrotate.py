@@ -14,6 +14,7 @@ import hashlib
 import os
 
 from . import config as configmod
+from .errors import BridgeError
 
 ENTRY_DIR = "/etc/logrotate.d"
 MARK = "# libvirt-bridge logrotate entry"
@@ -39,7 +40,7 @@ TEMPLATE = """\
 """
 
 
-class EntryError(ValueError):
+class EntryError(BridgeError):
     """The log file's path cannot be written in a logrotate entry."""
 
 

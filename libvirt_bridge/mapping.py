@@ -22,6 +22,13 @@ XML_READ_ONLY = "read-only"
 XML_WRITABLE = "writable"
 
 ANY = ""
+# Contexts of prepare/started (how a domain starts) and of stopped/release (how it stops).
+FRESH = "fresh"
+RESTORE = "restore"
+MIGRATE = "migrate"
+DESTROY = "destroy"
+SAVED = "saved"
+MIGRATED = "migrated"
 
 
 class Row:
@@ -75,15 +82,15 @@ class Row:
 HOOK_TABLE: tuple[Row, ...] = (
     Row("daemon", "start",    "-",     ANY,        "before_vdsm_start",             SYNC,  False, XML_NONE),       # noqa: E501
     Row("daemon", "shutdown", "-",     ANY,        "after_vdsm_stop",               ASYNC, False, XML_NONE),       # noqa: E501
-    Row("qemu",   "prepare",  "begin", "fresh",    "before_vm_start",               SYNC,  True,  XML_READ_ONLY),  # noqa: E501
-    Row("qemu",   "started",  "begin", "fresh",    "after_vm_start",                ASYNC, False, XML_READ_ONLY),  # noqa: E501
-    Row("qemu",   "restore",  "begin", ANY,        "before_vm_dehibernate",         SYNC,  True,  XML_WRITABLE),   # noqa: E501
-    Row("qemu",   "started",  "begin", "restore",  "after_vm_dehibernate",          ASYNC, False, XML_READ_ONLY),  # noqa: E501
-    Row("qemu",   "migrate",  "begin", ANY,        "before_vm_migrate_destination", SYNC,  True,  XML_WRITABLE),   # noqa: E501
-    Row("qemu",   "stopped",  "end",   "destroy",  "before_vm_destroy",             SYNC,  False, XML_READ_ONLY),  # noqa: E501
-    Row("qemu",   "release",  "end",   "destroy",  "after_vm_destroy",              ASYNC, False, XML_READ_ONLY),  # noqa: E501
-    Row("qemu",   "release",  "end",   "saved",    "after_vm_hibernate",            ASYNC, False, XML_READ_ONLY),  # noqa: E501
-    Row("qemu",   "release",  "end",   "migrated", "after_vm_migrate_source",       ASYNC, False, XML_READ_ONLY),  # noqa: E501
+    Row("qemu",   "prepare",  "begin", FRESH,      "before_vm_start",               SYNC,  True,  XML_READ_ONLY),  # noqa: E501
+    Row("qemu",   "started",  "begin", FRESH,      "after_vm_start",                ASYNC, False, XML_READ_ONLY),  # noqa: E501
+    Row("qemu",   RESTORE,    "begin", ANY,        "before_vm_dehibernate",         SYNC,  True,  XML_WRITABLE),   # noqa: E501
+    Row("qemu",   "started",  "begin", RESTORE,    "after_vm_dehibernate",          ASYNC, False, XML_READ_ONLY),  # noqa: E501
+    Row("qemu",   MIGRATE,    "begin", ANY,        "before_vm_migrate_destination", SYNC,  True,  XML_WRITABLE),   # noqa: E501
+    Row("qemu",   "stopped",  "end",   DESTROY,    "before_vm_destroy",             SYNC,  False, XML_READ_ONLY),  # noqa: E501
+    Row("qemu",   "release",  "end",   DESTROY,    "after_vm_destroy",              ASYNC, False, XML_READ_ONLY),  # noqa: E501
+    Row("qemu",   "release",  "end",   SAVED,      "after_vm_hibernate",            ASYNC, False, XML_READ_ONLY),  # noqa: E501
+    Row("qemu",   "release",  "end",   MIGRATED,   "after_vm_migrate_source",       ASYNC, False, XML_READ_ONLY),  # noqa: E501
     # libvirt has no hook for these: the listener fires them from lifecycle events, once
     # the domain's state reason (the context here) shows what really happened.
     Row("listener", "suspended", "paused",   "user",     "after_vm_pause",               ASYNC, False, XML_READ_ONLY),  # noqa: E501
@@ -126,7 +133,7 @@ ALWAYS_SUCCEED: frozenset[tuple[str, str]] = frozenset(
 )
 
 # libvirt >= 10.5 passes the shutoff reason as `release end <reason>`.
-RELEASE_REASON_CONTEXT: dict[str, str] = {"saved": "saved", "migrated": "migrated"}
+RELEASE_REASON_CONTEXT: dict[str, str] = {"saved": SAVED, "migrated": MIGRATED}
 
 # The qemu hook's calls that fire events, in the order libvirt makes them.
 QEMU_FIRING_CALLS: tuple[tuple[str, str], ...] = tuple(
@@ -176,6 +183,13 @@ QEMU_EVENTS: tuple[str, ...] = tuple(
 # Every event the bridge can fire; the hooks root gets one directory for each.
 EVENTS: tuple[str, ...] = tuple(dict.fromkeys(row.event for row in HOOK_TABLE))
 
+# Events that concern no domain: their scripts get no XML, no properties and no vmId.
+DAEMON_EVENTS: frozenset[str] = frozenset(row.event for row in HOOK_TABLE if row.xml == XML_NONE)
+
+# The daemons that run the qemu driver: on a modular host every daemon calls the daemon
+# hook, and only these fire before_vdsm_start and after_vdsm_stop.
+QEMU_DAEMONS: tuple[str, ...] = ("libvirtd", "virtqemud")
+
 # VDSM hook points for operations plain libvirt does not have (device and NIC hotplug
 # through VDSM, host capabilities and statistics, network setup): never fired here.
 VDSM_ONLY_EVENTS: tuple[str, ...] = (
@@ -215,7 +229,7 @@ def has_rows(driver: str, op: str, subop: str) -> bool:
 
 def release_context(reason: str) -> str:
     """The stop context that a libvirt >= 10.5 ``release end <reason>`` names."""
-    return RELEASE_REASON_CONTEXT.get(reason, "destroy")
+    return RELEASE_REASON_CONTEXT.get(reason, DESTROY)
 
 
 def markdown_table() -> str:
@@ -238,10 +252,10 @@ def markdown_table() -> str:
 
 CONTEXT_TEXT: dict[str, str] = {
     ANY: "always",
-    "fresh": "a cold boot",
-    "restore": "after a restore or a managed-save start",
-    "migrate": "an incoming migration",
-    "destroy": "destroy, shutdown, crash or failed start",
-    "saved": "save or managedsave",
-    "migrated": "migrated out",
+    FRESH: "a cold boot",
+    RESTORE: "after a restore or a managed-save start",
+    MIGRATE: "an incoming migration",
+    DESTROY: "destroy, shutdown, crash or failed start",
+    SAVED: "save or managedsave",
+    MIGRATED: "migrated out",
 }

@@ -21,9 +21,6 @@ of ``ovirt-vm:vm`` as it was. Facts this relies on (libvirt 9.0, observed):
   XML namespace" otherwise) and puts it, with its unqualified descendants, into the
   namespace under the given prefix. It moves the element to the end of ``<metadata>``.
 - LIVE on an inactive domain and CONFIG on a transient one are errors.
-
-The connection helpers (``connect``, ``lookup_domain``) serve the other commands that
-talk to libvirt too.
 """
 
 from __future__ import annotations
@@ -35,6 +32,8 @@ import libvirt
 from lxml import etree
 
 from . import domxml
+from .connection import message
+from .errors import BridgeError
 
 OVIRT_VM_NS = domxml.OVIRT_VM_NS
 OVIRT_VM_PREFIX = "ovirt-vm"
@@ -54,7 +53,7 @@ RESERVED_NAMES = {
 }
 
 
-class PropsError(Exception):
+class PropsError(BridgeError):
     """A property, a value, a domain or a connection that cannot be used; says why."""
 
 
@@ -233,42 +232,12 @@ def _unqualify(root: etree._Element) -> None:
 # -- libvirt -------------------------------------------------------------------------------
 
 
-def _quiet(_ctx: object, _error: object) -> None:
-    """libvirt's default handler prints every error to stderr; the caller says it better."""
-
-
-def connect(uri: str, readonly: bool = False) -> libvirt.virConnect:
-    libvirt.registerErrorHandler(_quiet, None)
-    try:
-        if readonly:
-            return libvirt.openReadOnly(uri)
-        return libvirt.open(uri)
-    except libvirt.libvirtError as exc:
-        raise PropsError(f"cannot connect to {uri}: {_message(exc)}") from None
-
-
-def lookup_domain(conn: libvirt.virConnect, ident: str) -> libvirt.virDomain:
-    """The domain named ``ident`` (or with that UUID or id, as virsh takes them)."""
-    lookups = [conn.lookupByName]
-    if re.fullmatch(r"[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}", ident):
-        lookups.append(conn.lookupByUUIDString)
-    if ident.isdigit():
-        lookups.append(lambda text: conn.lookupByID(int(text)))
-    for lookup in lookups:
-        try:
-            return lookup(ident)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                raise PropsError(f"cannot look up domain {ident!r}: {_message(exc)}") from None
-    raise PropsError(f"no domain {ident!r} on {conn.getURI()} (see: virsh list --all)")
-
-
 def definitions(dom: libvirt.virDomain) -> list[tuple[str, int]]:
     """The domain's definitions with their metadata flag: live if it runs, persistent if any."""
     try:
         active, persistent = dom.isActive(), dom.isPersistent()
     except libvirt.libvirtError as exc:
-        raise PropsError(f"domain {dom.name()}: {_message(exc)}") from None
+        raise PropsError(f"domain {dom.name()}: {message(exc)}") from None
     found: list[tuple[str, int]] = []
     if active:
         found.append((LIVE, libvirt.VIR_DOMAIN_AFFECT_LIVE))
@@ -285,7 +254,7 @@ def read_element(dom: libvirt.virDomain, flag: int) -> str | None:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
             return None
         raise PropsError(
-            f"cannot read the metadata of domain {dom.name()}: {_message(exc)}"
+            f"cannot read the metadata of domain {dom.name()}: {message(exc)}"
         ) from None
     return xml
 
@@ -298,7 +267,7 @@ def write_element(dom: libvirt.virDomain, flag: int, xml: str | None) -> None:
         )
     except libvirt.libvirtError as exc:
         raise PropsError(
-            f"cannot change the metadata of domain {dom.name()}: {_message(exc)}"
+            f"cannot change the metadata of domain {dom.name()}: {message(exc)}"
         ) from None
 
 
@@ -326,7 +295,3 @@ def change(
             write_element(dom, flag, new)
         outcome[which] = (before, after)
     return outcome
-
-
-def _message(exc: libvirt.libvirtError) -> str:
-    return exc.get_error_message() or str(exc)

@@ -83,9 +83,31 @@ class EventRun:
         return [r for r in self.results if r.failed]
 
 
-def script_environment(properties: dict[str, str], vm_id: str | None) -> dict[str, str]:
-    """The environment of every script of one event (``_hook_domxml`` is added later)."""
-    env = dict(os.environ)
+# What libvirt passes to a hook from its own environment, besides LC_ALL=C
+# (virCommandAddEnvPassCommon): a real event's scripts get these and nothing else of it.
+LIBVIRT_PASSED_ENV = ("LD_PRELOAD", "LD_LIBRARY_PATH", "PATH", "HOME", "USER", "LOGNAME", "TMPDIR")
+
+
+def libvirt_hook_environment() -> dict[str, str]:
+    """The environment libvirt would give a hook, made from this process's.
+
+    For events the bridge fires outside a hook call (the verbs, ``run``): nothing of the
+    caller's shell leaks in (LIBVIRT_BRIDGE_CONFIG, a virtualenv, ...), so a script
+    behaves as it does under virsh.
+    """
+    env = {"LC_ALL": "C"}
+    env.update((key, os.environ[key]) for key in LIBVIRT_PASSED_ENV if key in os.environ)
+    return env
+
+
+def script_environment(
+    properties: dict[str, str], vm_id: str | None, base: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of every script of one event (``_hook_domxml`` is added later).
+
+    ``base``: what it starts from, this process's environment unless given.
+    """
+    env = dict(os.environ if base is None else base)
     env.update(properties)
     if vm_id:
         env["vmId"] = vm_id

@@ -22,14 +22,10 @@ from __future__ import annotations
 import os
 import time
 
+from .mapping import DESTROY, FRESH, MIGRATE, MIGRATED, RESTORE, SAVED
+
 # restore/migrate begin and their prepare are one libvirt operation, seconds apart at most.
 MARKER_TTL = 30.0
-FRESH = "fresh"
-RESTORE = "restore"
-MIGRATE = "migrate"
-DESTROY = "destroy"
-SAVED = "saved"
-MIGRATED = "migrated"
 
 # Markers the libvirt-bridge verbs leave: the before_* event already ran.
 STARTED_BY_VERB = "verb-start"

@@ -24,9 +24,26 @@ from __future__ import annotations
 
 from . import mapping
 
-PAUSE_REASONS = frozenset({"user", "ioerror", "watchdog"})
+# The state reasons of a real pause: the contexts of the table's pause rows.
+PAUSE_REASONS = frozenset(
+    row.context
+    for row in mapping.HOOK_TABLE
+    if (row.driver, row.op, row.subop) == ("listener", "suspended", "paused")
+)
 SHUTOFF = ("shutoff", "unknown")
 RUNNING_MIGRATED = ("running", "migrated")
+
+
+def _event(op: str, subop: str, context: str) -> str:
+    """The event of the listener's row for this lifecycle event and state reason."""
+    row = mapping.find_row("listener", op, subop, context)
+    assert row is not None, (op, subop, context)
+    return row.event
+
+
+PAUSED = _event("suspended", "paused", "user")
+CONTINUED = _event("resumed", "unpaused", "unpaused")
+CAME_IN = _event("resumed", "migrated", "migrated")
 
 DomainState = tuple[str, str]
 
@@ -101,14 +118,14 @@ class Tracker:
         missed = None
         if after_gap and current == RUNNING_MIGRATED and before != current:
             # Only an incoming migration leaves a domain running with reason "migrated".
-            missed = "after_vm_migrate_destination"
+            missed = CAME_IN
         elif before is not None:
             was_paused = before[0] == "paused" and before[1] in PAUSE_REASONS
             now_paused = current[0] == "paused" and current[1] in PAUSE_REASONS
             if now_paused and not was_paused and before[0] == "running":
-                missed = "after_vm_pause"
+                missed = PAUSED
             elif was_paused and current == ("running", "unpaused"):
-                missed = "after_vm_cont"
+                missed = CONTINUED
         if missed is None:
             self.snapshot_only.add(uuid)
         else:

@@ -15,7 +15,7 @@ before_vm_start script is followed by before_vm_destroy and after_vm_destroy, as
 follows a start refused in its ``prepare`` hook with ``stopped`` and ``release``: scripts
 rely on them to give back what earlier before_vm_start scripts took.
 
-The scripts get the environment libvirt gives a hook (``commands.run.hook_environment``),
+The scripts get the environment libvirt gives a hook (``runner.libvirt_hook_environment``),
 not the caller's, so a script behaves the same under a verb as under ``virsh``.
 """
 
@@ -28,18 +28,21 @@ from collections.abc import Iterator, Mapping
 import libvirt
 
 from . import fastpath, mapping
-from .commands.run import hook_environment
 from .config import Config
+from .connection import find_domain, message, open_connection
 from .discovery import find_scripts
-from .hook import HookCall, fire
+from .dispatch import HookCall, fire
+from .errors import BridgeError
 from .log import Log, say
-from .state import DESTROY, DESTROYED_BY_VERB, STARTED_BY_VERB, State
+from .mapping import DESTROY
+from .runner import libvirt_hook_environment
+from .state import DESTROYED_BY_VERB, STARTED_BY_VERB, State
 from .sync import run_sync
 
 RUN_DIR_VARIABLE = "LIBVIRT_BRIDGE_RUN_DIR"
 
 
-class VerbError(Exception):
+class VerbError(BridgeError):
     """The action did not happen; the message says why."""
 
 
@@ -61,9 +64,7 @@ def hook_process_environment(extra: Mapping[str, str] | None = None) -> Iterator
     Only for a while: libvirt's client may need the caller's (ssh for a migration).
     """
     saved = dict(os.environ)
-    base = hook_environment({}, "")
-    # Added again by runner.script_environment when the scripts run; libvirt passes none.
-    base.pop("PYTHONPATH", None)
+    base = libvirt_hook_environment()
     base.update(extra or {})
     try:
         os.environ.clear()
@@ -81,21 +82,14 @@ class Verbs:
         self.config = config
         self.log = Log(config.log_file)
         self.uri = uri or config.libvirt_uri
-        try:
-            self.conn = libvirt.open(self.uri)
-        except libvirt.libvirtError as exc:
-            raise VerbError(f"cannot connect to {self.uri}: {exc.get_error_message()}") from None
+        self.conn = open_connection(self.uri)
 
     def close(self) -> None:
         self.conn.close()
 
-    def domain(self, name: str) -> libvirt.virDomain:
-        try:
-            return self.conn.lookupByName(name)
-        except libvirt.libvirtError as exc:
-            raise VerbError(
-                f"no domain {name!r} on {self.uri}: {exc.get_error_message()}"
-            ) from None
+    def domain(self, ident: str) -> libvirt.virDomain:
+        """The domain named ``ident``, or with that UUID or id."""
+        return find_domain(self.conn, ident)
 
     def before(
         self,
@@ -127,7 +121,7 @@ class Verbs:
         try:
             action(*args)  # type: ignore[operator]
         except libvirt.libvirtError as exc:
-            raise VerbError(f"{what} failed: {exc.get_error_message()}") from None
+            raise VerbError(f"{what} failed: {message(exc)}") from None
 
     # --- the verbs ---------------------------------------------------------------------
 
@@ -231,10 +225,7 @@ class Verbs:
     def migrate(self, name: str, destination: str, live: bool, migrate_uri: str | None) -> None:
         dom = self.domain(name)
         self.before("migrate", dom)
-        try:
-            dconn = libvirt.open(destination)
-        except libvirt.libvirtError as exc:
-            raise VerbError(f"cannot connect to {destination}: {exc.get_error_message()}") from None
+        dconn = open_connection(destination)
         try:
             params = {libvirt.VIR_MIGRATE_PARAM_URI: migrate_uri} if migrate_uri else {}
             flags = libvirt.VIR_MIGRATE_LIVE if live else 0

@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 import uuid as uuidlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from libvirt_bridge import launcher
@@ -82,21 +83,33 @@ def uuid_of(xml: bytes) -> str:
 
 
 def live_processes_mentioning(marks: tuple[bytes, ...]) -> set[int]:
-    """Live processes (not zombies, not this one) whose command line holds one of ``marks``."""
+    """Live processes (not zombies, not this one) whose command line, environment or open
+    files name one of ``marks``."""
     pids = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
             with open(f"/proc/{entry}/stat") as f:
                 zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
+            if not zombie and any(mark in text for text in _traces(entry) for mark in marks):
+                pids.add(int(entry))
         except OSError:
             continue
-        if not zombie and any(mark in cmdline for mark in marks):
-            pids.add(int(entry))
     return pids
+
+
+def _traces(pid: str) -> Iterator[bytes]:
+    """What names the files a process works with: its argv, its environment, its fds."""
+    for name in ("cmdline", "environ"):
+        with open(f"/proc/{pid}/{name}", "rb") as f:
+            yield f.read()
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            yield os.readlink(f"{fd_dir}/{fd}").encode()
+        except OSError:
+            pass
 
 
 def call_contained(

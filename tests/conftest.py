@@ -1,9 +1,13 @@
 """Fixtures shared by the tests; the harness itself is ``bridge_harness``.
 
 The whole suite must leave the machine as it found it: no file in the host's libvirt
-directories, /run or /tmp (tests work under pytest's tmp_path), and no process it
-started (hook runners, listeners, daemons, guests). ``host_untouched`` checks this once,
-at the end of the session.
+directories, nor one of the bridge's or libvirt's in /run, /tmp, /var/log or
+/etc/logrotate.d (tests work under pytest's tmp_path), and no process it started (hook
+runners, listeners, daemons, guests). ``host_untouched`` checks this once, at the end of
+the session. It watches only what the suite may create, so that other work on the
+machine (another test run, a shell) does not fail it: in the shared directories, names
+that are the bridge's or libvirt's; among processes, those that name this session's
+temp dir in their argv, environment or open files.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from bridge_harness import Bridge, live_processes_mentioning
 
 WATCHED_TREES = ("/etc/libvirt", "/var/lib/libvirt", "/var/log/libvirt", "/run/libvirt")
 WATCHED_DIRS = ("/run", "/tmp", "/var/log", "/etc/logrotate.d")
-OURS = (b"libvirt_bridge", b"libvirt-bridge", b"libvirtd", b"virtlogd", b"qemu-system")
+# What the bridge, libvirt and QEMU name the files they make (runner.py's temp XML files
+# are libvirt-bridge-*, the benchmarks' lb-bench-*).
+OUR_NAMES = ("libvirt", "bridge", "lb-", "vdsm", "qemu", "virt")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -46,20 +52,23 @@ def snapshot() -> set[str]:
             entries.update(os.path.join(dirpath, n) for n in dirnames + filenames)
     for directory in WATCHED_DIRS:
         if os.path.isdir(directory):
-            entries.update(os.path.join(directory, n) for n in os.listdir(directory))
+            entries.update(
+                os.path.join(directory, n)
+                for n in os.listdir(directory)
+                if any(mark in n for mark in OUR_NAMES)
+            )
     return entries
 
 
 @pytest.fixture(scope="session", autouse=True)
 def host_untouched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    tmp_path_factory.getbasetemp()  # pytest's own /tmp/pytest-of-USER is not a leftover
+    session = (str(tmp_path_factory.getbasetemp()).encode(),)
     files_before = snapshot()
-    processes_before = live_processes_mentioning(OURS)
     yield
     deadline = time.monotonic() + 15
-    while live_processes_mentioning(OURS) - processes_before and time.monotonic() < deadline:
+    while live_processes_mentioning(session) and time.monotonic() < deadline:
         time.sleep(0.1)
-    left = live_processes_mentioning(OURS) - processes_before
+    left = live_processes_mentioning(session)
     assert not left, f"processes left behind: {sorted(left)}"
     added = snapshot() - files_before
     assert not added, f"files left behind on the host: {sorted(added)}"

@@ -15,7 +15,7 @@ from bridge_harness import LIBVIRT_ENV, Bridge, domain_xml, escape
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from libvirt_bridge import hook
+from libvirt_bridge import dispatch
 
 MAX_RSS_KB = """
 import resource, subprocess, sys
@@ -153,7 +153,7 @@ def test_any_stdin_gets_an_answer_not_a_crash(bridge: Bridge, data: bytes, op: s
     err = io.StringIO()
     sys_stderr, sys.stderr = sys.stderr, err
     try:
-        status = hook.run(
+        status = dispatch.run(
             "qemu", ["vm1", op, subop, "-"], str(bridge.config), io.BytesIO(data), io.BytesIO()
         )
     finally:

@@ -330,7 +330,7 @@ def test_fast_path_imports_nothing_heavy(bridge: Bridge) -> None:
     code = (
         "import io, sys\n"
         f"sys.path[:0] = {import_path()!r}\n"
-        "from libvirt_bridge.hook import run\n"
+        "from libvirt_bridge.dispatch import run\n"
         f"xml = io.BytesIO({domain_xml('vm1')!r})\n"
         "for op in ('prepare', 'start', 'started'):\n"
         "    xml.seek(0)\n"

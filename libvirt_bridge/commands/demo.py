@@ -6,11 +6,12 @@ import argparse
 import os
 import textwrap
 
-from ..log import say
+from ..errors import BridgeError, UsageError
+from .options import AddParser
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+def add_parser(add: AddParser) -> None:
+    parser = add(
         "demo",
         help="show the bridge at work on two private libvirt daemons (about a minute)",
         description=textwrap.fill(
@@ -23,7 +24,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "(scripts/setup.sh installs them)."
         ),
         epilog="example: sudo .venv/bin/libvirt-bridge demo",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--workdir", help="where the sandboxes live (default: a temp dir)")
     parser.set_defaults(func=main)
@@ -33,16 +33,13 @@ def main(args: argparse.Namespace) -> int:
     from ..sandbox import SandboxError, check_host_can_run_libvirt
 
     if args.workdir is not None and not os.path.isdir(args.workdir):
-        say(f"demo: --workdir {args.workdir!r} is not a directory")
-        return 2
+        raise UsageError(f"--workdir {args.workdir!r} is not a directory")
     reason = check_host_can_run_libvirt()
     if reason is not None:
-        say(f"demo: cannot run libvirt here: {reason}")
-        return 1
+        raise BridgeError(f"cannot run libvirt here: {reason}")
     from ..demo import run_demo
 
     try:
         return run_demo(workdir=args.workdir)
     except SandboxError as exc:
-        say(f"demo: {exc}")
-        return 1
+        raise BridgeError(str(exc)) from None

@@ -5,26 +5,25 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import config
-from ..hook import run
+from ..dispatch import run
+from . import options
+from .options import AddParser
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+def add_parser(add: AddParser) -> None:
+    parser = add(
         "hook",
         help="handle one libvirt hook call, exactly as /etc/libvirt/hooks/qemu or daemon",
         description=(
             "Handle one libvirt hook call, exactly as the installed /etc/libvirt/hooks/qemu "
             "and /etc/libvirt/hooks/daemon files do: the domain XML on stdin, the "
             "(possibly rewritten) XML on stdout for migrate and restore, a non-zero exit "
-            "to refuse the operation. The config file is $LIBVIRT_BRIDGE_CONFIG, else "
-            f"{config.DEFAULT_PATH}."
+            "to refuse the operation."
         ),
         epilog=(
             "examples: libvirt-bridge hook qemu vm1 prepare begin - < vm1.xml\n"
             "          libvirt-bridge hook daemon - start - start"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("driver", choices=["qemu", "daemon"], help="which libvirt hook")
     parser.add_argument("object", help="the domain name, or - for the daemon hook")
@@ -36,4 +35,4 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def main(args: argparse.Namespace) -> int:
     argv = [args.object, args.op, args.subop, args.extra]
-    return run(args.driver, argv, config.config_path(), sys.stdin.buffer, sys.stdout.buffer)
+    return run(args.driver, argv, options.config_path(args), sys.stdin.buffer, sys.stdout.buffer)

@@ -13,12 +13,15 @@ from functools import partial
 
 from .. import catalogue, installation
 from ..catalogue import CatalogueError
-from ..installation import InstallError, Plan
+from ..installation import Plan
+from . import options
+from .options import AddParser
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+def add_parser(add: AddParser) -> None:
+    parser = add(
         "install",
+        parents=[options.CONFDIR, options.LOGROTATE_DIR, options.DRY_RUN],
         help="install the hook launchers into libvirt's hooks directory (idempotent)",
         description=textwrap.fill(
             "Install the bridge: the launchers CONFDIR/hooks/qemu and CONFDIR/hooks/daemon "
@@ -46,13 +49,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "          libvirt-bridge install --hooks list\n"
             "          sudo libvirt-bridge install --hooks cantmigrate hugepages"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    installation.add_confdir_argument(parser)
-    installation.add_config_argument(parser)
-    installation.add_logrotate_dir_argument(parser)
-    parser.add_argument(
-        "--dry-run", action="store_true", help="print what would be done; change nothing"
     )
     parser.add_argument(
         "--no-listener",
@@ -71,31 +67,23 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def main(args: argparse.Namespace) -> int:
-    config_path = installation.config_argument(args.config)
+    config_path = options.config_path(args)
     names: list[str] = args.hooks or []
-    try:
-        if catalogue.LIST in names:
-            if len(names) > 1:
-                raise CatalogueError("--hooks list takes no hook names")
-            shipped = catalogue.available()
-            print(f"hooks shipped with libvirt-bridge ({catalogue.catalogue_dir()}):")
-            print(catalogue.describe(shipped), end="")
-            print("install them with: libvirt-bridge install --hooks NAME [NAME...]")
-            return 0
-        selected = catalogue.select(names, catalogue.available()) if names else []
-    except CatalogueError as exc:
-        installation.error("install", str(exc))
-        return 1
-    try:
-        plan = installation.plan_install(
-            args.confdir, config_path, not args.no_listener, args.logrotate_dir
-        )
-        if selected:
-            plan_hooks(plan, selected, args.confdir, config_path)
-        plan.execute(args.dry_run)
-    except InstallError as exc:
-        installation.error("install", str(exc))
-        return 1
+    if catalogue.LIST in names:
+        if len(names) > 1:
+            raise CatalogueError("--hooks list takes no hook names")
+        shipped = catalogue.available()
+        print(f"hooks shipped with libvirt-bridge ({catalogue.catalogue_dir()}):")
+        print(catalogue.describe(shipped), end="")
+        print("install them with: libvirt-bridge install --hooks NAME [NAME...]")
+        return 0
+    selected = catalogue.select(names, catalogue.available()) if names else []
+    plan = installation.plan_install(
+        args.confdir, config_path, not args.no_listener, args.logrotate_dir
+    )
+    if selected:
+        plan_hooks(plan, selected, args.confdir, config_path)
+    plan.execute(args.dry_run)
     return 0
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from .. import config
-from ..log import say
-from ..verbs import VerbError, Verbs
+from ..verbs import Verbs
+from . import options
+from .options import AddParser
 
 HELP = {
     "start": (
@@ -75,24 +75,21 @@ ENVIRONMENT = (
 )
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(add: AddParser) -> None:
     for verb, (short, long, example) in HELP.items():
         # restore runs no script itself: libvirt's hook does.
         text = long if verb == "restore" else f"{long} {ENVIRONMENT}"
-        parser = subparsers.add_parser(
+        parser = add(
             verb,
+            parents=[options.CONNECT],
             help=short,
             description=textwrap.fill(text),
             epilog=f"example: {example}",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        parser.add_argument(
-            "--connect", "-c", metavar="URI", help="libvirt URI (default: the config's)"
         )
         if verb == "restore":
             parser.add_argument("file", help="the file written by save")
         else:
-            parser.add_argument("domain", help="the domain's name")
+            parser.add_argument("domain", help="the domain's name, UUID or id")
         if verb == "start":
             parser.add_argument("--paused", action="store_true", help="leave its CPUs paused")
         if verb == "save":
@@ -105,12 +102,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        cfg = config.load()
-        verbs = Verbs(cfg, args.connect)
-    except (config.ConfigError, VerbError) as exc:
-        say(f"{args.verb}: {exc}")
-        return 1
+    verbs = Verbs(options.load_config(args), args.connect)
     try:
         if args.verb == "start":
             verbs.start(args.domain, args.paused)
@@ -122,9 +114,6 @@ def main(args: argparse.Namespace) -> int:
             verbs.migrate(args.domain, args.dest_uri, args.live, args.migrateuri)
         else:
             getattr(verbs, args.verb)(args.domain)
-    except VerbError as exc:
-        say(f"{args.verb}: {exc}")
-        return 1
     finally:
         verbs.close()
     return 0

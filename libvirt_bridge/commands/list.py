@@ -8,8 +8,9 @@ import sys
 import textwrap
 
 from .. import installation
-from ..config import ConfigError
 from ..log import Log
+from . import options
+from .options import AddParser
 
 
 class _StderrLog(Log):
@@ -19,9 +20,10 @@ class _StderrLog(Log):
         sys.stderr.write(f"{level.lower()}: {message}\n")
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+def add_parser(add: AddParser) -> None:
+    parser = add(
         "list",
+        parents=[options.CONFDIR],
         help="list the scripts each event runs, in run order, with their sha256",
         description=textwrap.fill(
             "List, per VDSM event that has at least one script that would run, its scripts "
@@ -35,21 +37,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "examples: libvirt-bridge list\n"
             "          libvirt-bridge list --json --config /srv/lab/bridge.toml"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    installation.add_confdir_argument(parser)
-    installation.add_config_argument(parser)
     parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    config_path = installation.config_argument(args.config)
-    try:
-        cfg = installation.read_config(config_path)
-    except ConfigError as exc:
-        installation.error("list", str(exc))
-        return 1
+    cfg = installation.read_config(options.config_path(args))
     roots = [installation.host_path(root, args.confdir) for root in cfg.hooks_dirs]
     report = installation.installed(roots, _StderrLog(""))
     if args.json:

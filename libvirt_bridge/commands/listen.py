@@ -8,13 +8,16 @@ import signal
 import sys
 from types import FrameType
 
-from .. import config
-from ..log import Log, say
+from ..errors import BridgeError
+from ..log import Log
+from . import options
+from .options import AddParser
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+def add_parser(add: AddParser) -> None:
+    parser = add(
         "listen",
+        parents=[options.CONNECT],
         help="fire after_vm_pause, after_vm_cont and after_vm_migrate_destination",
         description=(
             "Listen to libvirt's lifecycle events on libvirt_uri and fire the VDSM events "
@@ -26,7 +29,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "examples: libvirt-bridge listen\n"
             "          libvirt-bridge listen --background --pidfile /run/lb/listener.pid"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--pidfile", help="write the listener's pid here (removed on exit)")
     parser.add_argument(
@@ -36,19 +38,16 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        cfg = config.load()
-    except config.ConfigError as exc:
-        say(str(exc))
-        return 1
+    cfg = options.load_config(args)
+    if args.connect:
+        cfg.libvirt_uri = args.connect
     if args.background and _detach():
         return 0
     if args.pidfile:
         try:
             _write_pidfile(args.pidfile)
         except OSError as exc:
-            say(f"cannot write pid file {args.pidfile}: {exc.strerror}")
-            return 1
+            raise BridgeError(f"cannot write pid file {args.pidfile}: {exc.strerror}") from None
     from ..listener import Listener
 
     listener = Listener(cfg, Log(cfg.log_file))

@@ -7,15 +7,16 @@ import json
 import sys
 import textwrap
 
-from .. import config
+from ..config import ConfigError
+from ..errors import OK, BridgeError, UsageError
+from . import options
+from .options import AddParser
 
-# Exit statuses.
-OK, FAILED, USAGE = 0, 1, 2
 
-
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+def add_parser(add: AddParser) -> None:
+    parser = add(
         "props",
+        parents=[options.CONNECT],
         help="get, set or unset a VM's custom properties (what hook scripts get in their "
         "environment)",
         description=textwrap.fill(
@@ -38,9 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "          libvirt-bridge props vm1 unset label\n"
             "          libvirt-bridge props --connect qemu+ssh://host2/system vm1 get"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_connect(parser, argparse.SUPPRESS)
     parser.add_argument("domain", metavar="DOMAIN", help="the domain's name, UUID or id")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
@@ -57,7 +56,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="store_true",
         help="show the persistent definition (what the next start uses), even when it runs",
     )
-    _add_connect(get, argparse.SUPPRESS)
+    # Also after the action: ``props vm1 get --connect URI``.
+    options.add_connect(get, argparse.SUPPRESS)
 
     set_ = actions.add_parser(
         "set",
@@ -67,7 +67,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         epilog="example: libvirt-bridge props vm1 set pincpu=1-4 'label=web server' empty=",
     )
     set_.add_argument("assignments", nargs="+", metavar="NAME=VALUE")
-    _add_connect(set_, argparse.SUPPRESS)
+    options.add_connect(set_, argparse.SUPPRESS)
 
     unset = actions.add_parser(
         "unset",
@@ -77,36 +77,17 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         epilog="example: libvirt-bridge props vm1 unset pincpu label",
     )
     unset.add_argument("names", nargs="+", metavar="NAME")
-    _add_connect(unset, argparse.SUPPRESS)
-    parser.set_defaults(func=main, connect=None)
-
-
-def _add_connect(parser: argparse.ArgumentParser, default: object) -> None:
-    parser.add_argument(
-        "--connect",
-        "-c",
-        metavar="URI",
-        default=default,
-        help="libvirt connection URI (default: libvirt_uri of the config file, "
-        f"${config.ENV_VAR} or {config.DEFAULT_PATH})",
-    )
-
-
-def error(message: str) -> None:
-    sys.stderr.write(f"libvirt-bridge props: error: {message}\n")
+    options.add_connect(unset, argparse.SUPPRESS)
+    parser.set_defaults(func=main)
 
 
 def note(message: str) -> None:
     sys.stderr.write(f"libvirt-bridge props: {message}\n")
 
 
-def connection_uri(given: str | None) -> str:
-    """``--connect``, else the config's libvirt_uri (raises config.ConfigError)."""
-    return given or config.load().libvirt_uri
-
-
 def main(args: argparse.Namespace) -> int:
     from .. import props
+    from ..connection import find_domain, open_connection
 
     try:
         if args.action == "set":
@@ -117,33 +98,26 @@ def main(args: argparse.Namespace) -> int:
                 props.check_name(name)
             changes, removals = {}, list(dict.fromkeys(args.names))
     except props.PropsError as exc:
-        error(str(exc))
-        return USAGE
+        raise UsageError(str(exc)) from None
     try:
-        uri = connection_uri(args.connect)
-    except config.ConfigError as exc:
-        error(f"{exc} (or give --connect URI)")
-        return FAILED
+        uri = options.libvirt_uri(args)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (or give --connect URI)") from None
+    conn = open_connection(uri, readonly=args.action == "get")
     try:
-        conn = props.connect(uri, readonly=args.action == "get")
-        try:
-            dom = props.lookup_domain(conn, args.domain)
-            if args.action == "get":
-                return _get(dom.name(), props.read(dom), args.json, args.inactive)
-            return _change(dom.name(), props.change(dom, changes, removals), changes, removals)
-        finally:
-            conn.close()
-    except props.PropsError as exc:
-        error(str(exc))
-        return FAILED
+        dom = find_domain(conn, args.domain)
+        if args.action == "get":
+            return _get(dom.name(), props.read(dom), args.json, args.inactive)
+        return _change(dom.name(), props.change(dom, changes, removals), changes, removals)
+    finally:
+        conn.close()
 
 
 def _get(name: str, found: dict[str, dict[str, str]], as_json: bool, inactive: bool) -> int:
     from ..props import LIVE, PERSISTENT
 
     if inactive and PERSISTENT not in found:
-        error(f"domain {name} is transient: it has no persistent definition")
-        return FAILED
+        raise BridgeError(f"domain {name} is transient: it has no persistent definition")
     shown_which = PERSISTENT if inactive or LIVE not in found else LIVE
     shown = found[shown_which]
     if as_json:

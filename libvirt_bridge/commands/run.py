@@ -8,38 +8,24 @@ import os
 import sys
 import textwrap
 
-from .. import config, mapping
+from .. import config
+from ..errors import FAILED, OK, BridgeError, UsageError
 from ..log import Log
+from ..mapping import DAEMON_EVENTS, EVENTS
+from . import options
+from .options import AddParser
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..runner import ScriptResult
 
-# Exit statuses: every script succeeded; a script failed (or the trial could not run);
-# bad usage.
-OK, FAILED, USAGE = 0, 1, 2
-
-# Fired by the bridge's CLI verbs rather than by a libvirt hook call; a trial may run them.
-VERB_EVENTS: tuple[str, ...] = (
-    "before_vm_pause",
-    "before_vm_cont",
-    "before_vm_hibernate",
-    "before_vm_migrate_source",
-)
-EVENTS: tuple[str, ...] = tuple(dict.fromkeys(mapping.EVENTS + VERB_EVENTS))
-# Events that concern no domain: their scripts get no XML, no properties and no vmId.
-DAEMON_EVENTS: frozenset[str] = frozenset(
-    row.event for row in mapping.HOOK_TABLE if row.xml == mapping.XML_NONE
-)
-# What libvirt passes to a hook from its own environment, besides LC_ALL=C
-# (virCommandAddEnvPassCommon): a real event's scripts get these and nothing else of it.
-LIBVIRT_PASSED_ENV = ("LD_PRELOAD", "LD_LIBRARY_PATH", "PATH", "HOME", "USER", "LOGNAME", "TMPDIR")
 TRIAL = "trial run by `libvirt-bridge run`, nothing is applied to libvirt"
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+def add_parser(add: AddParser) -> None:
+    parser = add(
         "run",
+        parents=[options.CONNECT],
         help="try one event's scripts on a domain's XML, outside libvirt, and show what they did",
         description=textwrap.fill(
             "Run the scripts of one VDSM event, as the real event would (same scripts in the "
@@ -61,7 +47,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "          virsh dumpxml vm1 | libvirt-bridge run after_vm_start vm1 --xml -\n"
             "          libvirt-bridge run before_vdsm_start"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("event", metavar="EVENT", help=f"a VDSM event: {', '.join(EVENTS)}")
     parser.add_argument(
@@ -75,17 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="FILE",
         help="run on the domain XML in FILE (- for stdin) instead of the domain's current XML",
     )
-    parser.add_argument(
-        "--connect",
-        "-c",
-        metavar="URI",
-        help="libvirt connection URI (default: libvirt_uri of the config file)",
-    )
     parser.set_defaults(func=main)
-
-
-def error(message: str) -> None:
-    sys.stderr.write(f"libvirt-bridge run: error: {message}\n")
 
 
 def note(message: str) -> None:
@@ -112,28 +87,12 @@ class _Source:
         self.origin = origin
 
 
-class _TrialError(Exception):
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 def main(args: argparse.Namespace) -> int:
     reason = check_event(args.event)
     if reason:
-        error(reason)
-        return USAGE
-    try:
-        cfg = config.load()
-    except config.ConfigError as exc:
-        error(str(exc))
-        return FAILED
-    try:
-        source = _source(args, cfg)
-    except _TrialError as exc:
-        error(str(exc))
-        return exc.status
-    return trial(cfg, args.event, source)
+        raise UsageError(reason)
+    cfg = options.load_config(args)
+    return trial(cfg, args.event, _source(args, cfg))
 
 
 def _source(args: argparse.Namespace, cfg: config.Config) -> _Source:
@@ -145,10 +104,9 @@ def _source(args: argparse.Namespace, cfg: config.Config) -> _Source:
             )
         return _Source("-", "", b"", "none (a daemon event)")
     if not args.domain:
-        raise _TrialError(
+        raise UsageError(
             f"{args.event} needs a DOMAIN (usage: libvirt-bridge run {args.event} DOMAIN "
             "[--xml FILE])",
-            USAGE,
         )
     if args.xml:
         return _from_file(args.domain, args.xml)
@@ -167,13 +125,13 @@ def _from_file(name: str, path: str) -> _Source:
                 data = f.read()
             origin = f"the file {path}"
     except OSError as exc:
-        raise _TrialError(f"cannot read {path}: {exc.strerror}", USAGE) from None
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     try:
         root = domxml.parse(data)
     except domxml.XMLError as exc:
-        raise _TrialError(f"{origin} is not well-formed XML: {exc}", USAGE) from None
+        raise UsageError(f"{origin} is not well-formed XML: {exc}") from None
     if root.tag != "domain":
-        raise _TrialError(f"{origin} is not a domain XML (its root is <{root.tag}>)", USAGE)
+        raise UsageError(f"{origin} is not a domain XML (its root is <{root.tag}>)")
     uuid = (root.findtext("uuid") or "").strip()
     xml_name = (root.findtext("name") or "").strip()
     if xml_name and xml_name != name:
@@ -184,59 +142,34 @@ def _from_file(name: str, path: str) -> _Source:
 def _from_libvirt(ident: str, uri: str) -> _Source:
     import libvirt
 
-    from .. import props
+    from ..connection import LibvirtFailure, find_domain, message, open_connection
 
+    conn = open_connection(uri, readonly=True)
     try:
-        conn = props.connect(uri, readonly=True)
+        dom = find_domain(conn, ident)
         try:
-            dom = props.lookup_domain(conn, ident)
-            try:
-                xml = dom.XMLDesc(0).encode("utf-8")
-                name, uuid = dom.name(), dom.UUIDString()
-            except libvirt.libvirtError as exc:
-                raise props.PropsError(
-                    f"cannot read the XML of domain {ident!r}: {exc.get_error_message()}"
-                ) from None
-        finally:
-            conn.close()
-    except props.PropsError as exc:
-        raise _TrialError(str(exc), FAILED) from None
-    return _Source(name, uuid, xml, f"the current XML of {name} on {uri}")
-
-
-def hook_environment(properties: dict[str, str], uuid: str) -> dict[str, str]:
-    """The environment a real event's scripts get: libvirt's hook environment, then
-    ``runner.script_environment``'s properties, vmId and PYTHONPATH.
-
-    Nothing of the caller's shell leaks in (LIBVIRT_BRIDGE_CONFIG, a virtualenv, ...), so
-    a script that relies on it fails here as it would for real.
-    """
-    from ..runner import script_environment
-
-    saved = dict(os.environ)
-    base = {"LC_ALL": "C"}
-    base.update((key, saved[key]) for key in LIBVIRT_PASSED_ENV if key in saved)
-    try:
-        os.environ.clear()
-        os.environ.update(base)
-        return script_environment(properties, uuid or None)
+            xml = dom.XMLDesc(0).encode("utf-8")
+            name, uuid = dom.name(), dom.UUIDString()
+        except libvirt.libvirtError as exc:
+            raise LibvirtFailure(
+                f"cannot read the XML of domain {ident!r}: {message(exc)}"
+            ) from None
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
+        conn.close()
+    return _Source(name, uuid, xml, f"the current XML of {name} on {uri}")
 
 
 def trial(cfg: config.Config, event: str, source: _Source) -> int:
     from .. import domxml
     from ..discovery import find_scripts
     from ..events import event_label, properties_of
-    from ..runner import run_event
+    from ..runner import libvirt_hook_environment, run_event, script_environment
 
     log = _ShowingLog(cfg.log_file)
     try:
         properties = properties_of(source.xml)
     except domxml.XMLError as exc:  # from libvirt: not expected
-        error(f"the domain XML is not well-formed: {exc}")
-        return FAILED
+        raise BridgeError(f"the domain XML is not well-formed: {exc}") from None
     who = f"domain {source.name}" if source.name != "-" else "the daemon"
     vm_id = f" (vmId {source.uuid})" if source.uuid else ""
     print(f"trial of {event} for {who}{vm_id}: nothing is applied to libvirt")
@@ -256,7 +189,7 @@ def trial(cfg: config.Config, event: str, source: _Source) -> int:
         return OK
     label = f"{event_label(event, source.name, source.uuid)} [trial]"
     log.info(f"{label}: {TRIAL}; {len(scripts)} script(s)")
-    env = hook_environment(properties, source.uuid)
+    env = script_environment(properties, source.uuid or None, libvirt_hook_environment())
     outcome = run_event(scripts, source.xml, env, cfg.script_timeout, log, label)
     print()
     for result in outcome.results:

@@ -12,7 +12,10 @@ import textwrap
 from .. import installation, launcher, logrotate, mapping, selinux, service
 from ..config import Config, ConfigError
 from ..discovery import refusal
+from ..errors import UsageError
 from ..installation import KNOWN_EVENTS
+from . import options
+from .options import AddParser
 
 # Enough of a script to see its #! line and most CRLF damage.
 _HEAD = 65536
@@ -35,9 +38,10 @@ class Report:
         print(f"PROBLEM: {message}\n  fix: {fix}")
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+def add_parser(add: AddParser) -> None:
+    parser = add(
         "status",
+        parents=[options.CONFDIR, options.LOGROTATE_DIR],
         help="check the installation and the hook scripts; list each problem with its fix",
         description=textwrap.fill(
             "Check that the launchers are installed in CONFDIR/hooks (and which earlier hooks "
@@ -56,11 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "          sudo libvirt-bridge status --confdir /srv/lab/etc/libvirt "
             "--config /srv/lab/bridge.toml"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    installation.add_confdir_argument(parser)
-    installation.add_config_argument(parser)
-    installation.add_logrotate_dir_argument(parser)
     # Where the kernel shows SELinux; another root only for tests.
     parser.add_argument("--selinuxfs", default=selinux.SELINUXFS, help=argparse.SUPPRESS)
     parser.set_defaults(func=main)
@@ -68,12 +68,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def main(args: argparse.Namespace) -> int:
     confdir = os.path.abspath(args.confdir)
-    config_path = installation.config_argument(args.config)
+    config_path = options.config_path(args)
     try:
         installation.check_confdir(confdir)
     except installation.InstallError as exc:
-        installation.error("status", str(exc))
-        return 2
+        raise UsageError(str(exc)) from None
     report = Report()
     install = f"libvirt-bridge install --confdir {shlex.quote(confdir)} --config " + shlex.quote(
         config_path

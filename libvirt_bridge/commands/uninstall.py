@@ -6,12 +6,14 @@ import argparse
 import textwrap
 
 from .. import installation
-from ..installation import InstallError
+from . import options
+from .options import AddParser
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+def add_parser(add: AddParser) -> None:
+    parser = add(
         "uninstall",
+        parents=[options.CONFDIR, options.LOGROTATE_DIR, options.DRY_RUN],
         help="remove the hook launchers and restore the hooks they kept (idempotent)",
         description=textwrap.fill(
             "Remove the bridge's launchers CONFDIR/hooks/qemu and CONFDIR/hooks/daemon (only "
@@ -26,23 +28,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "examples: sudo libvirt-bridge uninstall\n"
             "          sudo libvirt-bridge uninstall --dry-run"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    installation.add_confdir_argument(parser)
-    installation.add_config_argument(parser)
-    installation.add_logrotate_dir_argument(parser)
-    parser.add_argument(
-        "--dry-run", action="store_true", help="print what would be done; change nothing"
     )
     parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    config_path = installation.config_argument(args.config)
-    try:
-        plan = installation.plan_uninstall(args.confdir, config_path, args.logrotate_dir)
-        plan.execute(args.dry_run)
-    except InstallError as exc:
-        installation.error("uninstall", str(exc))
-        return 1
+    plan = installation.plan_uninstall(args.confdir, options.config_path(args), args.logrotate_dir)
+    plan.execute(args.dry_run)
     return 0

@@ -15,7 +15,7 @@ import libvirt
 import pytest
 from lxml import etree
 
-from libvirt_bridge import domxml, props
+from libvirt_bridge import connection, domxml, props
 
 from . import run
 
@@ -42,7 +42,7 @@ def testdrv() -> Iterator[libvirt.virConnect]:
     Its state outlives a test while any connection stays open (another module's may), so
     ``test`` starts without ovirt-vm metadata here.
     """
-    props.connect(URI).close()  # installs the quiet error handler
+    connection.open_connection(URI).close()  # installs the quiet error handler
     conn = libvirt.open(URI)
     dom = conn.lookupByName("test")
     for flag in (libvirt.VIR_DOMAIN_AFFECT_LIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG):

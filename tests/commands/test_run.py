@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from bridge_harness import Bridge, domain_xml, uuid_of
 
-from libvirt_bridge.commands import run as run_command
-from libvirt_bridge.runner import COMPAT_DIR
+from libvirt_bridge.runner import COMPAT_DIR, LIBVIRT_PASSED_ENV
 
 from . import run
 
@@ -82,7 +81,7 @@ def test_the_environment_is_the_real_events(bridge: Bridge, trial: Path) -> None
     # Only what libvirt passes to a hook: nothing of the caller's shell.
     assert "SHELL_ONLY_VARIABLE" not in env and "LIBVIRT_BRIDGE_CONFIG" not in env
     allowed = {"LC_ALL", "PYTHONPATH", "vmId", "_hook_domxml", *PROPS}
-    assert set(env) - allowed <= set(run_command.LIBVIRT_PASSED_ENV)
+    assert set(env) - allowed <= set(LIBVIRT_PASSED_ENV)
     assert record["xml"] == trial.read_text()
     assert record["cwd"] == "/" and record["argv"] == [
         str(bridge.hooks / "before_vm_start" / "50_probe")

@@ -52,11 +52,11 @@ def test_demo_shows_every_event_virsh_fires_and_leaves_nothing(short_dir: str) -
 
 
 def test_demo_refuses_a_workdir_that_is_not_a_directory(tmp_path: Path) -> None:
-    result = demo("--workdir", str(tmp_path / "nowhere"))
+    nowhere = str(tmp_path / "nowhere")
+    result = demo("--workdir", nowhere)
     assert result.returncode == 2
     assert (
-        result.stderr
-        == f"libvirt-bridge: demo: --workdir {str(tmp_path / 'nowhere')!r} is not a directory\n"
+        result.stderr == f"libvirt-bridge demo: error: --workdir {nowhere!r} is not a directory\n"
     )
 
 
@@ -66,6 +66,6 @@ def test_demo_says_why_a_workdir_is_too_deep(tmp_path: Path) -> None:
     deep.mkdir()
     result = demo("--workdir", str(deep))
     assert result.returncode == 1
-    assert result.stderr.startswith("libvirt-bridge: demo: sandbox root ")
+    assert result.stderr.startswith("libvirt-bridge demo: error: sandbox root ")
     assert "exceeds 107 bytes" in result.stderr and "Traceback" not in result.stderr
     assert os.listdir(deep) == []

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from libvirt_bridge import mapping
-from libvirt_bridge.commands.run import LIBVIRT_PASSED_ENV
+from libvirt_bridge.runner import LIBVIRT_PASSED_ENV
 from libvirt_bridge.sandbox import Sandbox
 
 pytestmark = pytest.mark.libvirt
