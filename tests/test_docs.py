@@ -1,0 +1,100 @@
+"""The documents stay true: the CLI reference, the tests they cite, their links."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import re
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+FAILS = DOCS / "how-the-bridge-fails.md"
+LINKED = [ROOT / "README.md", ROOT / "hooks.d" / "README.md", *sorted(DOCS.glob("*.md"))]
+
+TEST_REF = re.compile(r"`(tests/[\w/.-]+\.py)::(\w+)(?:\[[^\]`]*\])?`")
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+FENCE = re.compile(r"^```.*?^```", re.M | re.S)
+CODE = re.compile(r"`[^`\n]*`")
+
+
+def _cli_reference() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "cli_reference", ROOT / "scripts" / "cli_reference.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_cli_reference_is_up_to_date() -> None:
+    cli_reference = _cli_reference()
+    path = cli_reference.CLI_MD
+    stale = f"{path.relative_to(ROOT)} is out of date: run {cli_reference.COMMAND}"
+    assert path.exists(), stale
+    assert path.read_text() == cli_reference.render(), stale
+
+
+def _functions(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return {
+        node.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+
+
+def test_every_test_named_in_how_the_bridge_fails_exists() -> None:
+    text = FAILS.read_text()
+    refs = TEST_REF.findall(text)
+    assert len(refs) == text.count("::"), "a reference not of the form `tests/....py::test_x`"
+    missing = []
+    for file, name in refs:
+        path = ROOT / file
+        if not path.is_file():
+            missing.append(f"{file}::{name} (no such file)")
+        elif name not in _functions(path):
+            missing.append(f"{file}::{name}")
+    assert not missing, f"{FAILS.relative_to(ROOT)} names tests that do not exist: {missing}"
+
+
+def _slug(heading: str) -> str:
+    """The anchor GitHub gives a heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    anchors: set[str] = set()
+    text = FENCE.sub("", path.read_text())
+    for heading in re.findall(r"^#{1,6} +(.+?) *#*$", text, re.M):
+        slug = base = _slug(heading)
+        n = 0
+        while slug in anchors:
+            n += 1
+            slug = f"{base}-{n}"
+        anchors.add(slug)
+    return anchors
+
+
+def _links(path: Path) -> list[str]:
+    text = CODE.sub("", FENCE.sub("", path.read_text()))
+    return LINK.findall(text)
+
+
+def test_relative_links_resolve() -> None:
+    broken = []
+    for doc in LINKED:
+        for link in _links(doc):
+            if re.match(r"[a-z][a-z0-9+.-]*:", link):  # https:, mailto:, ...
+                continue
+            file, _, anchor = link.partition("#")
+            target = (doc.parent / file).resolve() if file else doc
+            where = f"{doc.relative_to(ROOT)}: {link}"
+            if not target.exists():
+                broken.append(f"{where} (no such file)")
+            elif anchor and target.suffix == ".md" and anchor not in _anchors(target):
+                broken.append(f"{where} (no such heading)")
+    assert not broken, broken
