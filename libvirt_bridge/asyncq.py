@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 import time
 
+from .files import write_atomic
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .config import Config
@@ -63,11 +65,8 @@ def enqueue(state_dir: str, key: str, job: Job) -> str:
     # CLOCK_MONOTONIC is one clock for every process of the host, so the hook and the
     # listener queue into one order.
     stem = f"{time.monotonic_ns():020d}-{os.getpid()}"
-    tmp = os.path.join(directory, f".{stem}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(job.encode())
     path = os.path.join(directory, stem + JOB)
-    os.rename(tmp, path)
+    write_atomic(path, job.encode(), 0o600)
     return path
 
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import stat
-import tempfile
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from . import mapping
 from .errors import BridgeError
+from .files import write_atomic
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # Where a wheel carries hooks.d when pyproject.toml maps it into the package.
@@ -180,18 +179,6 @@ def install_copy(copy: Copy) -> None:
     """Write ``copy.dest``: the source's content, mode 0755, owned by root (when root)."""
     directory = os.path.dirname(copy.dest)
     os.makedirs(directory, mode=0o755, exist_ok=True)
-    # A dotfile while it is written: the bridge never runs one.
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(copy.dest)}.", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out, open(copy.source, "rb") as src:
-            shutil.copyfileobj(src, out)
-        os.chmod(tmp, 0o755)
-        if os.geteuid() == 0:
-            os.chown(tmp, 0, 0)
-        os.replace(tmp, copy.dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with open(copy.source, "rb") as src:
+        content = src.read()
+    write_atomic(copy.dest, content, 0o755, root_owned=True)

@@ -12,6 +12,7 @@ import marshal
 import os
 
 from .errors import BridgeError
+from .files import write_atomic
 
 DEFAULT_PATH = "/etc/libvirt-bridge.toml"
 ENV_VAR = "LIBVIRT_BRIDGE_CONFIG"
@@ -177,13 +178,7 @@ def _read_cache(cache: str, key: tuple[int, ...]) -> dict[str, object] | None:
 
 
 def _write_cache(cache: str, key: tuple[int, ...], values: dict[str, object]) -> None:
-    tmp = f"{cache}.{os.getpid()}"
     try:
-        with open(tmp, "wb") as f:
-            marshal.dump((key, values), f)
-        os.replace(tmp, cache)
+        write_atomic(cache, marshal.dumps((key, values)))
     except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        pass  # no cache: the file is parsed on each call

@@ -24,6 +24,7 @@ import os
 
 from . import mapping
 from .config import Config
+from .files import write_atomic
 
 # Bumped when the file's shape changes: a launcher only reads the format it was written for.
 FORMAT = 3
@@ -125,21 +126,8 @@ def is_current(config: Config) -> bool:
 def write(config: Config) -> None:
     """Write the file for ``config`` atomically, with the config's mtime; OSError if not."""
     path = fastpath_path(config.path)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "w") as f:
-            f.write(render(config))
-        if config.mtime_ns is not None:
-            # Equal mtimes are how the launcher knows the config has not changed since.
-            os.utime(tmp, ns=(config.mtime_ns, config.mtime_ns))
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    # Equal mtimes are how the launcher knows the config has not changed since.
+    write_atomic(path, render(config), 0o644, mtime_ns=config.mtime_ns)
 
 
 def refresh(config: Config) -> None:

@@ -29,6 +29,7 @@ from . import fastpath, launcher, logrotate, mapping, service
 from .config import Config, ConfigError
 from .discovery import find_scripts
 from .errors import BridgeError
+from .files import temp_path, write_atomic
 from .log import Log
 
 ETC_LIBVIRT = "/etc/libvirt"
@@ -508,10 +509,7 @@ def plan_listener_uninstall(plan: Plan, config_path: str) -> None:
 
 
 def _write_text(path: str, text: str) -> None:
-    with open(f"{path}.tmp", "w") as f:
-        f.write(text)
-    os.chmod(f"{path}.tmp", 0o644)
-    os.replace(f"{path}.tmp", path)
+    write_atomic(path, text, 0o644)
 
 
 def _systemctl_checked(*args: str) -> None:
@@ -556,10 +554,8 @@ def _plan_config(plan: Plan, config_path: str) -> Config:
 
 def _write_config(path: str, text: str) -> None:
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
+    tmp = temp_path(path)
+    write_atomic(tmp, text, 0o644)
     # os.link fails if the file appeared meanwhile: an existing config is never replaced.
     try:
         os.link(tmp, path)

@@ -16,6 +16,7 @@ from importlib import resources
 from typing import NamedTuple
 
 from .fastpath import fastpath_path, sh_quote
+from .files import write_atomic
 from .hook import RUNNING_LEGACY, is_launcher
 
 DRIVERS = ("qemu", "daemon")
@@ -103,8 +104,4 @@ def is_ours(path: str) -> bool:
 
 def write(path: str, driver: str, config_path: str, legacy: str = "") -> None:
     """Write the launcher for ``driver`` at ``path`` (mode 0755), atomically."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(render(driver, config_path, legacy=legacy))
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, path)
+    write_atomic(path, render(driver, config_path, legacy=legacy), 0o755)

@@ -28,6 +28,7 @@ from .connection import LibvirtFailure, message, open_connection
 from .discovery import find_scripts
 from .launcher import import_path
 from .service import write_status
+from .state import State
 from .tracker import SHUTOFF, DomainState, Tracker
 
 TYPE_CHECKING = False
@@ -127,10 +128,11 @@ class Listener:
     def __init__(self, config: Config, log: Log) -> None:
         self.config = config
         self.log = log
-        self.tracker = Tracker(self._load_known())
+        self.store = State(config.state_dir)
+        self.tracker = Tracker(self.store.known_states())
         # A listener that ran before (its state dir survives restarts, not reboots) is
         # back from a gap; a first look at the host has nothing to compare with.
-        self.looked_before = os.path.isdir(self._known_dir())
+        self.looked_before = self.store.has_known()
         self.queue: queue.Queue[tuple[str, str, int, int] | str | None] = queue.Queue()
         self.stopping = threading.Event()
         self.closed = threading.Event()
@@ -330,45 +332,20 @@ class Listener:
     def _reap(self) -> None:
         self.runners = [p for p in self.runners if p.poll() is None]
 
-    # --- known states, kept across restarts -----------------------------------------
-
-    def _known_dir(self) -> str:
-        return os.path.join(self.config.state_dir, "listener")
-
-    def _load_known(self) -> dict[str, DomainState]:
-        known: dict[str, DomainState] = {}
-        try:
-            names = os.listdir(self._known_dir())
-        except OSError:
-            return known
-        for uuid in names:
-            try:
-                with open(os.path.join(self._known_dir(), uuid)) as f:
-                    state, _, reason = f.read().strip().partition(" ")
-            except OSError:
-                continue
-            known[uuid] = (state, reason)
-        return known
+    # --- known states, kept across restarts (in the state dir, through State) -----------
 
     def _note_looked(self) -> None:
         self.looked_before = True
         try:
-            os.makedirs(self._known_dir(), mode=0o700, exist_ok=True)
+            self.store.start_known()
         except OSError as exc:
-            self.log.error(f"listener: cannot keep state in {self._known_dir()}: {exc.strerror}")
+            self._cannot_keep(exc)
 
     def _save_known(self, uuid: str) -> None:
-        path = os.path.join(self._known_dir(), uuid)
         try:
-            state = self.tracker.known.get(uuid)
-            if state is None:
-                if os.path.exists(path):
-                    os.unlink(path)
-                return
-            os.makedirs(self._known_dir(), mode=0o700, exist_ok=True)
-            tmp = f"{path}.tmp"
-            with open(tmp, "w") as f:
-                f.write(f"{state[0]} {state[1]}\n")
-            os.replace(tmp, path)
+            self.store.keep_known(uuid, self.tracker.known.get(uuid))
         except OSError as exc:
-            self.log.error(f"listener: cannot keep state in {self._known_dir()}: {exc.strerror}")
+            self._cannot_keep(exc)
+
+    def _cannot_keep(self, exc: OSError) -> None:
+        self.log.error(f"listener: cannot keep state in {self.store.known_dir()}: {exc.strerror}")

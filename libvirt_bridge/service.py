@@ -17,6 +17,8 @@ import sys
 import time
 from importlib import resources
 
+from .files import write_atomic
+
 UNIT_NAME = "libvirt-bridge-listener.service"
 UNIT_DIR = "/etc/systemd/system"
 STOP_TIMEOUT = 10.0
@@ -105,9 +107,7 @@ def write_status(state_dir: str, text: str) -> None:
     path = status_file(state_dir)
     try:
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
-        with open(f"{path}.tmp", "w") as f:
-            f.write(text + "\n")
-        os.replace(f"{path}.tmp", path)
+        write_atomic(path, text + "\n")
     except OSError:
         pass
 

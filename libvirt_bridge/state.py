@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import time
 
+from .files import write_atomic
 from .mapping import DESTROY, FRESH, MIGRATE, MIGRATED, RESTORE, SAVED
 
 # restore/migrate begin and their prepare are one libvirt operation, seconds apart at most.
@@ -32,6 +33,7 @@ STARTED_BY_VERB = "verb-start"
 DESTROYED_BY_VERB = "verb-destroy"
 
 STOP_KINDS = (DESTROY, SAVED, MIGRATED)
+KNOWN = "listener"  # the listener's known states, one file per domain
 
 # libvirt's own status files; the hook runs in the daemon's mount namespace.
 QEMU_STATUS_DIR = "/run/libvirt/qemu"
@@ -86,11 +88,7 @@ class State:
     def _write(self, kind: str, name: str, value: str) -> None:
         directory = os.path.join(self.root, kind)
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        path = os.path.join(directory, name)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            f.write(value)
-        os.replace(tmp, path)
+        write_atomic(os.path.join(directory, name), value, 0o600)
 
     def _read(self, kind: str, name: str) -> str | None:
         try:
@@ -161,6 +159,45 @@ class State:
         """Drop everything known about a domain that is gone from this host."""
         self._remove("domains", f"{uuid}.stop")
         self._remove("markers", uuid)
+
+    # -- the listener's knowledge: each domain's last known (state, reason) --------------
+
+    def known_dir(self) -> str:
+        return os.path.join(self.root, KNOWN)
+
+    def has_known(self) -> bool:
+        """Whether a listener kept states here before (its directory exists)."""
+        return os.path.isdir(self.known_dir())
+
+    def known_states(self) -> dict[str, tuple[str, str]]:
+        """Every domain's last known ``(state, reason)``; unreadable entries are skipped."""
+        known: dict[str, tuple[str, str]] = {}
+        try:
+            names = os.listdir(self.known_dir())
+        except OSError:
+            return known
+        for uuid in names:
+            if not is_uuid(uuid):
+                continue  # a temp file of a write under way
+            try:
+                text = self._read(KNOWN, uuid)
+            except OSError:
+                continue
+            if text is not None:
+                state, _, reason = text.partition(" ")
+                known[uuid] = (state, reason)
+        return known
+
+    def keep_known(self, uuid: str, state: tuple[str, str] | None) -> None:
+        """Record (None: forget) a domain's known state. Raises OSError."""
+        if state is None:
+            self._remove(KNOWN, uuid)
+        else:
+            self._write(KNOWN, uuid, f"{state[0]} {state[1]}\n")
+
+    def start_known(self) -> None:
+        """Mark that a listener has looked at the host. Raises OSError."""
+        os.makedirs(self.known_dir(), mode=0o700, exist_ok=True)
 
 
 def start_kind_from_status(status_xml: bytes) -> str:

@@ -62,7 +62,8 @@ def snapshot() -> set[str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def host_untouched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    session = (str(tmp_path_factory.getbasetemp()).encode(),)
+    # With the slash: pytest-2 must not match another run's pytest-23.
+    session = (os.path.join(tmp_path_factory.getbasetemp(), "").encode(),)
     files_before = snapshot()
     yield
     deadline = time.monotonic() + 15

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import sys
 from types import FrameType
 
 from ..errors import BridgeError
+from ..files import write_atomic
 from ..log import Log
 from . import options
 from .options import AddParser
@@ -41,7 +43,8 @@ def main(args: argparse.Namespace) -> int:
     cfg = options.load_config(args)
     if args.connect:
         cfg.libvirt_uri = args.connect
-    if args.background and _detach():
+    if args.background:
+        _start_detached(args)
         return 0
     if args.pidfile:
         try:
@@ -68,25 +71,25 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _detach() -> bool:
-    """Fork into the background; True in the parent, which should return."""
-    if os.fork():
-        return True
-    os.setsid()
-    if os.fork():
-        os._exit(0)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115
-    return False
+def _start_detached(args: argparse.Namespace) -> None:
+    """The same listener in a new session, its stdio on /dev/null; this process returns."""
+    argv = [sys.executable, "-m", "libvirt_bridge", "listen", "--config", options.config_path(args)]
+    if args.connect:
+        argv += ["--connect", args.connect]
+    if args.pidfile:
+        argv += ["--pidfile", os.path.abspath(args.pidfile)]
+    subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd="/",
+        start_new_session=True,
+    )
 
 
 def _write_pidfile(path: str) -> None:
     directory = os.path.dirname(path)
     if directory:
         os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(f"{os.getpid()}\n")
-    os.replace(tmp, path)
+    write_atomic(path, f"{os.getpid()}\n")
