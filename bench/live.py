@@ -9,7 +9,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import re
 import shutil
 import threading
 import time
@@ -22,7 +21,7 @@ import libvirt_qemu
 from common import median, ms, quantile, ratio, spread, table
 from hookcalls import BASH_DISPATCHER
 
-from libvirt_bridge import launcher, mapping
+from libvirt_bridge import launcher, log, mapping
 from libvirt_bridge.sandbox import Sandbox
 
 TARGET_CYCLE_RATIO = 1.03
@@ -368,22 +367,16 @@ def _wait_records(path: str, event: str, count: int, timeout: float) -> list[tup
         time.sleep(0.02)
 
 
-# "2026-11-22T05:35:01.123 4242 INFO listener: after_vm_pause domain='g' uuid=U (...)"
-_FIRED = re.compile(r"^(\S+)\.(\d{3}) \d+ INFO listener: (after_vm_\w+) domain=.* uuid=(\S+) ")
-
-
 def _fired(log_file: str, offset: int) -> dict[tuple[str, str], float]:
-    """When the listener logged that it fires (event, uuid), from ``offset`` on."""
-    with open(log_file, "rb") as f:
-        f.seek(offset)
-        text = f.read().decode("utf-8", "replace")
+    """When the listener logged that it fires (event, uuid), from ``offset`` on.
+
+    Its line: ``listener: after_vm_pause domain='g' uuid=U (...); N script(s)``.
+    """
     fired: dict[tuple[str, str], float] = {}
-    for line in text.splitlines():
-        match = _FIRED.match(line)
-        if match:
-            stamp, millis, event, uuid = match.groups()
-            when = time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S")) + int(millis) / 1e3
-            fired.setdefault((event, uuid), when)
+    for entry in log.read(log_file, offset)[0]:
+        words = entry.message.split(" ", 2)
+        if words[0] == "listener:" and len(words) > 1 and words[1].startswith("after_vm_"):
+            fired.setdefault((words[1], entry.fields().get("uuid", "")), entry.time)
     return fired
 
 

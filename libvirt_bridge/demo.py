@@ -10,7 +10,6 @@ read from the bridge's log. Exits non-zero if an expected event is missing.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import tempfile
 import time
@@ -18,15 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
-from . import mapping
+from . import log, mapping
 from .sandbox import Sandbox
 
 PROBE = "#!/bin/sh\n# Does nothing: the bridge logs each run (rc, duration).\nexit 0\n"
 MODES = {row.event: row.mode for row in mapping.HOOK_TABLE}
-SCRIPT_LINE = re.compile(
-    r" (?P<event>\w+) domain=(?P<domain>.+?) uuid=\S+ script=(?P<script>\S+) "
-    r"(?P<result>rc=-?\d+|killed[^=]*|could not run: .*?) duration=(?P<duration>[\d.]+)s"
-)
 GUEST = "demo1"
 
 
@@ -47,26 +42,14 @@ class Step:
 
 
 def fired_since(sandbox: Sandbox, offset: int) -> tuple[list[Fired], int]:
-    try:
-        with open(sandbox.log_file, "rb") as f:
-            f.seek(offset)
-            text = f.read()
-    except FileNotFoundError:
-        return [], offset
+    entries, offset = log.read(sandbox.log_file, offset)
     fired = []
-    for line in text.decode("utf-8", "replace").splitlines():
-        match = SCRIPT_LINE.search(line)
-        if match:
-            fired.append(
-                Fired(
-                    sandbox.name,
-                    match["event"],
-                    os.path.basename(match["script"]),
-                    match["result"],
-                    float(match["duration"]),
-                )
-            )
-    return fired, offset + len(text)
+    for entry in entries:
+        run = entry.script_run()
+        if run is not None:
+            event, script, result, seconds = run
+            fired.append(Fired(sandbox.name, event, os.path.basename(script), result, seconds))
+    return fired, offset
 
 
 def run_demo(out: TextIO = sys.stdout, workdir: str | None = None) -> int:

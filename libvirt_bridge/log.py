@@ -69,3 +69,83 @@ def _stderr(text: str) -> None:
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
+
+
+# -- reading the log back (the demo, the benchmarks, the tests) ---------------------------
+
+
+class Entry:
+    """One line of the log: ``TIME PID LEVEL MESSAGE``."""
+
+    __slots__ = ("level", "message", "pid", "time")
+
+    def __init__(self, time: float, pid: int, level: str, message: str) -> None:
+        self.time, self.pid, self.level, self.message = time, pid, level, message
+
+    def fields(self) -> dict[str, str]:
+        """The message's ``key=value`` words; a quoted value (``domain='a b'``) unquoted."""
+        found: dict[str, str] = {}
+        rest = self.message
+        while rest:
+            word, _, rest = rest.partition(" ")
+            key, sep, value = word.partition("=")
+            if not sep or not key.isidentifier():
+                continue
+            if value[:1] in ("'", '"'):
+                value, rest = _quoted(f"{value} {rest}" if rest else value)
+            found.setdefault(key, value)
+        return found
+
+    def script_run(self) -> tuple[str, str, str, float] | None:
+        """(event, script, result, seconds) when the line reports a script's run."""
+        fields = self.fields()
+        if "script" not in fields or "duration" not in fields:
+            return None
+        after = self.message.split(f" script={fields['script']} ", 1)[-1]
+        result = after.split(" duration=", 1)[0]
+        return (
+            self.message.split(" ", 1)[0],
+            fields["script"],
+            result,
+            float(fields["duration"].rstrip("s")),
+        )
+
+
+def _quoted(text: str) -> tuple[str, str]:
+    """The Python string literal that starts ``text``, decoded, and what follows it."""
+    import ast
+
+    quote, i = text[0], 1
+    while i < len(text) and text[i] != quote:
+        i += 2 if text[i] == "\\" else 1
+    literal, rest = text[: i + 1], text[i + 2 :]
+    try:
+        return str(ast.literal_eval(literal)), rest
+    except (ValueError, SyntaxError):
+        return literal, rest
+
+
+def read(path: str, offset: int = 0) -> tuple[list[Entry], int]:
+    """The log's entries from byte ``offset`` on, and the offset after the last whole line.
+
+    A line being written (no newline yet) is left for the next read.
+    """
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return [], offset
+    whole = data[: data.rfind(b"\n") + 1]
+    entries = []
+    for line in whole.decode("utf-8", "replace").splitlines():
+        stamp, _, rest = line.partition(" ")
+        pid, _, rest = rest.partition(" ")
+        level, _, message = rest.partition(" ")
+        seconds, _, millis = stamp.partition(".")
+        try:
+            moment = time.mktime(time.strptime(seconds, "%Y-%m-%dT%H:%M:%S")) + int(millis) / 1e3
+            entries.append(Entry(moment, int(pid), level, message))
+        except ValueError:
+            continue  # not a line of ours
+    return entries, offset + len(whole)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from pathlib import Path
 
 import pytest
 from bridge_harness import Bridge, domain_xml
 
-from libvirt_bridge.log import Log
+from libvirt_bridge.log import Log, read
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} \d+ (INFO|WARNING|ERROR) .*$")
 
@@ -47,3 +49,31 @@ def test_a_hook_call_with_an_unwritable_log_loses_nothing(tmp_path: Path) -> Non
     err = result.stderr.decode()
     assert "cannot write log" in err
     assert "10_veto" in err and "no room" in err
+
+
+def test_the_log_reads_back_what_the_bridge_wrote(bridge: Bridge) -> None:
+    bridge.script("before_vm_start", "10_ok", "#!/bin/sh\nexit 0\n")
+    bridge.script("before_vm_start", "20_fails", "#!/bin/sh\necho 'no way' >&2\nexit 1\n")
+    name = 'it\'s a "vm" with spaces'
+    assert bridge.qemu(name, "prepare", "begin", domain_xml(name=name)).returncode == 1
+    entries, offset = read(str(bridge.log))
+    assert offset == bridge.log.stat().st_size
+    runs = [entry.script_run() for entry in entries if entry.script_run()]
+    assert [(r[0], os.path.basename(r[1]), r[2]) for r in runs if r] == [
+        ("before_vm_start", "10_ok", "rc=0"),
+        ("before_vm_start", "20_fails", "rc=1"),
+    ]
+    failed = next(e for e in entries if e.level == "ERROR" and e.script_run())
+    assert failed.fields()["domain"] == name and failed.fields()["stderr"] == "no way"
+    assert abs(failed.time - time.time()) < 60
+    assert read(str(bridge.log), offset) == ([], offset)
+
+
+def test_a_line_being_written_is_left_for_the_next_read(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    path.write_bytes(b"2026-12-01T10:00:00.250 7 INFO one\n2026-12-01T10:00:01.000 7 INFO tw")
+    entries, offset = read(str(path))
+    assert [(e.pid, e.level, e.message) for e in entries] == [(7, "INFO", "one")]
+    assert offset == len(b"2026-12-01T10:00:00.250 7 INFO one\n")
+    assert entries[0].time % 1 == 0.25
+    assert read(str(tmp_path / "absent"), 5) == ([], 5)
