@@ -23,12 +23,38 @@ if TYPE_CHECKING:
     from .log import Log
 
 
-def refusal(st: os.stat_result) -> str | None:
-    """Why a script with this (followed) stat may not run as root, or None."""
+# Why an entry of an event directory does not run, as (kind, reason). ``status`` names a
+# fix per kind; the hook logs the reason (a subdirectory is skipped without a word).
+DANGLING = "dangling"
+CANNOT_STAT = "cannot-stat"
+DIRECTORY = "directory"
+NOT_REGULAR = "not-regular"
+NOT_EXECUTABLE = "not-executable"
+FOREIGN_OWNER = "foreign-owner"
+WRITABLE = "writable"
+
+
+def why_not_run(path: str) -> tuple[str, str] | None:
+    """Why the entry at ``path`` of an event directory does not run, or None when it runs."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return DANGLING, "dangling symlink"
+    except OSError as exc:
+        return CANNOT_STAT, f"cannot stat: {exc.strerror}"
+    if stat.S_ISDIR(st.st_mode):
+        return DIRECTORY, "a directory"
+    if not stat.S_ISREG(st.st_mode):
+        return NOT_REGULAR, "not a regular file"
+    if not os.access(path, os.X_OK):
+        return NOT_EXECUTABLE, "not executable (chmod +x it to run it)"
+    # Scripts run as root.
     if st.st_uid not in (0, os.geteuid()):
-        return f"owned by uid {st.st_uid}, not by root"
+        return FOREIGN_OWNER, f"refused: owned by uid {st.st_uid}, not by root"
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return f"writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+        return WRITABLE, (
+            f"refused: writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+        )
     return None
 
 
@@ -49,30 +75,10 @@ def find_scripts(roots: list[str], event: str, log: Log | None = None) -> list[s
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            problem = _problem(entry)
+            problem = why_not_run(entry.path)
             if problem is None:
                 found.append((entry.name, index, entry.path))
-            elif problem and log:
-                log.warning(f"{event}: skipped {entry.path}: {problem}")
+            elif problem[0] != DIRECTORY and log:
+                log.warning(f"{event}: skipped {entry.path}: {problem[1]}")
     found.sort()
     return [path for _name, _index, path in found]
-
-
-def _problem(entry: os.DirEntry[str]) -> str | None:
-    """None when runnable; '' when silently skipped; else the reason it is skipped."""
-    try:
-        st = os.stat(entry.path)
-    except FileNotFoundError:
-        return "dangling symlink"
-    except OSError as exc:
-        return f"cannot stat: {exc.strerror}"
-    if stat.S_ISDIR(st.st_mode):
-        return ""
-    if not stat.S_ISREG(st.st_mode):
-        return "not a regular file"
-    if not os.access(entry.path, os.X_OK):
-        return "not executable (chmod +x it to run it)"
-    reason = refusal(st)
-    if reason:
-        return f"refused: {reason}"
-    return None

@@ -6,12 +6,10 @@ import argparse
 import difflib
 import os
 import shlex
-import stat
 import textwrap
 
-from .. import installation, launcher, logrotate, mapping, selinux, service
+from .. import discovery, installation, launcher, logrotate, mapping, selinux, service
 from ..config import Config, ConfigError
-from ..discovery import refusal
 from ..errors import UsageError
 from ..installation import KNOWN_EVENTS
 from . import options
@@ -246,29 +244,30 @@ def _entries(report: Report, directory: str) -> list[os.DirEntry[str]]:
         return []
 
 
+# What status says of each reason the hook does not run a script (discovery's rules), and
+# the fix; ``{path}`` is the script's, quoted for a shell.
+_NOT_RUN: dict[str, tuple[str, str]] = {
+    discovery.DANGLING: ("is a dangling symlink", "rm {path}, or fix its target"),
+    discovery.CANNOT_STAT: ("cannot be read ({reason})", "check {path}"),
+    discovery.NOT_EXECUTABLE: ("is not executable, so it does not run", "chmod +x {path}"),
+    discovery.FOREIGN_OWNER: ("is {reason}", "chown root {path}"),
+    discovery.WRITABLE: ("is {reason}", "chmod go-w {path}"),
+}
+
+
 def check_event_dir(report: Report, directory: str) -> None:
     for entry in _entries(report, directory):
         if entry.name.startswith("."):
             continue
         path = entry.path
-        quoted = shlex.quote(path)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            report.problem(f"{path} is a dangling symlink", f"rm {quoted}, or fix its target")
-            continue
-        except OSError as exc:
-            report.problem(f"{path} cannot be read: {exc.strerror}", f"check {quoted}")
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            continue
-        if not st.st_mode & 0o111:
-            report.problem(f"{path} is not executable, so it does not run", f"chmod +x {quoted}")
-        reason = refusal(st)
-        if reason:
-            fix = f"chown root {quoted}" if "owned by" in reason else f"chmod go-w {quoted}"
-            report.problem(f"{path} is refused: {reason}", fix)
-        check_script_text(report, path)
+        problem = discovery.why_not_run(path)
+        if problem is not None and problem[0] in _NOT_RUN:
+            what, fix = _NOT_RUN[problem[0]]
+            report.problem(
+                f"{path} {what.format(reason=problem[1])}", fix.format(path=shlex.quote(path))
+            )
+        if problem is None or problem[0] in (discovery.FOREIGN_OWNER, discovery.WRITABLE):
+            check_script_text(report, path)
 
 
 def check_script_text(report: Report, path: str) -> None:
