@@ -46,6 +46,13 @@ CONTINUED = _event("resumed", "unpaused", "unpaused")
 CAME_IN = _event("resumed", "migrated", "migrated")
 
 DomainState = tuple[str, str]
+# A domain started with its vCPUs paused (virsh start --paused): the SUSPENDED/PAUSED that
+# follows its STARTED/BOOTED is no one's pause.
+STARTED_PAUSED = ("paused", "start")
+
+
+def _is_pause(state: DomainState) -> bool:
+    return state[0] == "paused" and state[1] in PAUSE_REASONS
 
 
 class Tracker:
@@ -58,10 +65,13 @@ class Tracker:
         # An event that follows was emitted after the callbacks were registered, so it is
         # news even when the snapshot (read later) already shows its effect.
         self.snapshot_only: set[str] = set()
+        # Domains that had a RESUMED since they last stopped: a boot resumes its vCPUs
+        # before its STARTED/BOOTED; a start --paused does not.
+        self.resumed: set[str] = set()
 
     def paused_for_pause(self, uuid: str) -> bool:
         state = self.known.get(uuid)
-        return state is not None and state[0] == "paused" and state[1] in PAUSE_REASONS
+        return state is not None and _is_pause(state)
 
     def observe(self, uuid: str, event: str, detail: str, current: DomainState) -> str | None:
         """The VDSM event that this lifecycle event fires (or None); remembers the result."""
@@ -74,7 +84,10 @@ class Tracker:
                 context = "user"
             row = mapping.find_row("listener", event, detail, context)
             if row is not None:
-                if not self.paused_for_pause(uuid) or uuid in self.snapshot_only:
+                started_paused = self.known.get(uuid) == STARTED_PAUSED
+                if (not self.paused_for_pause(uuid) or uuid in self.snapshot_only) and not (
+                    started_paused
+                ):
                     fired = row.event
                 settled = ("paused", context or detail)
         elif event == "resumed" and detail == "unpaused":
@@ -102,10 +115,28 @@ class Tracker:
             self.incoming.add(uuid)
         elif event in ("stopped", "undefined"):
             self.incoming.discard(uuid)
+            self.resumed.discard(uuid)
             settled = SHUTOFF
+        if event == "resumed":
+            self.resumed.add(uuid)
+        if event != "suspended" and _is_pause(settled):
+            settled = self._not_learnt_from(uuid, event, detail)
         self.known[uuid] = settled
         self.snapshot_only.discard(uuid)
         return fired
+
+    def _not_learnt_from(self, uuid: str, event: str, detail: str) -> DomainState:
+        """The state to keep when a non-SUSPENDED event finds the domain paused for a pause.
+
+        The state is read when the event is handled, maybe after a pause that came next (a
+        start, then a pause at once): that pause is made known by its own SUSPENDED event,
+        still to come, which must fire.
+        """
+        if event == "started" and detail == "booted" and uuid not in self.resumed:
+            return STARTED_PAUSED
+        if event in ("started", "resumed"):
+            return ("running", detail)
+        return self.known.get(uuid, ("running", "unknown"))
 
     def resync(self, uuid: str, current: DomainState, after_gap: bool = True) -> str | None:
         """After a gap (reconnect, restart): the event a changed state shows was missed.
@@ -115,6 +146,8 @@ class Tracker:
         """
         before = self.known.get(uuid)
         self.known[uuid] = current
+        if current[0] == "running":
+            self.resumed.add(uuid)
         missed = None
         if after_gap and current == RUNNING_MIGRATED and before != current:
             # Only an incoming migration leaves a domain running with reason "migrated".
@@ -135,4 +168,5 @@ class Tracker:
     def forget(self, uuid: str) -> None:
         self.known.pop(uuid, None)
         self.incoming.discard(uuid)
+        self.resumed.discard(uuid)
         self.snapshot_only.discard(uuid)

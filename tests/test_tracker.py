@@ -59,6 +59,31 @@ def test_start_paused_then_resume() -> None:
     assert play(t, [("resumed", "unpaused", RUNNING_UNPAUSED)]) == ["after_vm_cont"]
 
 
+def test_a_pause_right_after_a_boot_fires_though_the_boot_is_handled_late() -> None:
+    # The boot's events are handled after the pause: state() already says paused/user.
+    t = Tracker({U: ("shutoff", "destroyed")})
+    steps = [
+        ("resumed", "unpaused", PAUSED_USER),
+        ("started", "booted", PAUSED_USER),
+        ("suspended", "paused", PAUSED_USER),
+    ]
+    assert play(t, steps) == ["after_vm_pause"]
+
+
+def test_a_pause_right_after_a_restore_fires_though_the_restore_is_handled_late() -> None:
+    t = Tracker({U: ("shutoff", "saved")})
+    steps = [
+        ("started", "restored", PAUSED_USER),
+        ("resumed", "from_snapshot", PAUSED_USER),
+        ("suspended", "paused", PAUSED_USER),
+    ]
+    assert play(t, steps) == ["after_vm_pause"]
+    # The test driver's restore has no RESUMED.
+    t = Tracker({U: ("shutoff", "saved")})
+    steps = [("started", "restored", PAUSED_USER), ("suspended", "paused", PAUSED_USER)]
+    assert play(t, steps) == ["after_vm_pause"]
+
+
 def test_burst_pause_resume_seen_late() -> None:
     t = Tracker({U: RUNNING_BOOTED})
     # Both events are handled after the resume: state() already says running/unpaused.
