@@ -16,27 +16,27 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import stat
 import sys
 from collections.abc import Callable
 from functools import partial
 from importlib import resources
-from typing import NamedTuple
 
 from . import config as configmod
 from . import fastpath, launcher, logrotate, mapping, service
 from .config import Config, ConfigError
+from .confinement import (
+    apparmor_confines_libvirt,
+    apparmor_fix,
+    apparmor_risk,
+    outside_apparmor_dir,
+)
+from .daemons import ETC_LIBVIRT, Daemon, daemons_using, no_daemon_message, picked_up, send_sighup
 from .discovery import find_scripts
 from .errors import BridgeError
 from .files import temp_path, write_atomic
 from .log import Log
 
-ETC_LIBVIRT = "/etc/libvirt"
-# The only place where the AppArmor profiles of Debian's and Ubuntu's libvirtd and
-# virtqemud let hooks execute files.
-APPARMOR_HOOKS_DIR = "/etc/libvirt/hooks"
-APPARMOR_PROFILES = "/sys/kernel/security/apparmor/profiles"
 LEGACY_SUFFIX = ".legacy"
 DEFAULT_CONFIG_ASSET = "libvirt-bridge.toml"
 
@@ -148,134 +148,6 @@ def launcher_call(path: str) -> LauncherCall | None:
             return launcher.read_call(f.read())
     except (OSError, UnicodeDecodeError):
         return None
-
-
-# -- daemons --------------------------------------------------------------------------------
-
-
-class Daemon(NamedTuple):
-    name: str
-    pid: int
-
-
-def uses_confdir(pid: int, confdir: str) -> bool:
-    """Whether process ``pid`` sees ``confdir`` as its /etc/libvirt."""
-    try:
-        theirs = os.stat(f"/proc/{pid}/root{ETC_LIBVIRT}")
-        ours = os.stat(confdir)
-    except OSError:
-        return False
-    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
-
-
-def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def daemons_using(confdir: str) -> list[Daemon]:
-    """The running libvirtd/virtqemud processes whose /etc/libvirt is ``confdir``."""
-    found: list[Daemon] = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        name = _comm(pid)
-        if name in mapping.QEMU_DAEMONS and uses_confdir(pid, confdir):
-            found.append(Daemon(name, pid))
-    return sorted(found, key=lambda d: d.pid)
-
-
-def daemon_record(daemon: Daemon, state_dir: str) -> tuple[int, int] | None:
-    """(pid, mtime_ns) of the record the daemon hook last wrote for ``daemon``'s name.
-
-    Read through the daemon's own root: the hook wrote it in the daemon's mount namespace.
-    """
-    path = f"/proc/{daemon.pid}/root" + os.path.join(state_dir, "daemon", daemon.name)
-    try:
-        mtime = os.stat(path).st_mtime_ns
-        with open(path) as f:
-            text = f.read()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        key, _, value = line.partition("=")
-        if key == "pid" and value.strip().isdigit():
-            return int(value), mtime
-    return None
-
-
-def picked_up(daemon: Daemon, state_dir: str, launchers: list[str]) -> bool:
-    """Whether ``daemon`` looked for hooks (start or SIGHUP) since ``launchers`` were written.
-
-    libvirt looks for hook files only then; the daemon hook records each time it does.
-    """
-    record = daemon_record(daemon, state_dir)
-    if record is None:
-        return False
-    pid, recorded = record
-    newest = 0
-    for path in launchers:
-        try:
-            newest = max(newest, os.stat(path).st_mtime_ns)
-        except OSError:
-            pass
-    return pid == daemon.pid and recorded > newest
-
-
-def send_sighup(daemon: Daemon, confdir: str) -> None:
-    # The pid may have been reused since the plan was made; a daemon that has gone looks
-    # for hooks anyway when it starts again.
-    if _comm(daemon.pid) == daemon.name and uses_confdir(daemon.pid, confdir):
-        try:
-            os.kill(daemon.pid, signal.SIGHUP)
-        except ProcessLookupError:
-            pass
-
-
-def no_daemon_message(confdir: str) -> str:
-    return f"no running libvirtd/virtqemud uses {confdir}; hooks take effect when it starts"
-
-
-# -- AppArmor -----------------------------------------------------------------------------
-
-
-def apparmor_confines_libvirt() -> bool:
-    """Whether AppArmor enforces a libvirtd or virtqemud profile on this host."""
-    try:
-        with open(APPARMOR_PROFILES) as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return False
-    for line in lines:
-        name, _, mode = line.rpartition(" (")
-        if os.path.basename(name) in mapping.QEMU_DAEMONS and mode.rstrip(")") == "enforce":
-            return True
-    return False
-
-
-def outside_apparmor_dir(root: str) -> bool:
-    norm = os.path.normpath(root)
-    return not (norm == APPARMOR_HOOKS_DIR or norm.startswith(APPARMOR_HOOKS_DIR + "/"))
-
-
-def apparmor_risk(root: str) -> str:
-    return (
-        f"hooks root {root} is outside {APPARMOR_HOOKS_DIR}, and AppArmor confines "
-        "libvirtd/virtqemud here: it may refuse to run the scripts there"
-    )
-
-
-def apparmor_fix(root: str, config_path: str) -> str:
-    return (
-        f"move it under {APPARMOR_HOOKS_DIR} (hooks_dirs in {config_path}), or allow it with "
-        f"a line '{os.path.normpath(root)}/** rmix,' in "
-        "/etc/apparmor.d/local/usr.sbin.libvirtd (usr.sbin.virtqemud on modular hosts), then "
-        "reload AppArmor"
-    )
 
 
 # -- the plan -------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from .. import config as configmod
 from .. import logrotate
-from ..installation import ETC_LIBVIRT
+from ..daemons import ETC_LIBVIRT
 
 # What a command module's ``add_parser`` is given: ``add_subparsers().add_parser``, with
 # the shared options and formatting already in place.

@@ -8,7 +8,7 @@ import os
 import shlex
 import textwrap
 
-from .. import discovery, installation, launcher, logrotate, mapping, selinux, service
+from .. import confinement, daemons, discovery, installation, launcher, logrotate, mapping, service
 from ..config import Config, ConfigError
 from ..errors import UsageError
 from ..installation import KNOWN_EVENTS
@@ -60,7 +60,7 @@ def add_parser(add: AddParser) -> None:
         ),
     )
     # Where the kernel shows SELinux; another root only for tests.
-    parser.add_argument("--selinuxfs", default=selinux.SELINUXFS, help=argparse.SUPPRESS)
+    parser.add_argument("--selinuxfs", default=confinement.SELINUXFS, help=argparse.SUPPRESS)
     parser.set_defaults(func=main)
 
 
@@ -79,7 +79,7 @@ def main(args: argparse.Namespace) -> int:
     launchers = check_launchers(report, confdir, config_path, install)
     if cfg is not None:
         check_daemons(report, confdir, cfg, launchers)
-        confined = installation.apparmor_confines_libvirt()
+        confined = confinement.apparmor_confines_libvirt()
         for root in cfg.hooks_dirs:
             check_hooks_root(report, confdir, root, config_path, confined, install)
         check_log_rotation(report, cfg, args.logrotate_dir, install)
@@ -174,15 +174,15 @@ def check_launcher(report: Report, path: str, config_path: str, install: str) ->
 
 
 def check_daemons(report: Report, confdir: str, cfg: Config, launchers: list[str]) -> None:
-    daemons = installation.daemons_using(confdir)
-    if not daemons:
-        report.info(installation.no_daemon_message(confdir))
+    running = daemons.daemons_using(confdir)
+    if not running:
+        report.info(daemons.no_daemon_message(confdir))
         return
-    for daemon in daemons:
+    for daemon in running:
         who = f"{daemon.name} (pid {daemon.pid})"
         if not launchers:
             report.info(f"{who} uses {confdir}")
-        elif installation.picked_up(daemon, cfg.state_dir, launchers):
+        elif daemons.picked_up(daemon, cfg.state_dir, launchers):
             report.ok(f"{who} has looked for hooks since the launchers were written")
         else:
             report.problem(
@@ -203,10 +203,8 @@ def check_hooks_root(
     if not os.access(host, os.R_OK | os.X_OK):
         report.problem(f"hooks root {shown} cannot be read", f"chmod 755 {shlex.quote(host)}")
         return
-    if confined and installation.outside_apparmor_dir(root):
-        report.problem(
-            installation.apparmor_risk(root), installation.apparmor_fix(root, config_path)
-        )
+    if confined and confinement.outside_apparmor_dir(root):
+        report.problem(confinement.apparmor_risk(root), confinement.apparmor_fix(root, config_path))
     problems = report.problems
     for entry in _entries(report, host):
         if entry.name.startswith(".") or not entry.is_dir():
@@ -348,20 +346,22 @@ def check_log_rotation(report: Report, cfg: Config, entry_dir: str, install: str
 
 def check_selinux(report: Report, selinuxfs: str) -> None:
     """Since Fedora 40 the policy confines hooks unless virt_hooks_unconfined is on."""
-    if not selinux.enforcing(selinuxfs):
+    if not confinement.enforcing(selinuxfs):
         return
-    unconfined = selinux.boolean(selinux.HOOKS_UNCONFINED, selinuxfs)
+    unconfined = confinement.boolean(confinement.HOOKS_UNCONFINED, selinuxfs)
     if unconfined is None:
         report.info(
-            f"SELinux enforces; its policy has no {selinux.HOOKS_UNCONFINED} boolean, so "
+            f"SELinux enforces; its policy has no {confinement.HOOKS_UNCONFINED} boolean, so "
             "hooks run in libvirt's own domain"
         )
     elif unconfined:
-        report.ok(f"SELinux enforces, and {selinux.HOOKS_UNCONFINED} is on: hooks run unconfined")
+        report.ok(
+            f"SELinux enforces, and {confinement.HOOKS_UNCONFINED} is on: hooks run unconfined"
+        )
     else:
         report.problem(
-            f"SELinux enforces and {selinux.HOOKS_UNCONFINED} is off: the policy confines "
+            f"SELinux enforces and {confinement.HOOKS_UNCONFINED} is off: the policy confines "
             "libvirt's hooks, so scripts fail to read, write or run what they need, in ways "
             "that look like bugs in them",
-            f"setsebool -P {selinux.HOOKS_UNCONFINED} on",
+            f"setsebool -P {confinement.HOOKS_UNCONFINED} on",
         )

@@ -16,6 +16,8 @@ from bridge_harness import domain_xml
 from libvirt_bridge import (
     cli,
     config,
+    confinement,
+    daemons,
     fastpath,
     installation,
     launcher,
@@ -302,15 +304,15 @@ def test_apparmor_host_warns_about_roots_outside_etc_libvirt_hooks(
     host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     profiles = tmp_path / "profiles"
-    monkeypatch.setattr(installation, "APPARMOR_PROFILES", str(profiles))
+    monkeypatch.setattr(confinement, "APPARMOR_PROFILES", str(profiles))
     profiles.write_text("libvirtd (complain)\n/usr/sbin/dnsmasq (enforce)\n")
     assert "AppArmor" not in host.install()[2]
     profiles.write_text("virt-aa-helper (enforce)\nvirtqemud (enforce)\n")
     _, _, err = host.install()
     assert f"warning: hooks root {host.hooks_root} is outside /etc/libvirt/hooks" in err
-    assert installation.outside_apparmor_dir("/opt/hooks")
-    assert not installation.outside_apparmor_dir("/etc/libvirt/hooks/vdsm.d")
-    assert installation.outside_apparmor_dir("/etc/libvirt/hooksx")
+    assert confinement.outside_apparmor_dir("/opt/hooks")
+    assert not confinement.outside_apparmor_dir("/etc/libvirt/hooks/vdsm.d")
+    assert confinement.outside_apparmor_dir("/etc/libvirt/hooksx")
 
 
 def test_host_path_maps_etc_libvirt_into_the_confdir() -> None:
@@ -323,9 +325,9 @@ def test_host_path_maps_etc_libvirt_into_the_confdir() -> None:
 
 def test_a_process_uses_the_confdir_its_root_sees_as_etc_libvirt(tmp_path: Path) -> None:
     if os.path.isdir("/etc/libvirt"):
-        assert installation.uses_confdir(os.getpid(), "/etc/libvirt")
-    assert not installation.uses_confdir(os.getpid(), str(tmp_path))
-    assert installation.daemons_using(str(tmp_path)) == []
+        assert daemons.uses_confdir(os.getpid(), "/etc/libvirt")
+    assert not daemons.uses_confdir(os.getpid(), str(tmp_path))
+    assert daemons.daemons_using(str(tmp_path)) == []
 
 
 def test_sighup_goes_only_to_the_daemon_using_the_confdir(host: Host, tmp_path: Path) -> None:
@@ -335,8 +337,8 @@ def test_sighup_goes_only_to_the_daemon_using_the_confdir(host: Host, tmp_path: 
     sandboxed = FakeDaemon(tmp_path / "sandboxed", host.confdir)
     on_host = FakeDaemon(tmp_path / "on-host", None)
     try:
-        assert installation.daemons_using(str(host.confdir)) == [
-            installation.Daemon("libvirtd", sandboxed.pid)
+        assert daemons.daemons_using(str(host.confdir)) == [
+            daemons.Daemon("libvirtd", sandboxed.pid)
         ]
         status, out, _ = host.install()
         assert status == 0

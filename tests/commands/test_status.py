@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_bridge import installation, launcher, logrotate, service
+from libvirt_bridge import confinement, launcher, logrotate, service
 
 from . import FakeDaemon, Host, namespaces_usable
 
@@ -161,7 +161,7 @@ def invalid_config(host: Host) -> tuple[str, str]:
 def apparmor(host: Host) -> tuple[str, str]:
     profiles = host.root / "profiles"
     profiles.write_text("/usr/sbin/libvirtd (enforce)\n")
-    installation.APPARMOR_PROFILES = str(profiles)
+    confinement.APPARMOR_PROFILES = str(profiles)
     return (
         f"hooks root {host.hooks_root} is outside /etc/libvirt/hooks, and AppArmor",
         "fix: move it under /etc/libvirt/hooks",
@@ -192,7 +192,7 @@ CASES: list[Callable[[Host], tuple[str, str]]] = [
 def test_each_problem_is_reported_with_its_fix(
     host: Host, case: Callable[[Host], tuple[str, str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(installation, "APPARMOR_PROFILES", str(host.root / "no-apparmor"))
+    monkeypatch.setattr(confinement, "APPARMOR_PROFILES", str(host.root / "no-apparmor"))
     problem, fix = case(host)
     status, out, _ = host.cmd("status")
     assert status == 1, out
