@@ -1,4 +1,4 @@
-"""Fixtures shared by the tests; the harness itself is ``bridge_harness``.
+"""Fixtures shared by the tests; the helpers they share are the ``testing`` package.
 
 The whole suite must leave the machine as it found it: no file in the host's libvirt
 directories, nor one of the bridge's or libvirt's in /run, /tmp, /var/log or
@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bridge_harness import Bridge, live_processes_mentioning
+
+from testing.harness import Bridge, live_processes_mentioning
 
 WATCHED_TREES = ("/etc/libvirt", "/var/lib/libvirt", "/var/log/libvirt", "/run/libvirt")
 WATCHED_DIRS = ("/run", "/tmp", "/var/log", "/etc/logrotate.d")

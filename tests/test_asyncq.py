@@ -7,9 +7,8 @@ import signal
 import time
 from pathlib import Path
 
-from bridge_harness import Bridge, domain_xml
-
 from libvirt_bridge.asyncq import Job
+from testing.harness import Bridge, domain_xml
 
 
 def slow_probe(bridge: Bridge, event: str, seconds: float, name: str = "50_slow") -> None:

@@ -10,12 +10,12 @@ import subprocess
 import sys
 
 import pytest
-from bridge_harness import domain_xml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from libvirt_bridge import domxml
 from libvirt_bridge.launcher import import_path
+from testing.harness import domain_xml
 
 NS = 'xmlns:o="http://ovirt.org/vm/1.0"'
 

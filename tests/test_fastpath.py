@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from bridge_harness import Bridge, domain_xml
 
 from libvirt_bridge import config, fastpath, launcher, mapping
+from testing.harness import Bridge, domain_xml
 
 FIRING_CALLS = [
     ("prepare", "begin", "-"),

@@ -11,11 +11,11 @@ import threading
 import time
 from pathlib import Path
 
-from bridge_harness import LIBVIRT_ENV, Bridge, domain_xml, escape
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from libvirt_bridge import dispatch
+from testing.harness import LIBVIRT_ENV, Bridge, domain_xml, escape
 
 MAX_RSS_KB = """
 import resource, subprocess, sys

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-from bridge_harness import Bridge, domain_xml, uuid_of
 
 from libvirt_bridge import mapping
+from testing.harness import Bridge, domain_xml, uuid_of
 
 STATUS_SAVE = b"<domstatus state='paused' reason='save' pid='1'>\n<domain type='kvm'/>\n"
 STATUS_MIGRATED = (
@@ -244,10 +244,12 @@ def test_daemon_hook_fires_for_qemu_daemons_only(bridge: Bridge) -> None:
         assert bridge.daemon("shutdown", "shutdown", parent=parent).returncode == 0
     assert bridge.wait_async() == []
     assert "virtnetworkd" in bridge.log_text()
-    for parent in ("libvirtd", "virtqemud"):
+    for count, parent in ((2, "libvirtd"), (4, "virtqemud")):
         bridge.daemon("start", "start", parent=parent)
         bridge.daemon("shutdown", "shutdown", parent=parent)
-    records = bridge.wait_async(4)
+        # after_vdsm_stop runs after the call returns: the next daemon's start must not
+        # overtake it.
+        records = bridge.wait_async(count)
     assert [r["event"] for r in records] == [
         "before_vdsm_start",
         "after_vdsm_stop",

@@ -12,9 +12,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from bridge_harness import Bridge, domain_xml
-
 from libvirt_bridge import hook, launcher
+from testing.harness import Bridge, domain_xml
 
 ENDS_WITHIN = 30.0
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from bridge_harness import Bridge
 
 from libvirt_bridge.config import load
 from libvirt_bridge.listener import RUNNER_BOOTSTRAP, Listener
 from libvirt_bridge.log import Log
+from testing.harness import Bridge
 
 
 @pytest.fixture

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import subprocess
 
-from bridge_harness import LIBVIRT_ENV, Bridge, domain_xml, uuid_of
-
 from libvirt_bridge.asyncq import Job, enqueue
 from libvirt_bridge.launcher import import_path
 from libvirt_bridge.listener import runner_argv
 from libvirt_bridge.runner import COMPAT_DIR
+from testing.harness import LIBVIRT_ENV, Bridge, domain_xml, uuid_of
 
 # What a runner must never import: the CLI and what only its other commands need.
 HEAVY = {"argparse", "libvirt", "libvirt_bridge.cli", "libvirt_bridge.commands", "lxml"}

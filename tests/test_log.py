@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-from bridge_harness import Bridge, domain_xml
 
 from libvirt_bridge.log import Log, read
+from testing.harness import Bridge, domain_xml
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} \d+ (INFO|WARNING|ERROR) .*$")
 

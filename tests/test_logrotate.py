@@ -9,10 +9,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from bridge_harness import domain_xml
-from commands import Host
 
 from libvirt_bridge import logrotate
+from testing.harness import domain_xml
+from testing.hosts import Host
 
 ROTATIONS = 5
 

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from bridge_harness import Bridge, domain_xml, uuid_of
+
+from testing.harness import Bridge, domain_xml, uuid_of
 
 APPEND_NAME = """#!/bin/sh
 printf '%s\\n' "$(basename "$0")" >> {out}

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from bridge_harness import LIBVIRT_ENV, Bridge
 
 from libvirt_bridge.verbs import RUN_DIR_VARIABLE, hook_process_environment
+from testing.harness import LIBVIRT_ENV, Bridge
 
 UUID_OFF = "11111111-2222-3333-4444-555555555555"
 UUID_ON = "66666666-7777-8888-9999-000000000000"

@@ -11,7 +11,6 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from bridge_harness import domain_xml
 
 from libvirt_bridge import (
     cli,
@@ -25,8 +24,8 @@ from libvirt_bridge import (
     mapping,
     service,
 )
-
-from . import FakeDaemon, Host, namespaces_usable, run, tree
+from testing.harness import domain_xml
+from testing.hosts import FakeDaemon, Host, namespaces_usable, run, tree
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from libvirt_bridge import installation
-
-from . import Host
+from testing.hosts import Host
 
 
 @pytest.fixture

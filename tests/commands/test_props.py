@@ -16,8 +16,7 @@ import pytest
 from lxml import etree
 
 from libvirt_bridge import connection, domxml, props
-
-from . import run
+from testing.hosts import run
 
 URI = "test:///default"
 NS = props.OVIRT_VM_NS

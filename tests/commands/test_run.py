@@ -9,11 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from bridge_harness import Bridge, domain_xml, uuid_of
 
 from libvirt_bridge.runner import COMPAT_DIR, LIBVIRT_PASSED_ENV
-
-from . import run
+from testing.harness import Bridge, domain_xml, uuid_of
+from testing.hosts import run
 
 PROPS = {"pincpu": "1-4", "label": "web &amp; db"}
 EDIT = """\

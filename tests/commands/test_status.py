@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from libvirt_bridge import confinement, launcher, logrotate, service
-
-from . import FakeDaemon, Host, namespaces_usable
+from testing.hosts import FakeDaemon, Host, namespaces_usable, run
 
 
 @pytest.fixture
@@ -211,8 +210,6 @@ def test_vdsm_only_event_is_a_note(host: Host) -> None:
 
 
 def test_missing_confdir_exits_2(tmp_path: Path) -> None:
-    from . import run
-
     status, _, err = run("status", "--confdir", str(tmp_path / "x"), "--config", "/dev/null/c")
     assert status == 2
     assert f"confdir {tmp_path / 'x'} does not exist" in err

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bridge_harness import live_processes_mentioning
 
 from libvirt_bridge import mapping
 from libvirt_bridge.sandbox import mounts_mentioning
+from testing.harness import live_processes_mentioning
 
 pytestmark = pytest.mark.libvirt
 

@@ -8,11 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from bridge_harness import Bridge
 
 from libvirt_bridge import catalogue, mapping
-
-from . import HOOKS_D, guest_xml, install_wrapped, run_hook, shipped, uuid_of
+from testing.harness import Bridge
+from testing.hooks import HOOKS_D, guest_xml, install_wrapped, run_hook, shipped, uuid_of
 
 
 def records(path: Path) -> list[dict[str, object]]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from bridge_harness import Bridge
 
-from . import guest_xml, run_hook, shipped
+from testing.harness import Bridge
+from testing.hooks import guest_xml, run_hook, shipped
 
 EVENTS = ("before_vm_migrate_source", "before_vm_migrate_destination")
 TRUE = ["true", "True", "TRUE", "1", "2", "-1", " 1"]

@@ -8,12 +8,11 @@ import stat
 from pathlib import Path
 
 import pytest
-from bridge_harness import domain_xml
-from commands import Host, tree
 
 from libvirt_bridge import catalogue, mapping
-
-from . import HOOKS_D
+from testing.harness import domain_xml
+from testing.hooks import HOOKS_D
+from testing.hosts import Host, tree
 
 EXPECTED = {
     "audit": set(mapping.EVENTS),

@@ -10,11 +10,19 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from bridge_harness import Bridge
 
 from libvirt_bridge.runner import COMPAT_DIR
-
-from . import HugeTLB, Ran, hugepage_xml, install_wrapped, load_script, run_hook, shipped, uuid_of
+from testing.harness import Bridge
+from testing.hooks import (
+    HugeTLB,
+    Ran,
+    hugepage_xml,
+    install_wrapped,
+    load_script,
+    run_hook,
+    shipped,
+    uuid_of,
+)
 
 START, DEHIBERNATE, INCOMING = (
     "before_vm_start",

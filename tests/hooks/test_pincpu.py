@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from bridge_harness import Bridge
 from lxml import etree
 
-from . import guest_xml, run_hook, shipped
+from testing.harness import Bridge
+from testing.hooks import guest_xml, run_hook, shipped
 
 PINCPU = shipped("before_vm_start", "pincpu")
 

@@ -11,9 +11,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bridge_harness import Bridge
 
-from . import FakePci, Ran, install_wrapped, pci_hostdev, run_hook, shipped, uuid_of, vfio_xml
+from testing.harness import Bridge
+from testing.hooks import (
+    FakePci,
+    Ran,
+    install_wrapped,
+    pci_hostdev,
+    run_hook,
+    shipped,
+    uuid_of,
+    vfio_xml,
+)
 
 NIC, DISK, GPU = "0000:0b:00.0", "0000:0c:00.0", "0000:41:00.1"
 START, DESTROY = "before_vm_start", "after_vm_destroy"
