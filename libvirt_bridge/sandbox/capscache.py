@@ -1,0 +1,50 @@
+"""QEMU capabilities, probed by one sandbox's libvirtd, reused by the next ones.
+
+libvirt probes each QEMU binary's capabilities (about 2 s per accelerator, kvm and tcg)
+when it first needs them: the first guest defined probes ``qemu-system-x86_64``, ``virsh
+capabilities`` also ``qemu-system-i386``. The result is cached under
+``/var/cache/libvirt/qemu/capabilities`` and reused only if the host CPUID that libvirtd
+read at its start is identical, and on some virtual machines CPUID differs between CPUs.
+So libvirtd starts pinned to one CPU (its threads are unpinned once it answers), and the
+cache files of one sandbox seed the sandboxes started later by this process.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Cache file name -> contents, gathered from the sandboxes of this process.
+_seed: dict[str, bytes] = {}
+
+
+def capabilities_dir(cache_dir: str) -> str:
+    """Where a libvirtd whose /var/cache/libvirt is ``cache_dir`` caches capabilities."""
+    return os.path.join(cache_dir, "qemu", "capabilities")
+
+
+def seed(cache_dir: str) -> None:
+    """Put the gathered cache files that ``cache_dir`` lacks into it."""
+    if not _seed:
+        return
+    directory = capabilities_dir(cache_dir)
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    for name, data in _seed.items():
+        path = os.path.join(directory, name)
+        if not os.path.exists(path):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+
+
+def gather(cache_dir: str) -> None:
+    """Keep the cache files of ``cache_dir`` for the sandboxes started later."""
+    directory = capabilities_dir(cache_dir)
+    try:
+        names = [n for n in os.listdir(directory) if n.endswith(".xml")]
+        found = {}
+        for name in names:
+            with open(os.path.join(directory, name), "rb") as f:
+                found[name] = f.read()
+    except OSError:
+        return
+    _seed.update(found)

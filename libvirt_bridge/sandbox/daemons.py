@@ -1,0 +1,290 @@
+"""virtlogd and libvirtd of one sandbox: started in new namespaces, stopped, reloaded.
+
+The setup (``unshare --mount --uts --propagation private``) records its namespaces, mounts
+the sandbox's directories, sets the hostname and starts both daemons; whatever runs in the
+sandbox later enters those namespaces through virtlogd (``nsenter``), which runs as long
+as the sandbox does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+
+from . import capscache
+from .client import VirshError, virsh
+from .errors import SandboxError, tails
+from .host import binary, daemon_env, which
+from .layout import Layout
+from .namespaces import Namespaces, process_alive
+
+# "2026-01-01 10:00:00.000+0000: 1234: debug : virRunScript:279 : Calling hook ..."
+_LOG_LINE = re.compile(r"^\S+ \S+: (\d+): \w+ : (\w+):\d+ : (.*)$")
+
+
+class Daemons:
+    """The daemons of the sandbox laid out by ``layout``, in the namespaces ``namespaces``."""
+
+    def __init__(self, layout: Layout, namespaces: Namespaces, start_timeout: float) -> None:
+        self.layout = layout
+        self.namespaces = namespaces
+        self.start_timeout = start_timeout
+        self._setup: subprocess.Popen[str] | None = None
+        self._cpus = os.sched_getaffinity(0)
+
+    # -- starting -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the setup in new namespaces; return when libvirtd answers."""
+        deadline = time.monotonic() + self.start_timeout
+        capscache.seed(self.layout.cache_dir)
+        argv = [binary("unshare"), "--mount", "--uts", "--propagation", "private"]
+        argv += ["/bin/sh", "-c", self._setup_script()]
+        self._setup = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=daemon_env(),
+            cwd="/",
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            out, err = self._setup.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self._setup.kill()
+            out, err = self._setup.communicate()
+            raise SandboxError(
+                f"sandbox setup did not finish in {self.start_timeout} s\n{err}"
+                + self.diagnostics()
+            ) from None
+        self.namespaces.read(self.layout.namespaces_record)
+        if self._setup.returncode != 0:
+            output = (err + out).strip()
+            raise SandboxError(
+                f"sandbox setup failed (exit {self._setup.returncode})"
+                + (f": {output}" if output else "")
+                + self.diagnostics()
+            )
+        self.namespaces.hold(self.virtlogd_pid())
+        self.namespaces.start_watchdog()
+        self._wait_ready(deadline)
+
+    def stop_setup(self) -> None:
+        """Kill the setup if it still runs (a start that failed or was interrupted)."""
+        if self._setup is not None and self._setup.poll() is None:
+            self._setup.kill()
+            self._setup.wait()
+
+    def _setup_script(self) -> str:
+        q = shlex.quote
+        lines = [
+            "set -e",
+            f"readlink /proc/$$/ns/mnt /proc/$$/ns/uts > {q(self.layout.namespaces_record)}",
+            *self.layout.mount_commands(),
+            f"printf %s {q(self.layout.name)} > /proc/sys/kernel/hostname",
+            f"{q(binary('virtlogd'))} -d -p /run/libvirt/virtlogd.pid"
+            " </dev/null >>/var/log/libvirt/virtlogd.out 2>&1",
+            self._libvirtd_command(),
+        ]
+        return "\n".join(lines) + "\n"
+
+    def _libvirtd_command(self) -> str:
+        command = f"{shlex.quote(binary('libvirtd'))} -d -p /run/libvirt/libvirtd.pid"
+        taskset = which("taskset")
+        if taskset is not None:
+            # Pinned while it reads the host CPUID (see capscache); unpinned when ready.
+            command = f"{shlex.quote(taskset)} -c {min(self._cpus)} {command}"
+        return f"{command} </dev/null >>/var/log/libvirt/libvirtd.out 2>&1"
+
+    def _wait_ready(self, deadline: float) -> None:
+        """Wait until the socket accepts connections and libvirtd answers a call."""
+        since = time.monotonic()
+        while True:
+            pid = self._pid_from_file("libvirtd")
+            if pid is None:
+                if time.monotonic() - since < 3.0:
+                    time.sleep(0.02)
+                    continue
+                raise SandboxError("libvirtd is not running" + self.diagnostics())
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.connect(self.layout.socket_path)
+                    break
+                except OSError:
+                    pass
+            if time.monotonic() > deadline:
+                raise SandboxError(
+                    f"libvirtd socket {self.layout.socket_path} not ready after "
+                    f"{self.start_timeout} s" + self.diagnostics()
+                )
+            time.sleep(0.02)
+        # The socket accepts before the drivers are up; a call returns once they are.
+        try:
+            virsh(self.layout.uri, "uri", timeout=max(1.0, deadline - time.monotonic()))
+        except VirshError as exc:
+            raise SandboxError(f"libvirtd does not answer: {exc}" + self.diagnostics()) from None
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(task), self._cpus)
+
+    def diagnostics(self) -> str:
+        """The tails of the daemons' output and log, for an error message."""
+        names = ("libvirtd.out", "virtlogd.out", "libvirtd.log")
+        return tails([os.path.join(self.layout.log_dir, name) for name in names])
+
+    # -- processes ------------------------------------------------------------------------
+
+    def _pid_from_file(self, daemon: str) -> int | None:
+        try:
+            with open(os.path.join(self.layout.run_dir, f"{daemon}.pid")) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+        if not self.namespaces.contains(pid):
+            return None
+        return pid if process_alive(pid) else None
+
+    def pid(self, daemon: str) -> int:
+        """The pid of the running ``daemon`` (SandboxError if it does not run)."""
+        pid = self._pid_from_file(daemon)
+        if pid is None:
+            raise SandboxError(f"{daemon} of sandbox {self.layout.name} is not running")
+        return pid
+
+    def virtlogd_pid(self) -> int:
+        return self.pid("virtlogd")
+
+    def running(self) -> bool:
+        """Whether libvirtd runs."""
+        return self._pid_from_file("libvirtd") is not None
+
+    def nsenter(self) -> list[str]:
+        """The command prefix that runs a command in the sandbox's namespaces."""
+        pid = self.virtlogd_pid()
+        return [binary("nsenter"), "--target", str(pid), "--mount", "--uts", "--"]
+
+    def run_in_namespace(
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float = 60.0,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` in the sandbox's mount and UTS namespaces (``nsenter``)."""
+        return subprocess.run(
+            [*self.nsenter(), *argv],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=daemon_env(),
+            cwd="/",
+            timeout=timeout,
+            check=check,
+        )
+
+    # -- reload, stop, start ------------------------------------------------------------
+
+    def log_size(self) -> int:
+        """The size of libvirtd's log: where what it logs next begins."""
+        try:
+            return os.path.getsize(self.layout.libvirtd_log)
+        except OSError:
+            return 0
+
+    def reload(self, timeout: float = 10.0) -> None:
+        """SIGHUP libvirtd; return once it has looked for hook files again."""
+        pid = self.pid("libvirtd")
+        offset = self.log_size()
+        os.kill(pid, signal.SIGHUP)
+        self.wait_reloaded(offset, timeout)
+
+    def wait_reloaded(self, offset: int, timeout: float = 10.0) -> None:
+        """Wait until libvirtd's log, from ``offset`` on, shows a reload's hook work done.
+
+        If a ``daemon`` hook is installed, that includes its ``reload`` call's return.
+        Gives up silently after ``timeout`` s.
+        """
+        daemon_scripts = self._daemon_hook_scripts()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with open(self.layout.libvirtd_log, "rb") as f:
+                    f.seek(offset)
+                    text = f.read().decode("utf-8", "replace")
+            except OSError:
+                text = ""
+            if _reload_finished(text, daemon_scripts):
+                return
+            time.sleep(0.02)
+
+    def _daemon_hook_scripts(self) -> int:
+        """How many scripts libvirt runs for a daemon hook call (main file + daemon.d)."""
+        hooks_dir = self.layout.hooks_dir
+        paths = [os.path.join(hooks_dir, "daemon")]
+        directory = os.path.join(hooks_dir, "daemon.d")
+        if os.path.isdir(directory):
+            paths += [os.path.join(directory, name) for name in os.listdir(directory)]
+        return sum(1 for p in paths if os.path.isfile(p) and os.access(p, os.X_OK))
+
+    def stop_libvirtd(self, timeout: float = 30.0) -> None:
+        """SIGTERM libvirtd and wait until it has exited (running guests keep running)."""
+        pid = self._pid_from_file("libvirtd")
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while process_alive(pid):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                raise SandboxError(
+                    f"libvirtd {pid} did not exit {timeout} s after SIGTERM; killed"
+                    + self.diagnostics()
+                )
+            time.sleep(0.02)
+
+    def start_libvirtd(self, timeout: float | None = None) -> None:
+        """Start libvirtd again in the sandbox's namespaces and wait until it answers."""
+        deadline = time.monotonic() + (self.start_timeout if timeout is None else timeout)
+        capscache.seed(self.layout.cache_dir)
+        result = self.run_in_namespace(
+            ["/bin/sh", "-c", self._libvirtd_command()],
+            check=False,
+            timeout=max(1.0, deadline - time.monotonic()),
+        )
+        if result.returncode != 0:
+            raise SandboxError(
+                f"libvirtd did not start (exit {result.returncode}): {result.stderr.strip()}"
+                + self.diagnostics()
+            )
+        self._wait_ready(deadline)
+
+
+def _reload_finished(log: str, daemon_scripts: int) -> bool:
+    """Whether libvirtd's log (from the SIGHUP on) shows the reload's hook work done."""
+    # virHookInitialize checks the drivers in a fixed order, bhyve last.
+    if "/etc/libvirt/hooks/bhyve" not in log:
+        return False
+    if daemon_scripts == 0:
+        return True
+    thread, calls, results = "", 0, 0
+    for line in log.splitlines():
+        match = _LOG_LINE.match(line)
+        if match is None:
+            continue
+        tid, function, message = match.groups()
+        if function == "virRunScript" and "hooks/daemon" in message and "op=reload" in message:
+            thread = tid
+            calls += 1
+        elif tid == thread and function == "virCommandRun" and message.startswith("Result"):
+            results += 1
+    return calls >= daemon_scripts and results >= calls
