@@ -22,7 +22,7 @@ def capabilities_dir(cache_dir: str) -> str:
     return os.path.join(cache_dir, "qemu", "capabilities")
 
 
-def seed(cache_dir: str) -> None:
+def seed_capabilities(cache_dir: str) -> None:
     """Put the gathered cache files that ``cache_dir`` lacks into it."""
     if not _seed:
         return
@@ -36,7 +36,7 @@ def seed(cache_dir: str) -> None:
                 f.write(data)
 
 
-def gather(cache_dir: str) -> None:
+def gather_capabilities(cache_dir: str) -> None:
     """Keep the cache files of ``cache_dir`` for the sandboxes started later."""
     directory = capabilities_dir(cache_dir)
     try:

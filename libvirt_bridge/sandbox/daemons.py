@@ -18,7 +18,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 
-from . import capscache
+from .capscache import seed_capabilities
 from .client import VirshError, virsh
 from .errors import SandboxError, tails
 from .host import binary, daemon_env, which
@@ -44,7 +44,7 @@ class Daemons:
     def start(self) -> None:
         """Run the setup in new namespaces; return when libvirtd answers."""
         deadline = time.monotonic() + self.start_timeout
-        capscache.seed(self.layout.cache_dir)
+        seed_capabilities(self.layout.cache_dir)
         argv = [binary("unshare"), "--mount", "--uts", "--propagation", "private"]
         argv += ["/bin/sh", "-c", self._setup_script()]
         self._setup = subprocess.Popen(
@@ -255,7 +255,7 @@ class Daemons:
     def start_libvirtd(self, timeout: float | None = None) -> None:
         """Start libvirtd again in the sandbox's namespaces and wait until it answers."""
         deadline = time.monotonic() + (self.start_timeout if timeout is None else timeout)
-        capscache.seed(self.layout.cache_dir)
+        seed_capabilities(self.layout.cache_dir)
         result = self.run_in_namespace(
             ["/bin/sh", "-c", self._libvirtd_command()],
             check=False,

@@ -8,8 +8,8 @@ import uuid as uuidlib
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 
-from . import capscache
 from .bridge import Bridge
+from .capscache import gather_capabilities
 from .daemons import Daemons
 from .errors import SandboxError
 from .guests import Guests
@@ -107,7 +107,7 @@ class Sandbox(Layout):
             raise SandboxError(f"mounts of sandbox {self.name} remain:\n" + "\n".join(leftovers))
 
     def _gather_caps(self) -> None:
-        capscache.gather(self.cache_dir)
+        gather_capabilities(self.cache_dir)
 
     def __enter__(self) -> Sandbox:
         return self
