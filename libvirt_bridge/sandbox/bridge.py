@@ -81,7 +81,7 @@ class Bridge:
         offset = self.daemons.log_size()
         output = self._run_install()
         if self.daemons.running():
-            sighup = f"sent SIGHUP to libvirtd (pid {self.daemons.pid('libvirtd')})"
+            sighup = f"sent SIGHUP to libvirtd (pid {self.daemons.libvirtd_pid()})"
             if sighup in output:
                 self.daemons.wait_reloaded(offset)
 

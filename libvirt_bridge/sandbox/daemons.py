@@ -153,15 +153,19 @@ class Daemons:
             return None
         return pid if process_alive(pid) else None
 
-    def pid(self, daemon: str) -> int:
-        """The pid of the running ``daemon`` (SandboxError if it does not run)."""
+    def _running_pid(self, daemon: str) -> int:
         pid = self._pid_from_file(daemon)
         if pid is None:
             raise SandboxError(f"{daemon} of sandbox {self.layout.name} is not running")
         return pid
 
+    def libvirtd_pid(self) -> int:
+        """The pid of the running libvirtd (SandboxError if it does not run)."""
+        return self._running_pid("libvirtd")
+
     def virtlogd_pid(self) -> int:
-        return self.pid("virtlogd")
+        """The pid of the running virtlogd (SandboxError if it does not run)."""
+        return self._running_pid("virtlogd")
 
     def running(self) -> bool:
         """Whether libvirtd runs."""
@@ -202,8 +206,12 @@ class Daemons:
             return 0
 
     def reload(self, timeout: float = 10.0) -> None:
-        """SIGHUP libvirtd; return once it has looked for hook files again."""
-        pid = self.pid("libvirtd")
+        """SIGHUP libvirtd; return once it has looked for hook files again.
+
+        If a ``daemon`` hook is installed, also wait until its ``reload`` call returned.
+        Gives up silently after ``timeout`` s (the wait reads libvirtd's debug log).
+        """
+        pid = self.libvirtd_pid()
         offset = self.log_size()
         os.kill(pid, signal.SIGHUP)
         self.wait_reloaded(offset, timeout)
@@ -267,6 +275,11 @@ class Daemons:
                 + self.diagnostics()
             )
         self._wait_ready(deadline)
+
+    def restart_libvirtd(self) -> None:
+        """Stop libvirtd and start it again; guests keep running and are reconnected."""
+        self.stop_libvirtd()
+        self.start_libvirtd()
 
 
 def _reload_finished(log: str, daemon_scripts: int) -> bool:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid as uuidlib
-from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 
 from .bridge import Bridge
@@ -25,6 +23,9 @@ class Sandbox(Layout):
     paths are :class:`Layout`'s); :meth:`start` starts the daemons; :meth:`close` (or
     leaving the ``with`` block) kills everything the sandbox started. ``__enter__`` does
     not start the daemons.
+
+    The rest of its API is its parts' (``namespaces``, ``daemons``, ``guests``,
+    ``bridge``), under the names below; each is documented where it is defined.
     """
 
     def __init__(
@@ -40,14 +41,41 @@ class Sandbox(Layout):
         self.host_uuid = str(uuidlib.uuid4())
         self.namespaces = Namespaces()
         self.daemons = Daemons(self, self.namespaces, start_timeout)
-        self.guests = Guests(self.uri, self.domains_dir, domain_type, self._gather_caps)
+        # Defining a guest makes libvirtd probe QEMU, if nothing had yet.
+        self.guests = Guests(self.uri, self.domains_dir, domain_type, self._gather_capabilities)
         self.bridge = Bridge(self, self.daemons)
         self._started = False
         self._closed = False
         self.check()
         self.create(self.host_uuid)
 
-    # -- lifetime -------------------------------------------------------------------------
+        # Processes and daemons.
+        self.pids = self.namespaces.members
+        self.libvirtd_pid = self.daemons.libvirtd_pid
+        self.virtlogd_pid = self.daemons.virtlogd_pid
+        self.running = self.daemons.running
+        self.run_in_namespace = self.daemons.run_in_namespace
+        self.reload = self.daemons.reload
+        self.stop_daemon = self.daemons.stop_libvirtd
+        self.start_daemon = self.daemons.start_libvirtd
+        self.restart_daemon = self.daemons.restart_libvirtd
+        # Guests.
+        self.virsh = self.guests.virsh
+        self.domstate = self.guests.domstate
+        self.running_guests = self.guests.running
+        self.domain_xml = self.guests.domain_xml
+        self.define_guest = self.guests.define
+        self.migrate = self.guests.migrate
+        # The bridge.
+        self.install_bridge = self.bridge.install
+        self.add_hook_script = self.bridge.add_hook_script
+        self.start_listener = self.bridge.start_listener
+        self.listener_pid = self.bridge.listener_pid
+
+    @property
+    def domain_type(self) -> str:
+        """``kvm`` when /dev/kvm works, else ``qemu`` (TCG), unless set at construction."""
+        return self.guests.domain_type
 
     def start(self) -> Sandbox:
         """Start virtlogd and libvirtd in new namespaces; return when libvirtd answers."""
@@ -84,7 +112,7 @@ class Sandbox(Layout):
             return
         interrupted: BaseException | None = None
         try:
-            self._gather_caps()
+            self._gather_capabilities()
             if self.daemons.running():
                 self.guests.destroy_all(timeout=30.0)
             self.bridge.stop_listener()
@@ -106,7 +134,7 @@ class Sandbox(Layout):
         if leftovers:
             raise SandboxError(f"mounts of sandbox {self.name} remain:\n" + "\n".join(leftovers))
 
-    def _gather_caps(self) -> None:
+    def _gather_capabilities(self) -> None:
         gather_capabilities(self.cache_dir)
 
     def __enter__(self) -> Sandbox:
@@ -122,129 +150,3 @@ class Sandbox(Layout):
 
     def __repr__(self) -> str:
         return f"Sandbox({self.root!r}, {self.name!r})"
-
-    # -- processes and daemons ----------------------------------------------------------
-
-    def pids(self) -> list[int]:
-        """Every live process of the sandbox: daemons, QEMU, hook processes, listener."""
-        return self.namespaces.members()
-
-    def libvirtd_pid(self) -> int:
-        """The pid of the running libvirtd (SandboxError if it does not run)."""
-        return self.daemons.pid("libvirtd")
-
-    def virtlogd_pid(self) -> int:
-        """The pid of the running virtlogd (SandboxError if it does not run)."""
-        return self.daemons.pid("virtlogd")
-
-    def running(self) -> bool:
-        """Whether libvirtd runs."""
-        return self.daemons.running()
-
-    def run_in_namespace(
-        self,
-        argv: Sequence[str],
-        *,
-        check: bool = True,
-        timeout: float = 60.0,
-        input: str | None = None,
-    ) -> subprocess.CompletedProcess[str]:
-        """Run ``argv`` in the sandbox's mount and UTS namespaces (``nsenter``)."""
-        return self.daemons.run_in_namespace(argv, check=check, timeout=timeout, input=input)
-
-    def reload(self, timeout: float = 10.0) -> None:
-        """SIGHUP libvirtd; return once it has looked for hook files again.
-
-        If a ``daemon`` hook is installed, also wait until its ``reload`` call returned.
-        Gives up silently after ``timeout`` s (the wait reads libvirtd's debug log).
-        """
-        self.daemons.reload(timeout)
-
-    def stop_daemon(self, timeout: float = 30.0) -> None:
-        """SIGTERM libvirtd and wait until it has exited (running guests keep running)."""
-        self.daemons.stop_libvirtd(timeout)
-
-    def start_daemon(self, timeout: float | None = None) -> None:
-        """Start libvirtd again in the sandbox's namespaces and wait until it answers."""
-        self.daemons.start_libvirtd(timeout)
-
-    def restart_daemon(self) -> None:
-        """Stop libvirtd and start it again; guests keep running and are reconnected."""
-        self.daemons.stop_libvirtd()
-        self.daemons.start_libvirtd()
-
-    # -- guests ---------------------------------------------------------------------------
-
-    def virsh(
-        self, *args: str, check: bool = True, timeout: float = 60.0, input: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        """Run ``virsh -c <uri> ARGS``; VirshError on failure (if ``check``) or timeout."""
-        return self.guests.virsh(*args, check=check, timeout=timeout, input=input)
-
-    def domstate(self, name: str) -> str:
-        """``virsh domstate NAME``, e.g. ``running`` or ``shut off``."""
-        return self.guests.domstate(name)
-
-    def running_guests(self) -> list[str]:
-        """Names of the active guests."""
-        return self.guests.running()
-
-    @property
-    def domain_type(self) -> str:
-        """``kvm`` when /dev/kvm works, else ``qemu`` (TCG), unless set at construction."""
-        return self.guests.domain_type
-
-    def domain_xml(
-        self,
-        name: str,
-        *,
-        uuid: str | None = None,
-        metadata: str = "",
-        description: str | None = None,
-    ) -> str:
-        """A tiny diskless guest: 64 MiB, 1 vCPU, no disk, no NIC, no graphics."""
-        return self.guests.domain_xml(name, uuid=uuid, metadata=metadata, description=description)
-
-    def define_guest(self, name: str, *, metadata: str = "", description: str | None = None) -> str:
-        """Define a tiny diskless guest (see :meth:`domain_xml`); return its UUID."""
-        return self.guests.define(name, metadata=metadata, description=description)
-
-    def migrate(
-        self,
-        name: str,
-        dest: Sandbox,
-        *,
-        live: bool = True,
-        extra_args: Iterable[str] = (),
-        timeout: float = 120.0,
-    ) -> subprocess.CompletedProcess[str]:
-        """Migrate guest ``name`` to ``dest`` over TCP on 127.0.0.1; not checked."""
-        return self.guests.migrate(
-            name, dest.uri, live=live, extra_args=extra_args, timeout=timeout
-        )
-
-    # -- the bridge -----------------------------------------------------------------------
-
-    def install_bridge(self, config_overrides: Mapping[str, object] | None = None) -> None:
-        """Write the bridge's config, then install the bridge as ``libvirt-bridge install``.
-
-        A None value in ``config_overrides`` leaves that key out. Returns once a running
-        libvirtd has looked for hook files again (install sends it SIGHUP).
-        """
-        self.bridge.install(config_overrides)
-
-    def add_hook_script(self, event: str, name: str, text: str) -> str:
-        """Write an executable (0755, root-owned) script ``<hooks_root>/<event>/<name>``."""
-        return self.bridge.add_hook_script(event, name, text)
-
-    def start_listener(self, timeout: float = 30.0) -> int:
-        """Run ``libvirt-bridge listen`` in the sandbox's namespaces; return its pid.
-
-        Call :meth:`install_bridge` first: the listener reads that config. Returns once it
-        connected. :meth:`close` stops it.
-        """
-        return self.bridge.start_listener(timeout)
-
-    def listener_pid(self) -> int:
-        """The pid of the listener started by :meth:`start_listener` (SandboxError if none)."""
-        return self.bridge.listener_pid()
