@@ -21,8 +21,10 @@ from collections.abc import Mapping
 from .. import config, service
 from .daemons import Daemons
 from .errors import SandboxError, tails
-from .host import HOST_ETC
 from .layout import Layout
+
+# The sandbox's etc/libvirt, as its daemons (and install, run beside them) see it.
+CONFDIR = "/etc/libvirt"
 
 
 def _toml_value(value: object) -> str:
@@ -63,8 +65,9 @@ class Bridge:
     def install(self, config_overrides: Mapping[str, object] | None = None) -> None:
         """Write the config, then run ``libvirt-bridge install``; see the module doc.
 
-        A None value in ``config_overrides`` leaves that key out. Returns once a libvirtd
-        that install sent SIGHUP has looked for hook files again.
+        A None value in ``config_overrides`` leaves that key out. The sandbox must run:
+        install runs in its namespaces. Returns once a libvirtd that install sent SIGHUP
+        has looked for hook files again.
         """
         values: dict[str, object] = {
             "hooks_dirs": [self.layout.hooks_root],
@@ -87,7 +90,7 @@ class Bridge:
 
     def _run_install(self) -> str:
         """Run ``libvirt-bridge install`` in the namespaces; return what it printed."""
-        argv = [*service.bridge_command(), "install", "--confdir", HOST_ETC]
+        argv = [*service.bridge_command(), "install", "--confdir", CONFDIR]
         argv += ["--config", self.layout.config_path]
         argv += ["--logrotate-dir", self.layout.logrotate_dir, "--no-listener"]
         result = self.daemons.run_in_namespace(argv, check=False, timeout=120.0)
