@@ -149,6 +149,7 @@ class Namespaces:
         self._fds: list[int] = []
         self._watchdog: subprocess.Popen[bytes] | None = None
         self._watchdog_fd = -1
+        self._released = False
 
     def read(self, record: str) -> None:
         """Take the inodes from ``record``, the setup's ``readlink`` of its two namespaces."""
@@ -176,10 +177,15 @@ class Namespaces:
 
     def contains(self, pid: int) -> bool:
         """Whether ``pid`` is a member (any pid, while the namespaces are not known yet)."""
+        if self._released:
+            return False
         return self.inos is None or is_member(pid, self.inos)
 
     def members(self) -> list[int]:
-        return [] if self.inos is None else member_pids(self.inos)
+        """The live members; none once released: their inode numbers may be others' then."""
+        if self._released or self.inos is None:
+            return []
+        return member_pids(self.inos)
 
     def kill_members(self) -> list[int]:
         """Kill every member (see :func:`kill_namespace`); return the survivors."""
@@ -211,6 +217,7 @@ class Namespaces:
 
     def release(self) -> None:
         """Close the namespaces and dismiss the watchdog: the members are gone."""
+        self._released = True
         for fd in self._fds:
             os.close(fd)
         self._fds = []
