@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 
 from .. import config, service
+from ..files import write_atomic
 from .daemons import Daemons
 from .errors import SandboxError, tails
 from .layout import Layout
@@ -77,10 +78,7 @@ class Bridge:
         values.update(config_overrides or {})
         os.makedirs(self.layout.state_dir, mode=0o755, exist_ok=True)
         # Install never changes an existing config: this one is written first.
-        tmp = f"{self.layout.config_path}.tmp"
-        with open(tmp, "w") as f:
-            f.write(toml_text(values))
-        os.replace(tmp, self.layout.config_path)
+        write_atomic(self.layout.config_path, toml_text(values))
         offset = self.daemons.log_size()
         output = self._run_install()
         if self.daemons.running():
@@ -112,11 +110,7 @@ class Bridge:
         directory = os.path.join(self.layout.hooks_root, event)
         os.makedirs(directory, mode=0o755, exist_ok=True)
         path = os.path.join(directory, name)
-        with open(path, "w") as f:
-            f.write(text)
-        if os.geteuid() == 0:
-            os.chown(path, 0, 0)
-        os.chmod(path, 0o755)
+        write_atomic(path, text, 0o755, root_owned=True)
         return path
 
     # -- the listener ---------------------------------------------------------------------
