@@ -15,7 +15,7 @@ import libvirt
 import pytest
 
 from libvirt_bridge.config import load
-from libvirt_bridge.listener import RUNNER_BOOTSTRAP, Listener
+from libvirt_bridge.listener import RUNNER_BOOTSTRAP, Listener, start_event_loop
 from libvirt_bridge.log import Log
 from testing.harness import Bridge
 
@@ -45,14 +45,16 @@ def settle(listener: Listener) -> None:
     time.sleep(0.2)
 
 
-def sentinel_pause(bridge: Bridge, dom: libvirt.virDomain, before: int) -> list[str]:
-    """Pause ``dom`` and wait for its after_vm_pause; the events recorded until then.
+def sentinel(bridge: Bridge, dom: libvirt.virDomain, before: int) -> list[str]:
+    """Pause and resume ``dom``, wait for their two events; the events recorded until then.
 
     The listener handles a domain's lifecycle events in order, and its queue runs them in
-    order: an extra event of what came before would be recorded before this pause's.
+    order: an extra event of what came before would be recorded before these. The domain
+    is left running, as the next test expects it.
     """
     dom.suspend()
-    return [str(r["event"]) for r in bridge.wait_async(before + 1)]
+    dom.resume()
+    return [str(r["event"]) for r in bridge.wait_async(before + 2)]
 
 
 def test_pause_and_resume_fire_once_each(
@@ -66,7 +68,7 @@ def test_pause_and_resume_fire_once_each(
     assert [r["event"] for r in records] == ["after_vm_pause", "after_vm_cont"]
     assert records[0]["env"]["vmId"] == dom.UUIDString()
     assert "<name>test</name>" in str(records[0]["xml"])
-    assert sentinel_pause(bridge, dom, 2) == ["after_vm_pause", "after_vm_cont", "after_vm_pause"]
+    assert sentinel(bridge, dom, 2) == ["after_vm_pause", "after_vm_cont"] * 2
 
 
 def test_the_runner_is_the_small_bootstrap_not_the_cli(
@@ -99,7 +101,7 @@ def test_save_and_restore_fire_nothing(
     image = f"{tmp_path}/test.save"
     conn.lookupByName("test").save(image)
     conn.restore(image)
-    assert sentinel_pause(bridge, conn.lookupByName("test"), 0) == ["after_vm_pause"]
+    assert sentinel(bridge, conn.lookupByName("test"), 0) == ["after_vm_pause", "after_vm_cont"]
 
 
 def run_briefly(bridge: Bridge) -> Listener:
@@ -134,11 +136,32 @@ def test_a_pause_made_while_no_listener_ran_fires_once(bridge: Bridge) -> None:
 
 
 def running(dom: libvirt.virDomain) -> None:
+    """Make ``dom`` run, and return once its event has been dispatched.
+
+    A listener that subscribes before the test driver dispatches that event would take it
+    for news (an after_vm_cont no test asked for).
+    """
     state = dom.state()[0]
-    if state == libvirt.VIR_DOMAIN_PAUSED:
-        dom.resume()
-    elif state == libvirt.VIR_DOMAIN_SHUTOFF:
-        dom.create()
+    if state not in (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_SHUTOFF):
+        return
+    start_event_loop()
+    dispatched = threading.Event()
+    awaited = (libvirt.VIR_DOMAIN_EVENT_RESUMED, libvirt.VIR_DOMAIN_EVENT_STARTED)
+
+    def seen(_conn: object, _dom: object, event: int, _detail: int, _opaque: object) -> None:
+        if event in awaited:
+            dispatched.set()
+
+    conn = dom.connect()
+    callback = conn.domainEventRegisterAny(dom, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, seen, None)
+    try:
+        if state == libvirt.VIR_DOMAIN_PAUSED:
+            dom.resume()
+        else:
+            dom.create()
+        assert dispatched.wait(10), "the test driver dispatched no event"
+    finally:
+        conn.domainEventDeregisterAny(callback)
 
 
 def test_listen_command_pidfile_and_clean_stop(bridge: Bridge, tmp_path: Path) -> None:
