@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_bridge import mapping
+from libvirt_bridge import launcher, mapping
 from libvirt_bridge.sandbox import Sandbox, process_alive
 
 pytestmark = pytest.mark.libvirt
@@ -244,3 +244,36 @@ def _kill_when(flag: Path, sandbox: Sandbox) -> None:
     os.kill(pid, signal.SIGKILL)
     while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+def test_a_launcher_kept_as_the_earlier_hook_runs_nothing_twice_and_install_repairs_it(
+    sandbox: Sandbox,
+) -> None:
+    """A half-finished reinstall: hooks/qemu.legacy is a launcher that names itself."""
+    probed = Probed(sandbox)
+    qemu = Path(sandbox.hooks_dir) / "qemu"
+    legacy = "/etc/libvirt/hooks/qemu.legacy"  # as the daemon sees it
+    for path in (qemu, Path(f"{qemu}.legacy")):
+        launcher.write(str(path), "qemu", sandbox.config_path, legacy)
+    uuid = sandbox.define_guest("g1")
+    sandbox.virsh("start", "g1")
+    assert events_of(probed.wait(2), uuid) == ["before_vm_start", "after_vm_start"]
+    assert f"the earlier hook {legacy} is itself a libvirt-bridge launcher: not run" in (
+        probed.log()
+    )
+    sandbox.install_bridge()
+    assert not Path(f"{qemu}.legacy").exists()
+    assert (
+        f"removed {legacy}: a libvirt-bridge launcher"
+        in Path(sandbox.bridge_dir, "install.out").read_text()
+    )
+    sandbox.virsh("destroy", "g1")
+    sandbox.virsh("start", "g1")
+    assert events_of(probed.wait(6), uuid) == [
+        "before_vm_start",
+        "after_vm_start",
+        "before_vm_destroy",
+        "after_vm_destroy",
+        "before_vm_start",
+        "after_vm_start",
+    ]
