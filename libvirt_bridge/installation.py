@@ -35,6 +35,7 @@ from .daemons import ETC_LIBVIRT, Daemon, daemons_using, no_daemon_message, pick
 from .discovery import find_scripts
 from .errors import BridgeError
 from .files import temp_path, write_atomic
+from .hook import is_launcher
 from .log import Log
 
 LEGACY_SUFFIX = ".legacy"
@@ -108,7 +109,7 @@ def expected_legacy(path: str) -> str:
     kept there is never run (see :func:`kept_launcher`).
     """
     legacy = path + LEGACY_SUFFIX
-    return legacy if runnable(legacy) and not launcher.is_ours(legacy) else ""
+    return legacy if runnable(legacy) and not is_launcher(legacy) else ""
 
 
 def kept_launcher(path: str) -> bool:
@@ -118,7 +119,7 @@ def kept_launcher(path: str) -> bool:
     there; run as the earlier hook it would run the bridge a second time per call.
     """
     legacy = path + LEGACY_SUFFIX
-    return os.path.lexists(legacy) and launcher.is_ours(legacy)
+    return os.path.lexists(legacy) and is_launcher(legacy)
 
 
 def earlier_of_kept_launcher(path: str) -> str:
@@ -133,7 +134,7 @@ def earlier_of_kept_launcher(path: str) -> str:
     earlier = os.path.normpath(call.legacy)
     if earlier in (os.path.normpath(path), os.path.normpath(legacy)):
         return ""
-    if not os.path.lexists(earlier) or launcher.is_ours(earlier) or os.path.isdir(earlier):
+    if not os.path.lexists(earlier) or is_launcher(earlier) or os.path.isdir(earlier):
         return ""
     return earlier
 
@@ -238,7 +239,7 @@ def plan_uninstall(
     for driver in launcher.DRIVERS:
         path = launcher_path(confdir, driver)
         legacy = path + LEGACY_SUFFIX
-        ours = os.path.lexists(path) and launcher.is_ours(path)
+        ours = os.path.lexists(path) and is_launcher(path)
         if kept_launcher(path):
             changed |= _plan_uninstall_kept_launcher(plan, path, ours)
             continue
@@ -443,7 +444,7 @@ def _plan_launcher(plan: Plan, confdir: str, driver: str, config_path: str) -> b
     kept: str | None = legacy if os.path.lexists(legacy) else None
     if kept is not None and kept_launcher(path):
         kept = _plan_kept_launcher_repair(plan, path)
-    if os.path.lexists(path) and not launcher.is_ours(path):
+    if os.path.lexists(path) and not is_launcher(path):
         if os.path.isdir(path):
             raise InstallError(f"{path} is a directory, not a hook file; move it away")
         if kept is not None:

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from .fastpath import fastpath_path, sh_quote
 from .files import write_atomic
-from .hook import RUNNING_LEGACY, is_launcher
+from .hook import RUNNING_LEGACY
 
 DRIVERS = ("qemu", "daemon")
 
@@ -95,11 +95,6 @@ def _sh_unquote(word: str) -> str | None:
     if any("'" in part for part in parts):
         return None
     return "'".join(parts)
-
-
-def is_ours(path: str) -> bool:
-    """Whether the file at ``path`` is a launcher written by this project."""
-    return is_launcher(path)
 
 
 def write(path: str, driver: str, config_path: str, legacy: str = "") -> None:

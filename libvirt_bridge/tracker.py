@@ -153,8 +153,7 @@ class Tracker:
             # Only an incoming migration leaves a domain running with reason "migrated".
             missed = CAME_IN
         elif before is not None:
-            was_paused = before[0] == "paused" and before[1] in PAUSE_REASONS
-            now_paused = current[0] == "paused" and current[1] in PAUSE_REASONS
+            was_paused, now_paused = _is_pause(before), _is_pause(current)
             if now_paused and not was_paused and before[0] == "running":
                 missed = PAUSED
             elif was_paused and current == ("running", "unpaused"):

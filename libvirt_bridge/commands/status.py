@@ -11,6 +11,7 @@ import textwrap
 from .. import confinement, daemons, discovery, installation, launcher, logrotate, mapping, service
 from ..config import Config, ConfigError
 from ..errors import UsageError
+from ..hook import is_launcher
 from ..installation import KNOWN_EVENTS
 from . import options
 from .options import AddParser
@@ -124,7 +125,7 @@ def check_launchers(report: Report, confdir: str, config_path: str, install: str
         if not os.path.lexists(path):
             report.problem(f"{path} is not installed", install)
             continue
-        if not launcher.is_ours(path):
+        if not is_launcher(path):
             report.problem(
                 f"{path} is not a libvirt-bridge launcher (a foreign hook, or unreadable)",
                 f"{install} (it keeps a foreign hook as {legacy} and runs it first)",

@@ -24,6 +24,7 @@ from libvirt_bridge import (
     mapping,
     service,
 )
+from libvirt_bridge.hook import is_launcher
 from testing.harness import domain_xml
 from testing.hosts import FakeDaemon, Host, namespaces_usable, run, tree
 
@@ -56,7 +57,7 @@ def test_install_into_empty_confdir(host: Host) -> None:
     assert status == 0, err
     for driver in launcher.DRIVERS:
         path = host.hooks / driver
-        assert launcher.is_ours(str(path))
+        assert is_launcher(str(path))
         assert stat.S_IMODE(path.stat().st_mode) == 0o755
         assert f"installed {path}\n" in out
         assert not (host.hooks / f"{driver}.legacy").exists()
@@ -149,7 +150,7 @@ def test_foreign_hook_is_kept_as_legacy_and_runs_first(host: Host) -> None:
     assert status == 0
     qemu = host.hooks / "qemu"
     assert f"kept the earlier hook as {qemu}.legacy; it runs first\n" in out
-    assert launcher.is_ours(str(qemu))
+    assert is_launcher(str(qemu))
     host.bridge.probe("before_vm_start")
     result = host.bridge.qemu("vm1", "prepare", "begin", domain_xml())
     assert result.returncode == 0, result.stderr
@@ -196,7 +197,7 @@ def test_uninstall_restores_the_foreign_hook_byte_for_byte(host: Host) -> None:
     inode = qemu.stat().st_ino
     daemon = host.foreign("daemon", b"#!/bin/sh\nexit 0\n", mode=0o700)
     host.install()
-    assert launcher.is_ours(str(qemu)) and launcher.is_ours(str(daemon))
+    assert is_launcher(str(qemu)) and is_launcher(str(daemon))
     host.bridge.script("before_vm_start", "50_x", "#!/bin/sh\nexit 0\n")
     status, out, _ = host.cmd("uninstall")
     assert status == 0
@@ -455,7 +456,7 @@ def test_a_foreign_hook_is_kept_where_a_launcher_was_kept_before(host: Host) -> 
     assert status == 0, err
     assert f"removed {legacy}: a libvirt-bridge launcher" in out
     assert f"kept the earlier hook as {legacy}; it runs first\n" in out
-    assert legacy.read_bytes() == b"#!/bin/sh\nexit 0\n" and launcher.is_ours(str(qemu))
+    assert legacy.read_bytes() == b"#!/bin/sh\nexit 0\n" and is_launcher(str(qemu))
 
 
 def test_uninstall_never_restores_a_launcher(host: Host) -> None:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_bridge import config, launcher
+from libvirt_bridge import config
+from libvirt_bridge.hook import is_launcher
 from libvirt_bridge.sandbox import (
     OVIRT_VM_NS,
     Sandbox,
@@ -144,7 +145,7 @@ def test_install_bridge_writes_config_and_launchers(sandbox: Sandbox) -> None:
     for driver in ("qemu", "daemon"):
         path = os.path.join(sandbox.hooks_dir, driver)
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o755
-        assert launcher.is_ours(path)
+        assert is_launcher(path)
         assert repr(sandbox.config_path) in Path(path).read_text()
     script = sandbox.add_hook_script("before_vm_start", "50_hello", "#!/bin/sh\nexit 0\n")
     assert script == os.path.join(sandbox.hooks_root, "before_vm_start", "50_hello")
