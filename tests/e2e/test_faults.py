@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -15,103 +13,61 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_bridge import launcher, mapping
+from libvirt_bridge import launcher
 from libvirt_bridge.sandbox import Sandbox, process_alive
+from testing.e2e import events_of, probed, wait_until
 
 pytestmark = pytest.mark.libvirt
 
-PROBE = """#!{python}
-import json, os, sys, time
-event = os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0])))
-record = {{"event": event, "vmId": os.environ.get("vmId"), "pid": os.getpid(),
-          "ppid": os.getppid(), "time": time.time()}}
-with open({records!r}, "a") as f:
-    f.write(json.dumps(record) + "\\n")
-"""
-
-
-class Probed:
-    def __init__(self, sandbox: Sandbox, listener: bool = False) -> None:
-        self.sandbox = sandbox
-        sandbox.install_bridge()
-        self.records = Path(sandbox.bridge_dir) / "records.jsonl"
-        for event in mapping.EVENTS:
-            sandbox.add_hook_script(event, "50_probe", self.probe())
-        if listener:
-            sandbox.start_listener()
-
-    def probe(self, tail: str = "") -> str:
-        return PROBE.format(python=sys.executable, records=str(self.records)) + tail
-
-    def read(self) -> list[dict[str, object]]:
-        if not self.records.exists():
-            return []
-        return [json.loads(line) for line in self.records.read_text().splitlines()]
-
-    def wait(self, count: int, settle: float = 1.5, timeout: float = 60) -> list[dict[str, object]]:
-        deadline = time.monotonic() + timeout
-        while len(self.read()) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(settle)
-        return self.read()
-
-    def log(self) -> str:
-        return Path(self.sandbox.log_file).read_text()
-
-
-def events_of(records: list[dict[str, object]], uuid: str) -> list[object]:
-    return [r["event"] for r in records if r["vmId"] == uuid]
-
 
 def test_killed_async_runner_does_not_block_the_next_event(sandbox: Sandbox) -> None:
-    probed = Probed(sandbox)
+    probe = probed(sandbox)
     ready = Path(sandbox.bridge_dir) / "ready"
     sandbox.add_hook_script(
         "after_vm_start", "60_slow", f"#!/bin/sh\ntouch {ready}\nexec sleep 60\n"
     )
     uuid = sandbox.define_guest("g1")
     sandbox.virsh("start", "g1")
-    deadline = time.monotonic() + 20
-    while not ready.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    runner = next(int(str(r["ppid"])) for r in probed.read() if r["event"] == "after_vm_start")
+    wait_until(ready.exists, "the slow after_vm_start script")
+    runner = next(int(str(r["ppid"])) for r in probe.all() if r["event"] == "after_vm_start")
     os.kill(runner, signal.SIGKILL)
     sandbox.virsh("destroy", "g1")
-    records = probed.wait(4)
+    records = probe.at_least(4)
     assert events_of(records, uuid) == [
         "before_vm_start",
         "after_vm_start",
         "before_vm_destroy",
         "after_vm_destroy",
     ]
-    assert "async event after_vm_start of 'g1'" in probed.log()
-    assert "was interrupted" in probed.log()
+    assert "async event after_vm_start of 'g1'" in probe.log()
+    assert "was interrupted" in probe.log()
     assert sandbox.domstate("g1") == "shut off"
 
 
 def test_listener_killed_and_restarted_fires_what_it_can_see_once(sandbox: Sandbox) -> None:
-    probed = Probed(sandbox, listener=True)
+    probe = probed(sandbox, listener=True)
     paused = sandbox.define_guest("paused")
     flipped = sandbox.define_guest("flipped")
     for name in ("paused", "flipped"):
         sandbox.virsh("start", name)
-    probed.wait(4)
+    probe.at_least(4)
     os.kill(sandbox.listener_pid(), signal.SIGKILL)
     sandbox.virsh("suspend", "paused")
     sandbox.virsh("suspend", "flipped")
     sandbox.virsh("resume", "flipped")  # nothing left to see of this one
     sandbox.start_listener()
-    records = probed.wait(5)
+    resynced = "resynchronised 2 domain(s) after a gap, 1 missed event(s) fired"
+    wait_until(lambda: resynced in probe.log(), "the listener's resync")
+    records = probe.at_least(5)
     assert events_of(records, paused)[2:] == ["after_vm_pause"]
     assert events_of(records, flipped)[2:] == []
-    assert "resynchronised 2 domain(s) after a gap, 1 missed event(s) fired" in probed.log()
     sandbox.virsh("resume", "paused")
-    records = probed.wait(6)
+    records = probe.at_least(6)
     assert events_of(records, paused)[2:] == ["after_vm_pause", "after_vm_cont"]
 
 
 def test_full_read_only_or_deleted_state_dir(sandbox: Sandbox) -> None:
-    probed = Probed(sandbox)
+    probe = probed(sandbox)
     sandbox.add_hook_script(
         "before_vm_start",
         "40_veto",
@@ -134,23 +90,25 @@ def test_full_read_only_or_deleted_state_dir(sandbox: Sandbox) -> None:
     vetoed("full-state-dir-veto")
     sandbox.virsh("start", "g1")
     assert sandbox.domstate("g1") == "running"
-    log = probed.log()
+    log = probe.log()
     assert "No space left on device" in log
     sandbox.virsh("destroy", "g1")
     # Read-only: sync events still run and still veto.
     sandbox.run_in_namespace(["mount", "-n", "-o", "remount,ro", state])
     sandbox.install_bridge({"state_dir": state})
     vetoed("read-only-state-dir-veto")
-    assert "Read-only file system" in probed.log()
+    assert "Read-only file system" in probe.log()
     sandbox.run_in_namespace(["umount", "-n", state])
     # Deleted while running: recreated, a veto still vetoes, and events keep coming.
     shutil.rmtree(state)
     vetoed("deleted-state-dir-veto")
     shutil.rmtree(state, ignore_errors=True)
+    seen = len(probe.settled())
     sandbox.virsh("start", "g1")
+    probe.at_least(seen + 2)
     sandbox.virsh("destroy", "g1")
-    records = probed.wait(3)
-    assert [r["event"] for r in records][-4:] == [
+    records = probe.at_least(seen + 4)
+    assert [r["event"] for r in records][seen:] == [
         "before_vm_start",
         "after_vm_start",
         "before_vm_destroy",
@@ -159,14 +117,14 @@ def test_full_read_only_or_deleted_state_dir(sandbox: Sandbox) -> None:
 
 
 def test_thirty_guests_started_and_destroyed_at_once(sandbox: Sandbox) -> None:
-    probed = Probed(sandbox)
+    probe = probed(sandbox)
     names = [f"g{i:02d}" for i in range(30)]
     uuids = {name: sandbox.define_guest(name) for name in names}
     with ThreadPoolExecutor(max_workers=30) as pool:
         list(pool.map(lambda n: sandbox.virsh("start", n, timeout=120), names))
-        probed.wait(60, settle=0.5, timeout=120)
+        probe.at_least(60, timeout=120)
         list(pool.map(lambda n: sandbox.virsh("destroy", n, timeout=120), names))
-    records = probed.wait(120, settle=2.0, timeout=120)
+    records = probe.at_least(120, timeout=120)
     for name in names:
         assert events_of(records, uuids[name]) == [
             "before_vm_start",
@@ -177,15 +135,15 @@ def test_thirty_guests_started_and_destroyed_at_once(sandbox: Sandbox) -> None:
 
 
 def test_destination_daemon_killed_during_migration(make_sandbox: Callable[[str], Sandbox]) -> None:
-    source = Probed(make_sandbox("lbsb1"))
-    destination = Probed(make_sandbox("lbsb2"))
+    source = probed(make_sandbox("lbsb1"))
+    destination = probed(make_sandbox("lbsb2"))
     inside = Path(destination.sandbox.bridge_dir) / "inside"
     destination.sandbox.add_hook_script(
         "before_vm_migrate_destination", "60_slow", f"#!/bin/sh\ntouch {inside}\nsleep 5\n"
     )
     uuid = source.sandbox.define_guest("g1")
     source.sandbox.virsh("start", "g1")
-    source.wait(2)
+    source.at_least(2)
     killer = threading.Thread(target=_kill_when, args=(inside, destination.sandbox))
     killer.start()
     result = source.sandbox.migrate("g1", destination.sandbox)
@@ -196,42 +154,40 @@ def test_destination_daemon_killed_during_migration(make_sandbox: Callable[[str]
     os.unlink(
         os.path.join(destination.sandbox.hooks_root, "before_vm_migrate_destination", "60_slow")
     )
-    time.sleep(2)
-    assert "migrate" not in " ".join(str(e) for e in events_of(source.read(), uuid)[2:])
+    assert "migrate" not in " ".join(events_of(source.settled(), uuid)[2:])
     markers = os.path.join(destination.sandbox.state_dir, "markers")
     assert not os.path.isdir(markers) or not os.listdir(markers)
-    deadline = time.monotonic() + 10  # the orphaned hook finishes its 5 s script, and
-    while "went away during the hook" not in destination.log() and time.monotonic() < deadline:
-        time.sleep(0.1)  # then leaves no marker
+    # The orphaned hook finishes its 5 s script, and then leaves no marker.
+    wait_until(lambda: "went away during the hook" in destination.log(), "the orphaned hook")
     assert not os.path.isdir(markers) or not os.listdir(markers)
     # The next start of that guest there is a cold boot, with before_vm_start.
     destination.sandbox.virsh("define", os.path.join(source.sandbox.root, "domains", "g1.xml"))
     source.sandbox.virsh("destroy", "g1")
     destination.sandbox.virsh("start", "g1")
-    records = destination.wait(3)
+    records = destination.at_least(3)
     assert events_of(records, uuid)[-2:] == ["before_vm_start", "after_vm_start"]
-    assert "after_vm_migrate" not in " ".join(str(e) for e in events_of(records, uuid))
+    assert "after_vm_migrate" not in " ".join(events_of(records, uuid))
 
 
 def test_source_daemon_killed_during_migration(make_sandbox: Callable[[str], Sandbox]) -> None:
-    source = Probed(make_sandbox("lbsb1"))
-    destination = Probed(make_sandbox("lbsb2"))
+    source = probed(make_sandbox("lbsb1"))
+    destination = probed(make_sandbox("lbsb2"))
     inside = Path(destination.sandbox.bridge_dir) / "inside"
     destination.sandbox.add_hook_script(
         "before_vm_migrate_destination", "60_slow", f"#!/bin/sh\ntouch {inside}\nsleep 5\n"
     )
     uuid = source.sandbox.define_guest("g1")
     source.sandbox.virsh("start", "g1")
-    source.wait(2)
+    source.at_least(2)
     killer = threading.Thread(target=_kill_when, args=(inside, source.sandbox))
     killer.start()
     result = source.sandbox.migrate("g1", destination.sandbox)
     killer.join()
     assert result.returncode != 0
     source.sandbox.start_daemon()
-    time.sleep(3)
-    assert source.sandbox.domstate("g1") == "running"
-    fired = [str(e) for e in events_of(source.read(), uuid) + events_of(destination.read(), uuid)]
+    # The restarted daemon takes the guest back and resumes it.
+    wait_until(lambda: source.sandbox.domstate("g1") == "running", "g1 running again")
+    fired = events_of(source.settled(), uuid) + events_of(destination.settled(), uuid)
     assert "after_vm_migrate_source" not in fired
     assert "after_vm_migrate_destination" not in fired
 
@@ -250,16 +206,16 @@ def test_a_launcher_kept_as_the_earlier_hook_runs_nothing_twice_and_install_repa
     sandbox: Sandbox,
 ) -> None:
     """A half-finished reinstall: hooks/qemu.legacy is a launcher that names itself."""
-    probed = Probed(sandbox)
+    probe = probed(sandbox)
     qemu = Path(sandbox.hooks_dir) / "qemu"
     legacy = "/etc/libvirt/hooks/qemu.legacy"  # as the daemon sees it
     for path in (qemu, Path(f"{qemu}.legacy")):
         launcher.write(str(path), "qemu", sandbox.config_path, legacy)
     uuid = sandbox.define_guest("g1")
     sandbox.virsh("start", "g1")
-    assert events_of(probed.wait(2), uuid) == ["before_vm_start", "after_vm_start"]
+    assert events_of(probe.at_least(2), uuid) == ["before_vm_start", "after_vm_start"]
     assert f"the earlier hook {legacy} is itself a libvirt-bridge launcher: not run" in (
-        probed.log()
+        probe.log()
     )
     sandbox.install_bridge()
     assert not Path(f"{qemu}.legacy").exists()
@@ -268,8 +224,9 @@ def test_a_launcher_kept_as_the_earlier_hook_runs_nothing_twice_and_install_repa
         in Path(sandbox.bridge_dir, "install.out").read_text()
     )
     sandbox.virsh("destroy", "g1")
+    probe.at_least(4)  # after_vm_destroy is async: the next start does not wait for it
     sandbox.virsh("start", "g1")
-    assert events_of(probed.wait(6), uuid) == [
+    assert events_of(probe.at_least(6), uuid) == [
         "before_vm_start",
         "after_vm_start",
         "before_vm_destroy",

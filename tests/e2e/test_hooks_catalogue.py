@@ -10,9 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +18,7 @@ from lxml import etree
 
 from libvirt_bridge import catalogue
 from libvirt_bridge.sandbox import Sandbox, override_conf
+from testing.e2e import bridge_cli, queues_empty, wait_until
 
 pytestmark = pytest.mark.libvirt
 
@@ -46,20 +44,6 @@ def install_hook(sandbox: Sandbox, name: str, settings: dict[str, str] | None = 
             assigned = "; ".join(f"os.environ[{k!r}] = {v!r}" for k, v in settings.items())
             text = f"{shebang}\nimport os; {assigned}\n{rest}"
         sandbox.add_hook_script(event, os.path.basename(source), text)
-
-
-def bridge_cli(sandbox: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, LIBVIRT_BRIDGE_CONFIG=sandbox.config_path)
-    argv = [sys.executable, "-m", "libvirt_bridge", *args]
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 # -- cantmigrate -------------------------------------------------------------------------------
@@ -182,19 +166,19 @@ def test_hugepages_reserved_for_each_guest_and_given_back(
 
     # Destroying g1 gives back g1's pages only: g2 keeps running on its own.
     sandbox.virsh("destroy", "g1")
-    wait_for(lambda: pool.nr() == start + raised2, "g1's pages to be given back")
+    wait_until(lambda: pool.nr() == start + raised2, "g1's pages to be given back")
     assert sandbox.domstate("g2") == "running"
     assert pool.in_use() == in_use - 32
 
     # Saved and restored, g2 gives its pages back and takes them again.
     image = str(tmp_path / "g2.save")
     sandbox.virsh("save", "g2", image)
-    wait_for(lambda: pool.nr() == start, "g2's pages to be given back at save")
+    wait_until(lambda: pool.nr() == start, "g2's pages to be given back at save")
     sandbox.virsh("restore", image)
     assert sandbox.domstate("g2") == "running"
     assert pool.nr() == start + raised1  # the same shortfall as g1's first start
     sandbox.virsh("destroy", "g2")
-    wait_for(lambda: pool.nr() == start, "g2's pages to be given back")
+    wait_until(lambda: pool.nr() == start, "g2's pages to be given back")
 
     # A start another script refuses: libvirt's cleanup gives the pages back.
     sandbox.add_hook_script(
@@ -206,8 +190,8 @@ def test_hugepages_reserved_for_each_guest_and_given_back(
     refused = sandbox.virsh("start", "g3", check=False)
     assert refused.returncode != 0
     assert "g3 not today" in refused.stderr
-    wait_for(lambda: pool.nr() == start, "the refused start's pages to be given back")
-    wait_for(lambda: books(sandbox) == [], "the books to be empty")
+    wait_until(lambda: pool.nr() == start, "the refused start's pages to be given back")
+    wait_until(lambda: books(sandbox) == [], "the books to be empty")
     assert sandbox.domstate("g3") == "shut off"
 
 
@@ -226,9 +210,10 @@ def test_audit_records_a_start_and_destroy(sandbox: Sandbox) -> None:
         return [r for r in map(json.loads, lines) if r["domain"] == "g1"]
 
     sandbox.virsh("start", "g1")
-    wait_for(lambda: len(records()) == 2, "the start's records")
+    wait_until(lambda: len(records()) == 2, "the start's records")
     sandbox.virsh("destroy", "g1")
-    wait_for(lambda: len(records()) == 4, "the destroy's records")
+    wait_until(lambda: len(records()) == 4, "the destroy's records")
+    wait_until(lambda: queues_empty(sandbox.state_dir), "the bridge idle")
     got = records()
     assert [r["event"] for r in got] == [
         "before_vm_start",

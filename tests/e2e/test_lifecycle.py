@@ -7,17 +7,14 @@ sequence of VDSM events per action.
 
 from __future__ import annotations
 
-import json
 import os
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from libvirt_bridge import mapping
 from libvirt_bridge.sandbox import Sandbox
+from testing.e2e import Probe, wait_until
 
 pytestmark = pytest.mark.libvirt
 
@@ -26,47 +23,6 @@ OVIRT_METADATA = (
     "<ovirt-vm:pincpu>0</ovirt-vm:pincpu><ovirt-vm:label>ünï code</ovirt-vm:label>"
     "</ovirt-vm:custom></ovirt-vm:vm>"
 )
-
-PROBE = """#!{python}
-import json, os, sys
-path = os.environ.get("_hook_domxml")
-xml = open(path, "rb").read().decode() if path else ""
-event = os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0])))
-record = {{"event": event, "vmId": os.environ.get("vmId"), "xml": xml,
-          "pincpu": os.environ.get("pincpu"), "label": os.environ.get("label")}}
-with open({records!r}, "a") as f:
-    f.write(json.dumps(record) + "\\n")
-"""
-
-
-class Probe:
-    """Probe scripts for every event of one sandbox, and what they recorded."""
-
-    def __init__(self, sandbox: Sandbox, events: tuple[str, ...] = mapping.EVENTS) -> None:
-        self.sandbox = sandbox
-        self.records = Path(sandbox.bridge_dir) / "records.jsonl"
-        self.seen = 0
-        body = PROBE.format(python=sys.executable, records=str(self.records))
-        for event in events:
-            sandbox.add_hook_script(event, "50_probe", body)
-
-    def all(self) -> list[dict[str, str]]:
-        if not self.records.exists():
-            return []
-        return [json.loads(line) for line in self.records.read_text().splitlines()]
-
-    def new(self, expected: int, settle: float = 1.0, timeout: float = 30) -> list[dict[str, str]]:
-        """Records since the last call: waits for ``expected``, then ``settle`` s for extras."""
-        deadline = time.monotonic() + timeout
-        while len(self.all()) - self.seen < expected and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(settle)
-        records = self.all()[self.seen :]
-        self.seen += len(records)
-        return records
-
-    def events(self, expected: int, settle: float = 1.0) -> list[str]:
-        return [r["event"] for r in self.new(expected, settle)]
 
 
 def bridged(make: Callable[[str], Sandbox], name: str, **config: object) -> tuple[Sandbox, Probe]:
@@ -87,8 +43,10 @@ def test_start_and_destroy(make_sandbox: Callable[[str], Sandbox]) -> None:
     assert [r["event"] for r in records] == ["before_vm_start", "after_vm_start"]
     for record in records:
         assert record["vmId"] == uuid
-        assert "<name>g1</name>" in record["xml"] and uuid in record["xml"]
-        assert (record["pincpu"], record["label"]) == ("0", "ünï code")
+        assert "<name>g1</name>" in str(record["xml"]) and uuid in str(record["xml"])
+        env = record["env"]
+        assert isinstance(env, dict)
+        assert (env["pincpu"], env["label"]) == ("0", "ünï code")
     sandbox.virsh("destroy", "g1")
     records = probe.new(2)
     assert [r["event"] for r in records] == ["before_vm_destroy", "after_vm_destroy"]
@@ -178,7 +136,7 @@ def test_daemon_restart_keeps_guests_and_fires_no_vm_event(
     assert probe.events(2) == ["before_vm_start", "after_vm_start"]
     sandbox.restart_daemon()
     # after_vdsm_stop is async: its runner may finish after the new daemon's start hook.
-    assert sorted(probe.events(2, settle=2.0)) == ["after_vdsm_stop", "before_vdsm_start"]
+    assert sorted(probe.events(2)) == ["after_vdsm_stop", "before_vdsm_start"]
     assert sandbox.domstate("g1") == "running"
 
 
@@ -194,7 +152,7 @@ def test_before_vm_start_veto(make_sandbox: Callable[[str], Sandbox]) -> None:
     assert "60_veto" in result.stderr
     assert sandbox.domstate("g1") == "shut off"
     # VDSM's order: the vetoed start is cleaned up like a destroy.
-    assert probe.events(1, settle=2.0) == [
+    assert probe.events(3) == [
         "before_vm_start",
         "before_vm_destroy",
         "after_vm_destroy",
@@ -260,9 +218,7 @@ def test_after_script_may_call_virsh_on_its_own_domain(
     )
     sandbox.define_guest("g1")
     sandbox.virsh("start", "g1")
-    deadline = time.monotonic() + 30
-    while not out.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(out.exists, "the after_vm_start script's virsh")
     assert out.read_text().strip() == "running"
 
 
@@ -277,7 +233,8 @@ def test_script_timeout(make_sandbox: Callable[[str], Sandbox]) -> None:
     assert sandbox.domstate("g1") == "shut off"
     os.unlink(os.path.join(sandbox.hooks_root, "before_vm_start", "60_hang"))
     sandbox.virsh("start", "g1")
-    probe.new(3, settle=4.0)
+    # The second start's after_vm_start: once its job is done, 60_hang has been killed.
+    probe.new(3)
     log = Path(sandbox.log_file).read_text()
     assert "after_vm_start domain='g1'" in log
     assert f"{sandbox.hooks_root}/after_vm_start/60_hang killed after timeout" in log

@@ -12,8 +12,6 @@ import json
 import os
 import pwd
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from lxml import etree
 
 from libvirt_bridge import domxml
 from libvirt_bridge.sandbox import Sandbox
+from testing.e2e import Probe, bridge_cli
 
 pytestmark = pytest.mark.libvirt
 
@@ -34,52 +33,31 @@ RICH_METADATA = (
     '<other xmlns="urn:other"><x a="1"/></other></ovirt-vm:device>'
     "</ovirt-vm:vm><foreign xmlns='urn:foreign'><y/></foreign>"
 )
-# Records the environment and the XML it got, then edits the XML and says so on stderr.
-PROBE = """#!{python}
-import json, os, sys
-event = os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0])))
-path = os.environ["_hook_domxml"]
-xml = open(path).read()
-env = {{k: v for k, v in os.environ.items() if k != "_hook_domxml"}}
-with open({records!r}, "a") as f:
-    f.write(json.dumps({{"event": event, "env": env, "xml": xml}}) + "\\n")
+# After the probe's record: edits the XML, and says so on stderr.
+EDIT = """
 open(path, "w").write(xml.replace("<vcpu placement='static'>1<", "<vcpu placement='static'>2<"))
 sys.stderr.write("probe saw pincpu=%s\\n" % os.environ.get("pincpu"))
 """
 
 
-class Bridged:
+class Bridged(Probe):
     """A sandbox with the bridge installed and a probe for before_vm_start."""
 
     def __init__(self, sandbox: Sandbox) -> None:
-        self.sandbox = sandbox
         sandbox.install_bridge()
-        self.records = Path(sandbox.bridge_dir) / "records.jsonl"
-        body = PROBE.format(python=sys.executable, records=str(self.records))
-        sandbox.add_hook_script("before_vm_start", "50_probe", body)
+        super().__init__(sandbox, ("before_vm_start",), tail=EDIT)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``libvirt-bridge ARGS`` with an environment of a shell (and one odd variable)."""
-        env = {
+        shell = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": pwd.getpwuid(os.geteuid()).pw_dir,
-            "LIBVIRT_BRIDGE_CONFIG": self.sandbox.config_path,
             "SHELL_ONLY_VARIABLE": "not for hooks",
         }
-        argv = [sys.executable, "-m", "libvirt_bridge", *args]
-        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+        return bridge_cli(self.sandbox, *args, env=shell)
 
     def props(self, domain: str, *args: str) -> subprocess.CompletedProcess[str]:
         return self.cli("props", "--connect", self.sandbox.uri, domain, *args)
-
-    def records_now(self, expected: int, timeout: float = 30) -> list[dict[str, object]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            lines = self.records.read_text().splitlines() if self.records.exists() else []
-            if len(lines) >= expected:
-                return [json.loads(line) for line in lines]
-            time.sleep(0.05)
-        raise AssertionError(f"fewer than {expected} probe records after {timeout}s")
 
 
 @pytest.fixture
@@ -174,7 +152,7 @@ def test_a_property_set_reaches_the_next_start(bridged: Bridged) -> None:
     result = bridged.props("g1", "set", "pincpu=0", "label=ünï code")
     assert result.returncode == 0, result.stderr
     sandbox.virsh("start", "g1")
-    [record] = bridged.records_now(1)
+    [record] = bridged.new(1)
     env = record["env"]
     assert isinstance(env, dict)
     assert (env["pincpu"], env["label"], env["vmId"]) == ("0", "ünï code", uuid)
@@ -182,7 +160,8 @@ def test_a_property_set_reaches_the_next_start(bridged: Bridged) -> None:
     assert bridged.props("g1", "set", "pincpu=1").returncode == 0
     sandbox.virsh("destroy", "g1")
     sandbox.virsh("start", "g1")
-    second = bridged.records_now(2)[1]["env"]
+    [record] = bridged.new(1)
+    second = record["env"]
     assert isinstance(second, dict) and second["pincpu"] == "1"
     sandbox.virsh("destroy", "g1")
 
@@ -208,7 +187,7 @@ def test_run_tries_the_scripts_and_changes_nothing(bridged: Bridged) -> None:
     assert "[trial]" in Path(sandbox.log_file).read_text()
     # The scripts saw what the real event gives them: compare with a real start.
     sandbox.virsh("start", "g1")
-    trial, real = bridged.records_now(2)
+    trial, real = bridged.new(2)
     assert trial["event"] == real["event"] == "before_vm_start"
     trial_env, real_env = trial["env"], real["env"]
     assert isinstance(trial_env, dict) and isinstance(real_env, dict)

@@ -15,9 +15,7 @@ With ``-s`` the figures are printed at the end.
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -25,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_bridge import mapping
 from libvirt_bridge.sandbox import Sandbox
+from testing.e2e import probed, wait_until
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.soak]
 
@@ -50,27 +48,6 @@ FD_GROWTH = 0
 RSS_GROWTH_KIB = 2048
 
 DAEMONS = ("libvirtd", "virtlogd")
-
-PROBE = """#!{python}
-import json, os, sys
-event = os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0])))
-with open({records!r}, "a") as f:
-    f.write(json.dumps({{"event": event, "vmId": os.environ.get("vmId")}}) + "\\n")
-"""
-
-
-def read(records: Path) -> list[str]:
-    if not records.exists():
-        return []
-    return [json.loads(line)["event"] for line in records.read_text().splitlines()]
-
-
-def wait_for(records: Path, count: int, timeout: float = 60) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while len(events := read(records)) < count:
-        assert time.monotonic() < deadline, f"{len(events)} of {count} events: {events[-12:]}"
-        time.sleep(0.02)
-    return events
 
 
 def listener_figures(pid: int) -> tuple[int, int]:
@@ -106,13 +83,8 @@ def test_cycles_fire_each_event_once_and_leave_nothing(
     make_sandbox: Callable[[str], Sandbox], tmp_path: Path, soak_cycles: int
 ) -> None:
     sandbox = make_sandbox("lbsb1")
-    sandbox.install_bridge()
-    records = Path(sandbox.bridge_dir) / "records.jsonl"
-    for event in mapping.EVENTS:
-        sandbox.add_hook_script(
-            event, "50_probe", PROBE.format(python=sys.executable, records=str(records))
-        )
-    listener = sandbox.start_listener()
+    probe = probed(sandbox, listener=True)
+    listener = sandbox.listener_pid()
     uuid = sandbox.define_guest("g1")
     image = str(tmp_path / "g1.save")
     per_cycle = sum(CYCLE_EVENTS.values())
@@ -124,14 +96,14 @@ def test_cycles_fire_each_event_once_and_leave_nothing(
         sandbox.virsh("suspend", "g1")
         # The listener fires after_vm_pause once it sees the pause; resuming before that
         # is a pause it may rightly never report.
-        wait_for(records, cycle * per_cycle + 3)
+        probe.at_least(cycle * per_cycle + 3)
         sandbox.virsh("resume", "g1")
-        wait_for(records, cycle * per_cycle + 4)
+        probe.at_least(cycle * per_cycle + 4)
         sandbox.virsh("save", "g1", image)
         sandbox.virsh("restore", image)
         sandbox.virsh("destroy", "g1")
-        events = wait_for(records, (cycle + 1) * per_cycle)
-        fired = Counter(events[cycle * per_cycle :])
+        records = probe.at_least((cycle + 1) * per_cycle)
+        fired = Counter(str(r["event"]) for r in records[cycle * per_cycle :])
         assert fired == CYCLE_EVENTS, f"cycle {cycle}: {fired - CYCLE_EVENTS} extra, " + (
             f"{CYCLE_EVENTS - fired} missing"
         )
@@ -139,12 +111,15 @@ def test_cycles_fire_each_event_once_and_leave_nothing(
             figures["warm"] = listener_figures(listener)
     elapsed = time.monotonic() - started
     os.unlink(image)
-    # Nothing late: every async queue drained, no event fired twice.
-    time.sleep(2)
-    assert len(read(records)) == soak_cycles * per_cycle
-    figures["end"] = listener_figures(listener)
     # No hook runner, script or guest is left: the daemons and the listener only.
-    assert sorted(process_names(sandbox)) == sorted([*DAEMONS, str(listener)])
+    expected = sorted([*DAEMONS, str(listener)])
+    wait_until(
+        lambda: sorted(process_names(sandbox)) == expected,
+        lambda: f"only {expected} left (left: {process_names(sandbox)})",
+    )
+    # Nothing late: no event fired twice.
+    assert len(probe.settled()) == soak_cycles * per_cycle
+    figures["end"] = listener_figures(listener)
     # What may stay, each bounded: the listener's pid and status files, its known state
     # of each domain, the record of each daemon that looked for hooks, one queue lock per
     # domain (and the daemon's). Anything else is residue.

@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from libvirt_bridge import mapping
 from libvirt_bridge.runner import LIBVIRT_PASSED_ENV
 from libvirt_bridge.sandbox import Sandbox
+from testing.e2e import ListenedProbe, Probe, bridge_cli, listened, probed
 
 pytestmark = pytest.mark.libvirt
-
-PROBE = """#!{python}
-import json, os, sys
-event = os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0])))
-with open({records!r}, "a") as f:
-    f.write(json.dumps({{"event": event, "vmId": os.environ.get("vmId")}}) + "\\n")
-"""
 
 # VDSM's documented example, reduced: pin the vCPUs to the CPUs in $pincpu.
 PINCPU = """#!/bin/sh
@@ -37,49 +28,17 @@ PINCPU_METADATA = (
 )
 
 
-class Bridged:
-    """A sandbox with the bridge, probes for every event, and the listener."""
-
-    def __init__(self, sandbox: Sandbox, listener: bool = True) -> None:
-        self.sandbox = sandbox
-        sandbox.install_bridge()
-        self.records = Path(sandbox.bridge_dir) / "records.jsonl"
-        for event in mapping.EVENTS:
-            sandbox.add_hook_script(
-                event, "50_probe", PROBE.format(python=sys.executable, records=str(self.records))
-            )
-        if listener:
-            sandbox.start_listener()
-        self.seen = 0
-
-    def bridge(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = dict(os.environ, LIBVIRT_BRIDGE_CONFIG=self.sandbox.config_path)
-        argv = [sys.executable, "-m", "libvirt_bridge", *args]
-        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
-
-    def verb(self, verb: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return self.bridge(verb, "--connect", self.sandbox.uri, *args)
-
-    def events(self, expected: int, settle: float = 1.5) -> list[str]:
-        deadline = time.monotonic() + 30
-        while self._count() - self.seen < expected and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(settle)
-        lines = self.records.read_text().splitlines() if self.records.exists() else []
-        new = [json.loads(line)["event"] for line in lines[self.seen :]]
-        self.seen += len(new)
-        return new
-
-    def _count(self) -> int:
-        return len(self.records.read_text().splitlines()) if self.records.exists() else 0
+def verb(sandbox: Sandbox, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return bridge_cli(sandbox, name, "--connect", sandbox.uri, *args)
 
 
 @pytest.fixture
-def bridged(sandbox: Sandbox) -> Bridged:
-    return Bridged(sandbox)
+def bridged(sandbox: Sandbox) -> ListenedProbe:
+    """The bridge, probes for every event and the listener, in ``sandbox``."""
+    return listened(sandbox)
 
 
-def test_pause_vetoed_leaves_the_guest_running(bridged: Bridged) -> None:
+def test_pause_vetoed_leaves_the_guest_running(bridged: ListenedProbe) -> None:
     sandbox = bridged.sandbox
     sandbox.define_guest("g1")
     sandbox.virsh("start", "g1")
@@ -87,40 +46,46 @@ def test_pause_vetoed_leaves_the_guest_running(bridged: Bridged) -> None:
     sandbox.add_hook_script(
         "before_vm_pause", "60_veto", "#!/bin/sh\necho 'backup running, not now' >&2\nexit 1\n"
     )
-    result = bridged.verb("pause", "g1")
+    result = verb(sandbox, "pause", "g1")
     assert result.returncode == 1
     assert "backup running, not now" in result.stderr
     assert sandbox.domstate("g1") == "running"
     assert bridged.events(1) == ["before_vm_pause"]
 
 
-def test_pause_resume_save_and_destroy_fire_each_event_once(bridged: Bridged) -> None:
+def test_pause_resume_save_and_destroy_fire_each_event_once(bridged: ListenedProbe) -> None:
     sandbox = bridged.sandbox
     sandbox.define_guest("g1")
-    assert bridged.verb("start", "g1").returncode == 0
+    assert verb(sandbox, "start", "g1").returncode == 0
     assert bridged.events(2) == ["before_vm_start", "after_vm_start"]
-    assert bridged.verb("pause", "g1").returncode == 0
+    assert verb(sandbox, "pause", "g1").returncode == 0
     assert bridged.events(2) == ["before_vm_pause", "after_vm_pause"]
-    assert bridged.verb("resume", "g1").returncode == 0
+    assert verb(sandbox, "resume", "g1").returncode == 0
     assert bridged.events(2) == ["before_vm_cont", "after_vm_cont"]
-    assert bridged.verb("save", "g1").returncode == 0
+    assert verb(sandbox, "save", "g1").returncode == 0
     assert bridged.events(2) == ["before_vm_hibernate", "after_vm_hibernate"]
-    result = bridged.verb("start", "g1")
+    result = verb(sandbox, "start", "g1")
     assert result.returncode == 0, result.stderr
     assert "managed save" in result.stdout
     assert bridged.events(2) == ["before_vm_dehibernate", "after_vm_dehibernate"]
-    assert bridged.verb("destroy", "g1").returncode == 0
+    assert verb(sandbox, "destroy", "g1").returncode == 0
     assert bridged.events(2) == ["before_vm_destroy", "after_vm_destroy"]
 
 
 def test_migrate_verb_runs_the_source_event(make_sandbox: Callable[[str], Sandbox]) -> None:
-    source = Bridged(make_sandbox("lbsb1"), listener=False)
-    destination = Bridged(make_sandbox("lbsb2"), listener=False)
+    source = probed(make_sandbox("lbsb1"))
+    destination = probed(make_sandbox("lbsb2"))
     source.sandbox.define_guest("g1")
     source.sandbox.virsh("start", "g1")
     source.events(2)
-    result = source.verb(
-        "migrate", "--live", "g1", destination.sandbox.uri, "--migrateuri", "tcp://127.0.0.1"
+    result = verb(
+        source.sandbox,
+        "migrate",
+        "--live",
+        "g1",
+        destination.sandbox.uri,
+        "--migrateuri",
+        "tcp://127.0.0.1",
     )
     assert result.returncode == 0, result.stderr
     assert source.events(2) == ["before_vm_migrate_source", "after_vm_migrate_source"]
@@ -128,11 +93,11 @@ def test_migrate_verb_runs_the_source_event(make_sandbox: Callable[[str], Sandbo
     assert destination.sandbox.domstate("g1") == "running"
 
 
-def test_start_boots_the_changed_xml_once_and_keeps_the_definition(bridged: Bridged) -> None:
+def test_start_boots_the_changed_xml_once_and_keeps_the_definition(bridged: ListenedProbe) -> None:
     sandbox = bridged.sandbox
     sandbox.add_hook_script("before_vm_start", "40_pincpu", PINCPU)
     sandbox.define_guest("g1", metadata=PINCPU_METADATA)
-    result = bridged.verb("start", "g1")
+    result = verb(sandbox, "start", "g1")
     assert result.returncode == 0, result.stderr
     assert "with the XML its before_vm_start scripts changed" in result.stdout
     assert "cpuset='0'" in sandbox.virsh("dumpxml", "g1").stdout
@@ -141,7 +106,7 @@ def test_start_boots_the_changed_xml_once_and_keeps_the_definition(bridged: Brid
     assert bridged.events(2) == ["before_vm_start", "after_vm_start"]
 
 
-def test_plain_virsh_start_warns_or_refuses_an_xml_change(bridged: Bridged) -> None:
+def test_plain_virsh_start_warns_or_refuses_an_xml_change(bridged: ListenedProbe) -> None:
     sandbox = bridged.sandbox
     sandbox.add_hook_script("before_vm_start", "40_pincpu", PINCPU)
     sandbox.define_guest("g1", metadata=PINCPU_METADATA)
@@ -156,33 +121,20 @@ def test_plain_virsh_start_warns_or_refuses_an_xml_change(bridged: Bridged) -> N
     assert sandbox.domstate("g1") == "shut off"
 
 
-# Records its environment, keyed by event, in the file named here.
-ENV_DUMP = """#!{python}
-import json, os, sys
-event = os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0])))
-with open({path!r}, "a") as f:
-    f.write(json.dumps({{"event": event, "env": dict(os.environ)}}) + "\\n")
-"""
 VETO = "#!/bin/sh\necho 'not enough hugepages for g1' >&2\nexit 1\n"
 
 
-def test_verb_scripts_get_libvirts_hook_environment_not_the_callers(bridged: Bridged) -> None:
+def test_verb_scripts_get_libvirts_hook_environment_not_the_callers(bridged: ListenedProbe) -> None:
     sandbox = bridged.sandbox
-    dumps = Path(sandbox.bridge_dir) / "env.jsonl"
-    sandbox.add_hook_script(
-        "before_vm_pause", "70_env", ENV_DUMP.format(python=sys.executable, path=str(dumps))
-    )
     uuid = sandbox.define_guest("g1", metadata=PINCPU_METADATA)
     sandbox.virsh("start", "g1")
     bridged.events(2)
-    caller = dict(
-        os.environ, FOO="bar", LC_ALL="C.UTF-8", LIBVIRT_BRIDGE_CONFIG=sandbox.config_path
-    )
-    argv = [sys.executable, "-m", "libvirt_bridge", "pause", "--connect", sandbox.uri, "g1"]
-    result = subprocess.run(argv, env=caller, capture_output=True, text=True, timeout=120)
+    caller = dict(os.environ, FOO="bar", LC_ALL="C.UTF-8")
+    result = bridge_cli(sandbox, "pause", "--connect", sandbox.uri, "g1", env=caller)
     assert result.returncode == 0, result.stderr
-    (record,) = (json.loads(line) for line in dumps.read_text().splitlines())
+    record = bridged.new(2)[0]
     env = record["env"]
+    assert isinstance(env, dict)
     assert record["event"] == "before_vm_pause"
     assert "FOO" not in env and "LIBVIRT_BRIDGE_CONFIG" not in env
     # Of the caller's variables, only those libvirt passes to a hook; then the bridge's.
@@ -197,7 +149,9 @@ def test_verb_scripts_get_libvirts_hook_environment_not_the_callers(bridged: Bri
     assert (env["LC_ALL"], env["vmId"], env["pincpu"]) == ("C", uuid, "0")
 
 
-def test_a_refused_verb_start_fires_the_events_of_a_refused_virsh_start(bridged: Bridged) -> None:
+def test_a_refused_verb_start_fires_the_events_of_a_refused_virsh_start(
+    bridged: ListenedProbe,
+) -> None:
     sandbox = bridged.sandbox
     sandbox.define_guest("g1")
     veto = sandbox.add_hook_script("before_vm_start", "60_veto", VETO)
@@ -206,7 +160,7 @@ def test_a_refused_verb_start_fires_the_events_of_a_refused_virsh_start(bridged:
     assert by_virsh.returncode != 0
     assert "not enough hugepages for g1" in by_virsh.stderr
     assert bridged.events(3) == refused
-    result = bridged.verb("start", "g1")
+    result = verb(sandbox, "start", "g1")
     assert result.returncode == 1
     assert "not enough hugepages for g1" in result.stderr
     assert "before_vm_start refused to start 'g1'" in result.stderr
@@ -214,7 +168,7 @@ def test_a_refused_verb_start_fires_the_events_of_a_refused_virsh_start(bridged:
     assert sandbox.domstate("g1") == "shut off"
     # Without the veto the verb starts it, and fires no destroy event.
     os.unlink(veto)
-    started = bridged.verb("start", "g1")
+    started = verb(sandbox, "start", "g1")
     assert started.returncode == 0, started.stderr
     assert bridged.events(2) == ["before_vm_start", "after_vm_start"]
     assert sandbox.domstate("g1") == "running"
@@ -227,13 +181,13 @@ hooking.dump_vm_launch_flags_to_file(os.environ["vmId"], 1)  # VIR_DOMAIN_START_
 """
 
 
-def test_start_boots_with_the_launch_flags_a_script_leaves(bridged: Bridged) -> None:
+def test_start_boots_with_the_launch_flags_a_script_leaves(bridged: ListenedProbe) -> None:
     sandbox = bridged.sandbox
     sandbox.add_hook_script(
         "before_vm_start", "60_paused", LAUNCH_PAUSED.format(python=sys.executable)
     )
     sandbox.define_guest("g1")
-    result = bridged.verb("start", "g1")
+    result = verb(sandbox, "start", "g1")
     assert result.returncode == 0, result.stderr
     assert "started 'g1' as defined (paused)" in result.stdout
     assert sandbox.domstate("g1") == "paused"
@@ -271,14 +225,11 @@ def test_install_over_a_foreign_hook_and_uninstall(sandbox: Sandbox) -> None:
     second = subprocess.run([*run, "install", *args], capture_output=True, text=True, env=env)
     assert second.returncode == 0
     assert "installed" not in second.stdout.replace("up to date", "")
-    records = Path(sandbox.bridge_dir) / "records.jsonl"
-    sandbox.add_hook_script(
-        "before_vm_start", "50_probe", PROBE.format(python=sys.executable, records=str(records))
-    )
+    probe = Probe(sandbox, ("before_vm_start",))
     sandbox.define_guest("g1")
     sandbox.virsh("start", "g1")
     assert "g1 prepare begin" in foreign_log.read_text()
-    assert json.loads(records.read_text().splitlines()[0])["event"] == "before_vm_start"
+    assert probe.events(1) == ["before_vm_start"]
     status = subprocess.run(
         [*run, "status", "--confdir", sandbox.etc_dir, "--config", str(config)],
         capture_output=True,
