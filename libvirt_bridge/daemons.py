@@ -34,7 +34,8 @@ def uses_confdir(pid: int, confdir: str) -> bool:
     return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
 
 
-def _comm(pid: int) -> str:
+def process_name(pid: int) -> str:
+    """The name of process ``pid`` (its comm), or "" when it is gone."""
     try:
         with open(f"/proc/{pid}/comm") as f:
             return f.read().strip()
@@ -49,7 +50,7 @@ def daemons_using(confdir: str) -> list[Daemon]:
         if not entry.isdigit():
             continue
         pid = int(entry)
-        name = _comm(pid)
+        name = process_name(pid)
         if name in mapping.QEMU_DAEMONS and uses_confdir(pid, confdir):
             found.append(Daemon(name, pid))
     return sorted(found, key=lambda d: d.pid)
@@ -95,7 +96,7 @@ def picked_up(daemon: Daemon, state_dir: str, launchers: list[str]) -> bool:
 def send_sighup(daemon: Daemon, confdir: str) -> None:
     # The pid may have been reused since the plan was made; a daemon that has gone looks
     # for hooks anyway when it starts again.
-    if _comm(daemon.pid) == daemon.name and uses_confdir(daemon.pid, confdir):
+    if process_name(daemon.pid) == daemon.name and uses_confdir(daemon.pid, confdir):
         try:
             os.kill(daemon.pid, signal.SIGHUP)
         except ProcessLookupError:

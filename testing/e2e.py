@@ -24,8 +24,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from libvirt_bridge import asyncq, mapping
+from libvirt_bridge import mapping
 from libvirt_bridge.sandbox import Sandbox
+
+from .harness import queues_empty
 
 PROBE = """#!{python}
 import json, os, re, sys, time
@@ -72,15 +74,6 @@ def wait_until(
             said = what() if callable(what) else what
             raise AssertionError(f"timed out after {timeout} s waiting for {said}")
         time.sleep(0.05)
-
-
-def queues_empty(state_dir: str) -> bool:
-    """No async job of the bridge is queued or running under ``state_dir``."""
-    root = os.path.join(state_dir, "queue")
-    for _, _, files in os.walk(root):
-        if any(f.endswith((asyncq.JOB, asyncq.RUNNING)) for f in files):
-            return False
-    return True
 
 
 class Probe:

@@ -18,7 +18,7 @@ import uuid as uuidlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from libvirt_bridge import launcher
+from libvirt_bridge import asyncq, launcher
 
 LIBVIRT_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LC_ALL": "C"}
 
@@ -48,6 +48,14 @@ with open({record!r}, "a") as f:
     f.write(json.dumps(record) + "\\n")
 {tail}
 """
+
+
+def queues_empty(state_dir: str) -> bool:
+    """No async job of the bridge is queued or running under ``state_dir``."""
+    for _, _, files in os.walk(os.path.join(state_dir, "queue")):
+        if any(f.endswith((asyncq.JOB, asyncq.RUNNING)) for f in files):
+            return False
+    return True
 
 
 def domain_xml(
@@ -248,16 +256,10 @@ class Bridge:
     def wait_async(self, count: int | None = None, timeout: float = 20) -> list[dict[str, object]]:
         """Wait until every async queue is drained (and ``count`` records exist)."""
         deadline = time.monotonic() + timeout
-        queue_root = self.state / "queue"
         while time.monotonic() < deadline:
-            pending = (
-                [p for p in queue_root.glob("*/*") if p.suffix in (".job", ".running")]
-                if queue_root.exists()
-                else []
-            )
             records = self.read_records()
             if (
-                not pending
+                queues_empty(str(self.state))
                 and (count is None or len(records) >= count)
                 and not self._runner_alive()
             ):

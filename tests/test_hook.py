@@ -49,27 +49,25 @@ def test_cold_start_fires_before_and_after_vm_start(bridge: Bridge) -> None:
         assert record["xml"] == xml.decode()
 
 
-def test_restore_fires_dehibernate_and_no_start_events(bridge: Bridge) -> None:
+@pytest.mark.parametrize(
+    ("first", "status", "expected"),
+    [
+        ("restore", STATUS_RESTORING, ["before_vm_dehibernate", "after_vm_dehibernate"]),
+        ("migrate", STATUS_INCOMING, ["before_vm_migrate_destination"]),
+    ],
+    ids=["restore fires dehibernate, no start", "incoming migration fires migrate only"],
+)
+def test_a_start_that_is_not_a_boot_fires_no_start_events(
+    bridge: Bridge, first: str, status: bytes, expected: list[str]
+) -> None:
     probe_all(bridge)
     xml = domain_xml("vm1")
-    assert bridge.qemu("vm1", "restore", "begin", xml).returncode == 0
+    assert bridge.qemu("vm1", first, "begin", xml).returncode == 0
     for op in ("prepare", "start", "started"):
         if op == "started":
-            bridge.status_file("vm1", STATUS_RESTORING)
+            bridge.status_file("vm1", status)
         assert bridge.qemu("vm1", op, "begin", xml).returncode == 0
-    records = bridge.wait_async(2)
-    assert [r["event"] for r in records] == ["before_vm_dehibernate", "after_vm_dehibernate"]
-
-
-def test_incoming_migration_fires_only_migrate_destination(bridge: Bridge) -> None:
-    probe_all(bridge)
-    xml = domain_xml("vm1")
-    assert bridge.qemu("vm1", "migrate", "begin", xml).returncode == 0
-    for op in ("prepare", "start", "started"):
-        if op == "started":
-            bridge.status_file("vm1", STATUS_INCOMING)
-        assert bridge.qemu("vm1", op, "begin", xml).returncode == 0
-    assert [r["event"] for r in bridge.wait_async()] == ["before_vm_migrate_destination"]
+    assert [r["event"] for r in bridge.wait_async(len(expected))] == expected
 
 
 def test_marker_is_used_once(bridge: Bridge) -> None:

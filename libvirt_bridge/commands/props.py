@@ -12,6 +12,31 @@ from ..errors import OK, BridgeError, UsageError
 from . import options
 from .options import AddParser
 
+# (action, help, description, example)
+ACTIONS = (
+    (
+        "get",
+        "print the properties as NAME=VALUE lines",
+        "Print the domain's custom properties as NAME=VALUE lines, sorted by name (of the "
+        "live definition when the domain runs); --json prints an object.",
+        "libvirt-bridge props vm1 get --json",
+    ),
+    (
+        "set",
+        "set properties: NAME=VALUE...",
+        "Set custom properties, in the persistent definition and, when the domain runs, in "
+        "the live one. VALUE is everything after the first =.",
+        "libvirt-bridge props vm1 set pincpu=1-4 'label=web server' empty=",
+    ),
+    (
+        "unset",
+        "remove properties: NAME...",
+        "Remove custom properties, from the persistent definition and, when the domain "
+        "runs, from the live one. A property that is not set is not an error.",
+        "libvirt-bridge props vm1 unset pincpu label",
+    ),
+)
+
 
 def add_parser(add: AddParser) -> None:
     parser = add(
@@ -43,41 +68,23 @@ def add_parser(add: AddParser) -> None:
     parser.add_argument("domain", metavar="DOMAIN", help="the domain's name, UUID or id")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    get = actions.add_parser(
-        "get",
-        help="print the properties as NAME=VALUE lines",
-        description="Print the domain's custom properties as NAME=VALUE lines, sorted by "
-        "name (of the live definition when the domain runs); --json prints an object.",
-        epilog="example: libvirt-bridge props vm1 get --json",
-    )
-    get.add_argument("--json", action="store_true", help='print {"NAME": "VALUE", ...}')
-    get.add_argument(
-        "--inactive",
-        action="store_true",
-        help="show the persistent definition (what the next start uses), even when it runs",
-    )
-    # Also after the action: ``props vm1 get --connect URI``.
-    options.add_connect(get, argparse.SUPPRESS)
-
-    set_ = actions.add_parser(
-        "set",
-        help="set properties: NAME=VALUE...",
-        description="Set custom properties, in the persistent definition and, when the "
-        "domain runs, in the live one. VALUE is everything after the first =.",
-        epilog="example: libvirt-bridge props vm1 set pincpu=1-4 'label=web server' empty=",
-    )
-    set_.add_argument("assignments", nargs="+", metavar="NAME=VALUE")
-    options.add_connect(set_, argparse.SUPPRESS)
-
-    unset = actions.add_parser(
-        "unset",
-        help="remove properties: NAME...",
-        description="Remove custom properties, from the persistent definition and, when the "
-        "domain runs, from the live one. A property that is not set is not an error.",
-        epilog="example: libvirt-bridge props vm1 unset pincpu label",
-    )
-    unset.add_argument("names", nargs="+", metavar="NAME")
-    options.add_connect(unset, argparse.SUPPRESS)
+    for name, help_, description, example in ACTIONS:
+        action = actions.add_parser(
+            name, help=help_, description=description, epilog=f"example: {example}"
+        )
+        if name == "get":
+            action.add_argument("--json", action="store_true", help='print {"NAME": "VALUE", ...}')
+            action.add_argument(
+                "--inactive",
+                action="store_true",
+                help="show the persistent definition (what the next start uses), even when it runs",
+            )
+        elif name == "set":
+            action.add_argument("assignments", nargs="+", metavar="NAME=VALUE")
+        else:
+            action.add_argument("names", nargs="+", metavar="NAME")
+        # Also after the action: ``props vm1 get --connect URI``.
+        options.add_connect(action, argparse.SUPPRESS)
     parser.set_defaults(func=main)
 
 

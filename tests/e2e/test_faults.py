@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import pytest
 
 from libvirt_bridge import launcher
 from libvirt_bridge.sandbox import Sandbox, process_alive
-from testing.e2e import events_of, probed, wait_until
+from testing.e2e import Probe, events_of, probed, wait_until
 
 pytestmark = pytest.mark.libvirt
 
@@ -134,7 +135,11 @@ def test_thirty_guests_started_and_destroyed_at_once(sandbox: Sandbox) -> None:
         ], name
 
 
-def test_destination_daemon_killed_during_migration(make_sandbox: Callable[[str], Sandbox]) -> None:
+def migrate_and_kill(
+    make_sandbox: Callable[[str], Sandbox], killed: str
+) -> tuple[Probe, Probe, str, subprocess.CompletedProcess[str]]:
+    """Migrate g1 from lbsb1 to lbsb2, killing the ``killed`` side's libvirtd while the
+    destination's before_vm_migrate_destination runs; (source, destination, uuid, result)."""
     source = probed(make_sandbox("lbsb1"))
     destination = probed(make_sandbox("lbsb2"))
     inside = Path(destination.sandbox.bridge_dir) / "inside"
@@ -144,10 +149,16 @@ def test_destination_daemon_killed_during_migration(make_sandbox: Callable[[str]
     uuid = source.sandbox.define_guest("g1")
     source.sandbox.virsh("start", "g1")
     source.at_least(2)
-    killer = threading.Thread(target=_kill_when, args=(inside, destination.sandbox))
+    victim = {"source": source, "destination": destination}[killed].sandbox
+    killer = threading.Thread(target=_kill_when, args=(inside, victim))
     killer.start()
     result = source.sandbox.migrate("g1", destination.sandbox)
     killer.join()
+    return source, destination, uuid, result
+
+
+def test_destination_daemon_killed_during_migration(make_sandbox: Callable[[str], Sandbox]) -> None:
+    source, destination, uuid, result = migrate_and_kill(make_sandbox, "destination")
     assert result.returncode != 0
     assert source.sandbox.domstate("g1") == "running"
     destination.sandbox.start_daemon()
@@ -170,19 +181,7 @@ def test_destination_daemon_killed_during_migration(make_sandbox: Callable[[str]
 
 
 def test_source_daemon_killed_during_migration(make_sandbox: Callable[[str], Sandbox]) -> None:
-    source = probed(make_sandbox("lbsb1"))
-    destination = probed(make_sandbox("lbsb2"))
-    inside = Path(destination.sandbox.bridge_dir) / "inside"
-    destination.sandbox.add_hook_script(
-        "before_vm_migrate_destination", "60_slow", f"#!/bin/sh\ntouch {inside}\nsleep 5\n"
-    )
-    uuid = source.sandbox.define_guest("g1")
-    source.sandbox.virsh("start", "g1")
-    source.at_least(2)
-    killer = threading.Thread(target=_kill_when, args=(inside, source.sandbox))
-    killer.start()
-    result = source.sandbox.migrate("g1", destination.sandbox)
-    killer.join()
+    source, destination, uuid, result = migrate_and_kill(make_sandbox, "source")
     assert result.returncode != 0
     source.sandbox.start_daemon()
     # The restarted daemon takes the guest back and resumes it.

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from libvirt_bridge import config
+from libvirt_bridge.daemons import process_name
 from libvirt_bridge.hook import is_launcher
 from libvirt_bridge.sandbox import (
     OVIRT_VM_NS,
@@ -56,16 +57,8 @@ def host_libvirt_state() -> dict[str, object]:
     return state
 
 
-def comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
 def qemu_pids(sandbox: Sandbox) -> list[int]:
-    return [pid for pid in sandbox.pids() if comm(pid).startswith("qemu-system")]
+    return [pid for pid in sandbox.pids() if process_name(pid).startswith("qemu-system")]
 
 
 def test_guest_runs_and_host_libvirt_is_untouched(
@@ -217,11 +210,9 @@ def test_close_kills_everything_and_is_idempotent(tmp_path: Path) -> None:
 
 
 def daemons_running() -> set[int]:
-    return {
-        int(pid)
-        for pid in os.listdir("/proc")
-        if pid.isdigit() and comm(int(pid)) in ("libvirtd", "virtlogd") and process_alive(int(pid))
-    }
+    pids = (int(entry) for entry in os.listdir("/proc") if entry.isdigit())
+    daemons = {pid for pid in pids if process_name(pid) in ("libvirtd", "virtlogd")}
+    return {pid for pid in daemons if process_alive(pid)}
 
 
 def test_failed_start_cleans_up(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from libvirt_bridge.daemons import process_name
 from libvirt_bridge.sandbox import Sandbox
 from testing.e2e import probed, wait_until
 
@@ -68,15 +69,8 @@ def state_files(state_dir: str) -> list[str]:
 
 def process_names(sandbox: Sandbox) -> list[str]:
     """The sandbox's processes: a daemon by its name, any other by its pid."""
-    names = []
-    for pid in sandbox.pids():
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                comm = f.read().strip()
-        except OSError:
-            continue
-        names.append(comm if comm in DAEMONS else str(pid))
-    return names
+    names = {pid: process_name(pid) for pid in sandbox.pids()}
+    return [name if name in DAEMONS else str(pid) for pid, name in names.items() if name]
 
 
 def test_cycles_fire_each_event_once_and_leave_nothing(

@@ -70,20 +70,25 @@ def test_without_a_value_the_file_is_untouched(tmp_path: Path, properties: dict[
     assert (ran.rc, ran.stderr, ran.xml) == (0, "", xml)
 
 
-def test_an_existing_cpuset_wins(tmp_path: Path) -> None:
-    xml = guest_xml().replace(b"<vcpu placement='static'>", b"<vcpu cpuset='2-3'>")
+@pytest.mark.parametrize(
+    ("old", "new", "said"),
+    [
+        (
+            b"<vcpu placement='static'>",
+            b"<vcpu cpuset='2-3'>",
+            "cpuset='2-3' already; pincpu=0 is not applied",
+        ),
+        (b"placement='static'", b"placement='auto'", "placement='auto'"),
+    ],
+    ids=["an existing cpuset wins", "automatic placement is left alone"],
+)
+def test_a_vcpu_placed_already_is_left_alone(
+    tmp_path: Path, old: bytes, new: bytes, said: str
+) -> None:
+    xml = guest_xml().replace(old, new)
     ran = run_hook(PINCPU, xml, tmp_path, properties={"pincpu": "0"})
-    assert ran.rc == 0
-    assert ran.xml == xml
-    assert "cpuset='2-3' already; pincpu=0 is not applied" in ran.stderr
-
-
-def test_automatic_placement_is_left_alone(tmp_path: Path) -> None:
-    xml = guest_xml().replace(b"placement='static'", b"placement='auto'")
-    ran = run_hook(PINCPU, xml, tmp_path, properties={"pincpu": "0"})
-    assert ran.rc == 0
-    assert ran.xml == xml
-    assert "placement='auto'" in ran.stderr
+    assert (ran.rc, ran.xml) == (0, xml)
+    assert said in ran.stderr
 
 
 def test_a_domain_without_vcpu_gets_one(tmp_path: Path) -> None:
