@@ -226,6 +226,7 @@ class Listener:
         while True:
             item = self.queue.get()
             if item is None:
+                self.queue.task_done()
                 return
             try:
                 if item == RESYNC:
@@ -238,6 +239,8 @@ class Listener:
             except Exception as exc:
                 self.log.error(f"listener: internal error: {exc!r}")
             self._reap()
+            # So that ``queue.join()`` tells when all that came has been handled.
+            self.queue.task_done()
 
     def _handle(self, uuid: str, name: str, event: int, detail: int) -> None:
         event_name = EVENT_NAMES.get(event, str(event))

@@ -39,10 +39,11 @@ def listening(bridge: Bridge) -> Iterator[tuple[Bridge, Listener, libvirt.virCon
 
 
 def settle(listener: Listener) -> None:
-    deadline = time.monotonic() + 10
-    while not listener.queue.empty() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.2)
+    """Return once the listener has handled all it was given (its resync, at least)."""
+    joined = threading.Thread(target=listener.queue.join, daemon=True)
+    joined.start()
+    joined.join(10)
+    assert not joined.is_alive(), "the listener's queue was not handled within 10 s"
 
 
 def sentinel(bridge: Bridge, dom: libvirt.virDomain, before: int) -> list[str]:
