@@ -33,6 +33,7 @@ from lxml import etree
 
 from . import domxml
 from .connection import message
+from .devices import DeviceKey, entry_key
 from .errors import BridgeError
 
 OVIRT_VM_NS = domxml.OVIRT_VM_NS
@@ -145,19 +146,28 @@ def _customs(root: etree._Element) -> list[etree._Element]:
     return [child for child in root if _is_ours(child, CUSTOM)]
 
 
-def element_properties(xml: str | None) -> dict[str, str]:
+def _holders(root: etree._Element, device: DeviceKey | None) -> list[etree._Element]:
+    """Where the properties live: the element itself, or its ``device`` entries for ``device``."""
+    if device is None:
+        return [root]
+    return [child for child in root if _is_ours(child, "device") and entry_key(child) == device]
+
+
+def element_properties(xml: str | None, device: DeviceKey | None = None) -> dict[str, str]:
     """The custom properties in an ``ovirt-vm:vm`` element as libvirt's metadata API gives it.
 
-    The same reading as ``domxml.custom_properties`` (leaf children of ``custom``, the
-    last of equal names wins), so what ``get`` shows is what scripts get.
+    The VM's, or with ``device`` that device's. The same reading as the hook's (leaf
+    children of ``custom``, the last of equal names wins), so what ``get`` shows is what
+    scripts get.
     """
     if not xml:
         return {}
     props: dict[str, str] = {}
-    for custom in _customs(_parse_element(xml)):
-        for child in custom:
-            if isinstance(child.tag, str) and not len(child) and _in_ovirt_ns(child):
-                props[etree.QName(child).localname] = child.text or ""
+    for holder in _holders(_parse_element(xml), device):
+        for custom in _customs(holder):
+            for child in custom:
+                if isinstance(child.tag, str) and not len(child) and _in_ovirt_ns(child):
+                    props[etree.QName(child).localname] = child.text or ""
     return props
 
 
@@ -166,19 +176,26 @@ def _in_ovirt_ns(element: etree._Element) -> bool:
 
 
 def updated_element(
-    xml: str | None, changes: Mapping[str, str], removals: Iterable[str]
+    xml: str | None,
+    changes: Mapping[str, str],
+    removals: Iterable[str],
+    device: DeviceKey | None = None,
+    device_tag: str = "",
 ) -> str | None:
     """The ``ovirt-vm:vm`` element ``xml`` with properties set and removed, for setMetadata.
 
-    Everything else in the element stays as it was. The result is unprefixed (what
-    ``virDomainSetMetadata`` wants); None means the element is left with nothing in it
-    and should be removed. A new element or ``custom`` is created when needed.
+    The VM's properties, or with ``device`` that device's (``device_tag``: its element's
+    name, for a new entry of a device named by alias). Everything else in the element
+    stays as it was. The result is unprefixed (what ``virDomainSetMetadata`` wants); None
+    means the element is left with nothing in it and should be removed. A new element,
+    device entry or ``custom`` is created when needed; a device entry left empty goes.
     """
     root = _parse_element(xml) if xml else etree.Element("vm")
     if not _is_ours(root, "vm"):
         raise PropsError(f"the ovirt-vm metadata element is <{root.tag}>, not <vm>")
     _unqualify(root)
-    customs = _customs(root)
+    holders = _holders(root, device)
+    customs = [custom for holder in holders for custom in _customs(holder)]
     custom = customs[0] if customs else None
     for name in removals:
         for element in customs:
@@ -186,7 +203,10 @@ def updated_element(
                 element.remove(child)
     for name, value in changes.items():
         if custom is None:
-            custom = etree.SubElement(root, CUSTOM)
+            if not holders:
+                assert device is not None
+                holders.append(etree.SubElement(root, "device", device.attributes(device_tag)))
+            custom = etree.SubElement(holders[-1], CUSTOM)
         existing = [c for element in customs for c in _property_elements(element, name)]
         if existing and len(existing[-1]):
             raise PropsError(
@@ -203,9 +223,12 @@ def updated_element(
         else:
             target = etree.SubElement(custom, name)
         target.text = value
-    for element in _customs(root):
-        if not len(element) and not (element.text or "").strip() and not element.attrib:
-            root.remove(element)
+    for holder in holders:
+        for element in _customs(holder):
+            if not len(element) and not (element.text or "").strip() and not element.attrib:
+                holder.remove(element)
+        if holder is not root and not len(holder) and not (holder.text or "").strip():
+            root.remove(holder)
     if not len(root) and not (root.text or "").strip() and not root.attrib:
         return None
     return etree.tostring(root, encoding="unicode")
@@ -271,16 +294,56 @@ def write_element(dom: libvirt.virDomain, flag: int, xml: str | None) -> None:
         ) from None
 
 
-def read(dom: libvirt.virDomain) -> dict[str, dict[str, str]]:
-    """``{"live": {...}, "persistent": {...}}``: the properties of each definition."""
-    return {which: element_properties(read_element(dom, flag)) for which, flag in definitions(dom)}
+def resolve_device(dom: libvirt.virDomain, ident: str) -> tuple[DeviceKey, str]:
+    """The metadata key and element name of the device ``ident`` names (MAC, target, alias).
+
+    Looked for in the domain's current definition, then in its persistent one (a device
+    added for the next start only).
+    """
+    from . import devices
+
+    problem = ""
+    for flags in (0, libvirt.VIR_DOMAIN_XML_INACTIVE):
+        try:
+            root = domxml.parse(dom.XMLDesc(flags).encode("utf-8"))
+        except libvirt.libvirtError as exc:
+            raise PropsError(f"domain {dom.name()}: {message(exc)}") from None
+        try:
+            element = devices.find(root, ident)
+        except devices.DeviceError as exc:
+            problem = str(exc)
+            continue
+        key = devices.key_of(element)
+        if key is None:
+            raise PropsError(
+                f"domain {dom.name()}: the <{element.tag}> {ident!r} has no MAC, target or "
+                "alias to keep its properties under"
+            )
+        return key, str(element.tag)
+    raise PropsError(f"domain {dom.name()}: {problem}")
+
+
+def read(dom: libvirt.virDomain, device: DeviceKey | None = None) -> dict[str, dict[str, str]]:
+    """``{"live": {...}, "persistent": {...}}``: the properties of each definition.
+
+    The VM's, or with ``device`` that device's.
+    """
+    return {
+        which: element_properties(read_element(dom, flag), device)
+        for which, flag in definitions(dom)
+    }
 
 
 def change(
-    dom: libvirt.virDomain, changes: Mapping[str, str], removals: Iterable[str]
+    dom: libvirt.virDomain,
+    changes: Mapping[str, str],
+    removals: Iterable[str],
+    device: DeviceKey | None = None,
+    device_tag: str = "",
 ) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
     """Set ``changes`` and remove ``removals`` in every definition of ``dom``.
 
+    The VM's properties, or with ``device`` that device's (see :func:`updated_element`).
     Returns, per definition, its properties before and after; a definition whose
     properties do not change is not written.
     """
@@ -288,9 +351,9 @@ def change(
     outcome: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
     for which, flag in definitions(dom):
         current = read_element(dom, flag)
-        before = element_properties(current)
-        new = updated_element(current, changes, removals)
-        after = element_properties(new)
+        before = element_properties(current, device)
+        new = updated_element(current, changes, removals, device, device_tag)
+        after = element_properties(new, device)
         if after != before:
             write_element(dom, flag, new)
         outcome[which] = (before, after)

@@ -12,6 +12,11 @@ from ..errors import OK, BridgeError, UsageError
 from . import options
 from .options import AddParser
 
+DEVICE_HELP = (
+    "a device's properties instead of the VM's: ID is a NIC's MAC, a disk's target (vda) or "
+    "a device's alias (ua-nic0)"
+)
+
 # (action, help, description, example)
 ACTIONS = (
     (
@@ -66,6 +71,7 @@ def add_parser(add: AddParser) -> None:
         ),
     )
     parser.add_argument("domain", metavar="DOMAIN", help="the domain's name, UUID or id")
+    parser.add_argument("--device", metavar="ID", help=DEVICE_HELP)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     for name, help_, description, example in ACTIONS:
@@ -85,6 +91,7 @@ def add_parser(add: AddParser) -> None:
             action.add_argument("names", nargs="+", metavar="NAME")
         # Also after the action: ``props vm1 get --connect URI``.
         options.add_connect(action, argparse.SUPPRESS)
+        action.add_argument("--device", metavar="ID", default=argparse.SUPPRESS, help=DEVICE_HELP)
     parser.set_defaults(func=main)
 
 
@@ -113,9 +120,14 @@ def main(args: argparse.Namespace) -> int:
     conn = open_connection(uri, readonly=args.action == "get")
     try:
         dom = find_domain(conn, args.domain)
+        device, tag = (None, "")
+        if args.device is not None:
+            device, tag = props.resolve_device(dom, args.device)
+        subject = dom.name() if device is None else f"{dom.name()} {device}"
         if args.action == "get":
-            return _get(dom.name(), props.read(dom), args.json, args.inactive)
-        return _change(dom.name(), props.change(dom, changes, removals), changes, removals)
+            return _get(subject, props.read(dom, device), args.json, args.inactive)
+        outcome = props.change(dom, changes, removals, device, tag)
+        return _change(subject, outcome, changes, removals)
     finally:
         conn.close()
 

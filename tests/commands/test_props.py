@@ -15,7 +15,8 @@ import libvirt
 import pytest
 from lxml import etree
 
-from libvirt_bridge import connection, domxml, props
+from libvirt_bridge import connection, devices, domxml, props
+from libvirt_bridge.devices import DeviceKey
 from testing.hosts import run
 
 URI = "test:///default"
@@ -184,6 +185,49 @@ def test_a_structured_entry_is_not_overwritten() -> None:
         props.updated_element(xml, {"a": "1"}, [])
 
 
+# -- a device's properties -----------------------------------------------------------------
+
+NIC = DeviceKey(devices.NIC, "52:54:00:12:34:56")
+SDA = DeviceKey(devices.DISK, "sda")
+
+
+def test_a_device_property_goes_into_its_own_entry() -> None:
+    new = props.updated_element(RICH, {"extnet": "br-ext"}, [], NIC, "interface")
+    assert new is not None
+    root = etree.fromstring(new)
+    assert [child.tag for child in root] == ["clusterVersion", "custom", "device", "device"]
+    nic = root.findall("device")[1]
+    assert dict(nic.attrib) == {"mac_address": "52:54:00:12:34:56"}
+    assert props.element_properties(new, NIC) == {"extnet": "br-ext"}
+    # The VM's properties and the other device's entry are untouched.
+    assert props.element_properties(new) == {"keep": "k", "old": "o"}
+    assert root.find("device/poolID") is not None
+
+
+def test_a_device_entry_keeps_what_else_it_holds_and_goes_when_empty() -> None:
+    new = props.updated_element(RICH, {"cache": "none"}, [], SDA, "disk")
+    assert new is not None
+    [disk] = etree.fromstring(new).findall("device")
+    assert [child.tag for child in disk] == ["poolID", "{urn:other}other", "custom"]
+    assert props.element_properties(new, SDA) == {"cache": "none"}
+    # Its last property gone, the entry stays for what else it holds.
+    kept = props.updated_element(new, {}, ["cache"], SDA, "disk")
+    assert kept is not None and props.element_properties(kept, SDA) == {}
+    assert etree.fromstring(kept).find("device/poolID") is not None
+    # An entry that held only the properties goes with the last of them.
+    alone = props.updated_element(None, {"a": "1"}, [], NIC, "interface")
+    assert props.updated_element(alone, {}, ["a"], NIC, "interface") is None
+
+
+def test_a_device_named_by_alias_gets_its_element_name_as_devtype() -> None:
+    usb = DeviceKey(devices.ALIAS, "ua-usb1")
+    new = props.updated_element(None, {"port": "3"}, [], usb, "hostdev")
+    assert new == (
+        '<vm><device devtype="hostdev" alias="ua-usb1"><custom><port>3</port></custom>'
+        "</device></vm>"
+    )
+
+
 # -- against the test driver ---------------------------------------------------------------
 
 
@@ -301,3 +345,36 @@ def test_connect_after_the_action_and_from_the_config(
     status, _, err = run("props", "test", "get")
     assert status == 1
     assert "libvirt_uri must be a non-empty string" in err and "--connect" in err
+
+
+def test_device_properties_of_a_nic_and_a_disk(testdrv: libvirt.virConnect) -> None:
+    # The test driver's domain has a disk vda and a NIC aa:bb:cc:dd:ee:ff.
+    assert cmd("test", "set", "pincpu=0")[0] == 0
+    status, out, err = cmd("test", "--device", "AA:BB:CC:DD:EE:FF", "set", "extnet=br-ext")
+    assert (status, err) == (0, "")
+    assert out == (
+        "test NIC aa:bb:cc:dd:ee:ff: set extnet=br-ext in the live and persistent definitions\n"
+    )
+    assert cmd("test", "get", "--device", "vda")[0] == 0
+    assert cmd("test", "--device", "vda", "set", "cache=none")[0] == 0
+    assert cmd("test", "--device", "aa:bb:cc:dd:ee:ff", "get") == (0, "extnet=br-ext\n", "")
+    assert cmd("test", "--device", "vda", "get", "--json")[1] == '{\n  "cache": "none"\n}\n'
+    assert cmd("test", "get") == (0, "pincpu=0\n", "")  # the VM's own, unchanged
+    dom = testdrv.lookupByName("test")
+    root = domxml.parse(dom.XMLDesc(0).encode())
+    assert {key: p for key, p in devices.metadata_properties(root).items()} == {
+        DeviceKey(devices.NIC, "aa:bb:cc:dd:ee:ff"): {"extnet": "br-ext"},
+        DeviceKey(devices.DISK, "vda"): {"cache": "none"},
+    }
+    assert cmd("test", "--device", "vda", "unset", "cache")[0] == 0
+    root = domxml.parse(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode())
+    assert list(devices.metadata_properties(root)) == [DeviceKey(devices.NIC, "aa:bb:cc:dd:ee:ff")]
+
+
+def test_a_device_that_is_not_there(testdrv: libvirt.virConnect) -> None:
+    status, out, err = cmd("test", "--device", "vdz", "get")
+    assert (status, out) == (1, "")
+    assert err == (
+        "libvirt-bridge props: error: domain test: no device of this domain has the MAC, "
+        "disk target or alias 'vdz'\n"
+    )
