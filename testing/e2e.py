@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from libvirt_bridge import mapping
-from libvirt_bridge.sandbox import Sandbox
+from libvirt_bridge.sandbox import Sandbox, process_alive
 
 from .harness import queues_empty
 
@@ -219,6 +220,14 @@ def listened(sandbox: Sandbox, events: Iterable[str] = mapping.EVENTS) -> Listen
     sandbox.install_bridge()
     sandbox.start_listener()
     return ListenedProbe(sandbox, events)
+
+
+def kill_listener(sandbox: Sandbox) -> None:
+    """SIGKILL the sandbox's listener, and return once it is gone (a zombie counts)."""
+    pid = sandbox.listener_pid()
+    os.kill(pid, signal.SIGKILL)
+    # Until then start_listener() would find it running and start none.
+    wait_until(lambda: not process_alive(pid), f"the killed listener {pid} gone", 10)
 
 
 def events_of(records: list[Record], uuid: str) -> list[str]:

@@ -16,7 +16,7 @@ import pytest
 
 from libvirt_bridge import launcher
 from libvirt_bridge.sandbox import Sandbox, process_alive
-from testing.e2e import Probe, events_of, probed, wait_until
+from testing.e2e import Probe, events_of, kill_listener, probed, wait_until
 
 pytestmark = pytest.mark.libvirt
 
@@ -52,7 +52,7 @@ def test_listener_killed_and_restarted_fires_what_it_can_see_once(sandbox: Sandb
     for name in ("paused", "flipped"):
         sandbox.virsh("start", name)
     probe.at_least(4)
-    os.kill(sandbox.listener_pid(), signal.SIGKILL)
+    kill_listener(sandbox)
     sandbox.virsh("suspend", "paused")
     sandbox.virsh("suspend", "flipped")
     sandbox.virsh("resume", "flipped")  # nothing left to see of this one

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from libvirt_bridge.sandbox import Sandbox
-from testing.e2e import ListenedProbe, Record, listened, wait_until
+from testing.e2e import ListenedProbe, Record, kill_listener, listened, wait_until
 
 pytestmark = pytest.mark.libvirt
 
@@ -98,7 +98,7 @@ def test_a_migration_that_came_in_while_the_listener_was_down_fires_once_it_is_b
     make_sandbox: Callable[[str], Sandbox],
 ) -> None:
     source, _, destination, destination_probe = two_hosts(make_sandbox)
-    os.kill(destination.listener_pid(), signal.SIGKILL)
+    kill_listener(destination)
     result = source.migrate("g1", destination)
     assert result.returncode == 0, result.stderr
     assert listener_fired(destination_probe.settled()) == []  # no listener: nothing more comes
@@ -108,7 +108,7 @@ def test_a_migration_that_came_in_while_the_listener_was_down_fires_once_it_is_b
     # Two domains: g1 and the sentinel guest.
     assert "resynchronised 2 domain(s) after a gap, 1 missed event(s) fired" in log
     # A later restart has nothing new to fire.
-    os.kill(destination.listener_pid(), signal.SIGKILL)
+    kill_listener(destination)
     destination.start_listener()
     assert listener_fired(destination_probe.caught_up()) == ["after_vm_migrate_destination"]
 
