@@ -46,8 +46,10 @@ record = {{
     "ppid": os.getppid(),
     "time": time.time(),
 }}
-with open({records!r}, "a") as f:
-    f.write(json.dumps(record) + "\\n")
+# One write of the whole line, so that records of concurrent scripts never interleave.
+fd = os.open({records!r}, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+os.write(fd, (json.dumps(record) + "\\n").encode())
+os.close(fd)
 """
 
 Record = dict[str, object]
@@ -105,7 +107,9 @@ class Probe:
     def raw(self) -> list[Record]:
         if not self.records.exists():
             return []
-        return [json.loads(line) for line in self.records.read_text().splitlines()]
+        # A line still being written has no newline yet: not a record so far.
+        complete = self.records.read_text().split("\n")[:-1]
+        return [json.loads(line) for line in complete]
 
     def at_least(self, total: int, timeout: float = 60) -> list[Record]:
         """All the records, once there are ``total`` and the bridge is idle."""

@@ -209,14 +209,23 @@ def test_close_kills_everything_and_is_idempotent(tmp_path: Path) -> None:
         sandbox.start()
 
 
-def daemons_running() -> set[int]:
-    pids = (int(entry) for entry in os.listdir("/proc") if entry.isdigit())
-    daemons = {pid for pid in pids if process_name(pid) in ("libvirtd", "virtlogd")}
-    return {pid for pid in daemons if process_alive(pid)}
+def daemons_of(root: str) -> set[int]:
+    """The running libvirtd and virtlogd processes whose mounts show the sandbox ``root``."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or process_name(int(entry)) not in ("libvirtd", "virtlogd"):
+            continue
+        try:
+            with open(f"/proc/{entry}/mountinfo") as f:
+                mine = root in f.read()
+        except OSError:
+            continue
+        if mine and process_alive(int(entry)):
+            found.add(int(entry))
+    return found
 
 
 def test_failed_start_cleans_up(tmp_path: Path) -> None:
-    before = daemons_running()
     sandbox = Sandbox(tmp_path / "lbsb6", "lbsb6")
     with open(os.path.join(sandbox.etc_dir, "libvirtd.conf"), "a") as f:
         f.write("max_clients = \n")
@@ -224,7 +233,7 @@ def test_failed_start_cleans_up(tmp_path: Path) -> None:
         sandbox.start()
     assert "libvirtd.out" in str(failure.value)  # the daemon's own complaint is shown
     print(failure.value)
-    assert daemons_running() <= before  # virtlogd had started; it was killed
+    assert daemons_of(sandbox.root) == set()  # virtlogd had started; it was killed
     assert sandbox.pids() == []
     sandbox.close()
     assert mounts_mentioning(sandbox.root) == []
