@@ -68,13 +68,19 @@ def running_pid(state_dir: str) -> int | None:
     return pid if b"listen" in cmdline and not zombie else None
 
 
-def start_background(config_path: str, state_dir: str, argv_prefix: list[str] | None = None) -> int:
+def start_background(
+    config_path: str,
+    state_dir: str,
+    argv_prefix: list[str] | None = None,
+    command: list[str] | None = None,
+) -> int:
     """Start the listener in the background; return its pid. Raises OSError/RuntimeError.
 
-    ``argv_prefix`` runs it through another command (the sandbox uses ``nsenter``).
+    ``argv_prefix`` runs it through another command (the sandbox uses ``nsenter``);
+    ``command`` is the ``libvirt-bridge`` to run (default: this installation's).
     """
     env = dict(os.environ, LIBVIRT_BRIDGE_CONFIG=config_path)
-    argv = [*(argv_prefix or []), *bridge_command(), "listen", "--background"]
+    argv = [*(argv_prefix or []), *(command or bridge_command()), "listen", "--background"]
     argv += ["--pidfile", pidfile(state_dir)]
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30, cwd="/")
     if result.returncode != 0:

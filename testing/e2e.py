@@ -98,7 +98,8 @@ class Probe:
 
     def script(self, tail: str = "") -> str:
         """The probe's text, then ``tail`` (more Python, run after the record is written)."""
-        return PROBE.format(python=sys.executable, records=str(self.records)) + tail
+        # The interpreter the sandbox's daemons can run (the root's, in a chrooted cell).
+        return PROBE.format(python=self.sandbox.python, records=str(self.records)) + tail
 
     def all(self) -> list[Record]:
         """Every record so far, but those of the domains in ``hidden``."""

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from libvirt_bridge.sandbox.cells import CELLS
 from testing.harness import Bridge, live_processes_mentioning
 
 WATCHED_TREES = ("/etc/libvirt", "/var/lib/libvirt", "/var/log/libvirt", "/run/libvirt")
@@ -30,6 +31,16 @@ OUR_NAMES = ("libvirt", "bridge", "lb-", "vdsm", "qemu", "virt")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--libvirt-cell",
+        default="system-monolithic",
+        metavar="CELLS",
+        help=(
+            "which libvirt the end-to-end tests run on: a comma-separated list of "
+            f"{', '.join(CELLS)}, or 'all' (default: system-monolithic). A cell other than "
+            "the host's needs its root built: python -m libvirt_bridge.sandbox.roots build 11.3"
+        ),
+    )
     parser.addoption(
         "--soak-cycles",
         type=int,

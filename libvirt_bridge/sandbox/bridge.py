@@ -3,18 +3,33 @@
 :meth:`Bridge.install` writes the config, then runs ``libvirt-bridge install`` in the
 sandbox's namespaces, where /etc/libvirt is the sandbox's: the real installer writes the
 launchers, the fast-path file and the event directories, and sends SIGHUP to the one
-libvirtd whose /etc/libvirt that is, the sandbox's. Two of its host paths are redirected:
-its logrotate entry goes to the sandbox's ``etc/logrotate.d`` (``--logrotate-dir``), and
-no systemd unit is written (``--no-listener``): the listener starts as ``install`` starts
-it on a host without systemd (``service.start_background``), in the namespaces too.
+libvirtd (or virtqemud) whose /etc/libvirt that is, the sandbox's. Two of its host paths
+are redirected: its logrotate entry goes to the sandbox's ``etc/logrotate.d``
+(``--logrotate-dir``), and no systemd unit is written (``--no-listener``): the listener
+starts as ``install`` starts it on a host without systemd (``service.start_background``),
+in the namespaces too.
+
+In a chrooted cell (another libvirt, from a cached root), the host's installation of the
+bridge means nothing to the root's Python: the bridge is installed there as a user of
+that system installs it, ``pip install`` into a venv made with the root's ``python3``
+(``--system-site-packages``: lxml is Debian's ``python3-lxml``), from a wheel of this source
+tree and the root's wheel of libvirt-python built against its libvirt (``roots``). The venv
+is the sandbox's (``venv_dir``), seen at the same path inside and out; ``install``, the
+launchers it writes and the listener all run its ``libvirt-bridge``, chrooted.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import re
 import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Mapping
 
@@ -26,6 +41,71 @@ from .layout import Layout
 
 # The sandbox's etc/libvirt, as its daemons (and install, run beside them) see it.
 CONFDIR = "/etc/libvirt"
+# The source tree of this package, when it runs from one (a wheel is built from it).
+_SOURCE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# What of the source tree a wheel is made of (pyproject.toml's packages and readme).
+_WHEEL_INPUTS = ("pyproject.toml", "README.md", "libvirt_bridge", "install", "hooks.d")
+_WHEEL_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
+
+
+def _tree_digest(source: str) -> str:
+    """A digest of what of ``source`` goes into the wheel: names, modes and contents."""
+    digest = hashlib.sha256()
+    for top in _WHEEL_INPUTS:
+        path = os.path.join(source, top)
+        files = [path] if os.path.isfile(path) else []
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+            files += [os.path.join(dirpath, n) for n in sorted(filenames) if n[-4:] != ".pyc"]
+        for file in files:
+            digest.update(os.path.relpath(file, source).encode() + b"\0")
+            with open(file, "rb") as f:
+                digest.update(f.read())
+            digest.update(b"\0%o\0" % (os.stat(file).st_mode & 0o777))
+    return digest.hexdigest()[:16]
+
+
+def bridge_wheel(source: str = _SOURCE) -> str:
+    """A wheel of the bridge built from the source tree ``source``; cached by its content.
+
+    The cache is the roots' (``roots.cache_dir()/wheels/<digest>``): built once per change.
+    """
+    from . import roots  # not at import: python -m libvirt_bridge.sandbox.roots
+
+    if not os.path.isfile(os.path.join(source, "pyproject.toml")):
+        raise SandboxError(f"no source tree at {source}: a chrooted cell installs from one")
+    directory = os.path.join(roots.cache_dir(), "wheels", _tree_digest(source))
+    os.makedirs(os.path.dirname(directory), mode=0o755, exist_ok=True)
+    with open(directory + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+        if found:
+            return os.path.join(directory, found[-1])
+        with tempfile.TemporaryDirectory(dir=os.path.dirname(directory)) as tmp:
+            tree = os.path.join(tmp, "src")
+            os.makedirs(tree)
+            for top in _WHEEL_INPUTS:
+                path = os.path.join(source, top)
+                if os.path.isdir(path):
+                    shutil.copytree(path, os.path.join(tree, top), ignore=_WHEEL_IGNORE)
+                else:
+                    shutil.copy2(path, tree)
+            out = os.path.join(tmp, "out")
+            result = subprocess.run(
+                [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", out, tree],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            wheels = os.listdir(out) if os.path.isdir(out) else []
+            if result.returncode != 0 or len(wheels) != 1:
+                raise SandboxError(
+                    f"building the bridge's wheel failed (exit {result.returncode}):\n"
+                    f"{result.stdout}{result.stderr}"
+                )
+            os.rename(out, directory)
+        return os.path.join(directory, wheels[0])
 
 
 def _toml_value(value: object) -> str:
@@ -67,7 +147,7 @@ class Bridge:
         """Write the config, then run ``libvirt-bridge install``; see the module doc.
 
         A None value in ``config_overrides`` leaves that key out. The sandbox must run:
-        install runs in its namespaces. Returns once a libvirtd that install sent SIGHUP
+        install runs in its namespaces. Returns once a daemon that install sent SIGHUP
         has looked for hook files again.
         """
         values: dict[str, object] = {
@@ -82,13 +162,51 @@ class Bridge:
         offset = self.daemons.log_size()
         output = self._run_install()
         if self.daemons.running():
-            sighup = f"sent SIGHUP to libvirtd (pid {self.daemons.libvirtd_pid()})"
+            sighup = f"sent SIGHUP to {self.daemons.main} (pid {self.daemons.daemon_pid()})"
             if sighup in output:
                 self.daemons.wait_reloaded(offset)
 
+    def command(self) -> list[str]:
+        """How to run the ``libvirt-bridge`` installed for the sandbox's daemons."""
+        if self.layout.libvirt_root is None:
+            return service.bridge_command()
+        return [os.path.join(self.layout.venv_dir, "bin", "libvirt-bridge")]
+
+    def _install_venv(self) -> None:
+        """In a chrooted cell: pip-install the bridge into the sandbox's venv (module doc)."""
+        from . import roots  # not at import: python -m libvirt_bridge.sandbox.roots
+
+        venv = self.layout.venv_dir
+        if os.path.exists(os.path.join(venv, "bin", "libvirt-bridge")):
+            return
+        wheels = os.path.join(self.layout.private_dir, "wheels")
+        os.makedirs(wheels, exist_ok=True)
+        shutil.copy2(bridge_wheel(), wheels)
+        python = os.path.join(venv, "bin", "python")
+        steps = [
+            # pip comes from the root's python3-pip: the venv sees the system site.
+            ["python3", "-m", "venv", "--system-site-packages", "--without-pip", venv],
+            [
+                *(python, "-m", "pip", "install", "-q", "--no-index", "--no-cache-dir"),
+                *("--find-links", roots.WHEELHOUSE, "--find-links", wheels, "libvirt-bridge"),
+            ],
+        ]
+        for argv in steps:
+            result = self.daemons.run_in_namespace(argv, check=False, timeout=300.0)
+            with open(self.install_output, "a") as f:
+                f.write(f"$ {shlex.join(argv)}\n{result.stdout}{result.stderr}")
+                f.write(f"(exit {result.returncode})\n")
+            if result.returncode != 0:
+                raise SandboxError(
+                    f"installing the bridge in the root failed (exit {result.returncode}): "
+                    f"{shlex.join(argv)}\n{result.stdout}{result.stderr}"
+                )
+
     def _run_install(self) -> str:
         """Run ``libvirt-bridge install`` in the namespaces; return what it printed."""
-        argv = [*service.bridge_command(), "install", "--confdir", CONFDIR]
+        if self.layout.libvirt_root is not None:
+            self._install_venv()
+        argv = [*self.command(), "install", "--confdir", CONFDIR]
         argv += ["--config", self.layout.config_path]
         argv += ["--logrotate-dir", self.layout.logrotate_dir, "--no-listener"]
         result = self.daemons.run_in_namespace(argv, check=False, timeout=120.0)
@@ -128,7 +246,10 @@ class Bridge:
             return running
         try:
             pid = service.start_background(
-                self.layout.config_path, cfg.state_dir, argv_prefix=self.daemons.nsenter()
+                self.layout.config_path,
+                cfg.state_dir,
+                argv_prefix=self.daemons.nsenter(),
+                command=self.command(),
             )
         except (OSError, RuntimeError) as exc:
             raise SandboxError(f"{exc}" + tails([cfg.log_file])) from None

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 
-# Cache file name -> contents, gathered from the sandboxes of this process.
-_seed: dict[str, bytes] = {}
+# libvirt (a cell's) -> cache file name -> contents, gathered from this process's sandboxes.
+# Each libvirt keeps its own: a file another libvirt wrote is probed again, and replaced.
+_seed: dict[str, dict[str, bytes]] = {}
 
 
 def capabilities_dir(cache_dir: str) -> str:
@@ -22,13 +23,14 @@ def capabilities_dir(cache_dir: str) -> str:
     return os.path.join(cache_dir, "qemu", "capabilities")
 
 
-def seed_capabilities(cache_dir: str) -> None:
-    """Put the gathered cache files that ``cache_dir`` lacks into it."""
-    if not _seed:
+def seed_capabilities(cache_dir: str, libvirt: str) -> None:
+    """Put the files gathered from ``libvirt``'s sandboxes that ``cache_dir`` lacks into it."""
+    seed = _seed.get(libvirt)
+    if not seed:
         return
     directory = capabilities_dir(cache_dir)
     os.makedirs(directory, mode=0o755, exist_ok=True)
-    for name, data in _seed.items():
+    for name, data in seed.items():
         path = os.path.join(directory, name)
         if not os.path.exists(path):
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -36,8 +38,8 @@ def seed_capabilities(cache_dir: str) -> None:
                 f.write(data)
 
 
-def gather_capabilities(cache_dir: str) -> None:
-    """Keep the cache files of ``cache_dir`` for the sandboxes started later."""
+def gather_capabilities(cache_dir: str, libvirt: str) -> None:
+    """Keep the cache files of ``cache_dir``, run by ``libvirt``, for later sandboxes."""
     directory = capabilities_dir(cache_dir)
     try:
         names = [n for n in os.listdir(directory) if n.endswith(".xml")]
@@ -47,4 +49,4 @@ def gather_capabilities(cache_dir: str) -> None:
                 found[name] = f.read()
     except OSError:
         return
-    _seed.update(found)
+    _seed.setdefault(libvirt, {}).update(found)

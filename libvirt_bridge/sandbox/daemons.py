@@ -1,9 +1,12 @@
-"""virtlogd and libvirtd of one sandbox: started in new namespaces, stopped, reloaded.
+"""The daemons of one sandbox: started in new namespaces, stopped, reloaded.
 
-The setup (``unshare --mount --uts --propagation private``) records its namespaces, mounts
-the sandbox's directories, sets the hostname and starts both daemons; whatever runs in the
-sandbox later enters those namespaces through virtlogd (``nsenter``), which runs as long
-as the sandbox does.
+The *main* daemon runs the qemu driver, calls the hooks and owns the socket: ``libvirtd``
+(monolithic) or ``virtqemud`` (modular); ``virtlogd`` runs beside it. The setup (``unshare
+--mount --uts --propagation private``) records its namespaces, mounts the sandbox's
+directories, sets the hostname and starts both daemons; whatever runs in the sandbox later
+enters those namespaces through virtlogd (``nsenter``), which runs as long as the sandbox
+does. In a chrooted cell the daemons run chrooted into the view (``layout``), and so does
+what ``run_in_namespace`` runs (``nsenter --root``): paths are the root's there.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Sequence
 from .capscache import seed_capabilities
 from .client import VirshError, virsh
 from .errors import SandboxError, tails
-from .host import binary, daemon_env, which
+from .host import binary, daemon_env, root_binary, which
 from .layout import Layout
 from .namespaces import Namespaces, process_alive
 
@@ -38,13 +41,17 @@ class Daemons:
         self.start_timeout = start_timeout
         self._setup: subprocess.Popen[str] | None = None
         self._cpus = os.sched_getaffinity(0)
+        self.cell = layout.cell
+        self.main = layout.cell.main_daemon
+        # Which QEMU capabilities a sandbox may take from another's (see capscache).
+        self._caps_key = layout.cell.libvirt
 
     # -- starting -----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Run the setup in new namespaces; return when libvirtd answers."""
+        """Run the setup in new namespaces; return when the main daemon answers."""
         deadline = time.monotonic() + self.start_timeout
-        seed_capabilities(self.layout.cache_dir)
+        seed_capabilities(self.layout.cache_dir, self._caps_key)
         argv = [binary("unshare"), "--mount", "--uts", "--propagation", "private"]
         argv += ["/bin/sh", "-c", self._setup_script()]
         self._setup = subprocess.Popen(
@@ -91,30 +98,40 @@ class Daemons:
             f"readlink /proc/$$/ns/mnt /proc/$$/ns/uts > {q(self.layout.namespaces_record)}",
             *self.layout.mount_commands(),
             f"printf %s {q(self.layout.name)} > /proc/sys/kernel/hostname",
-            f"{q(binary('virtlogd'))} -d -p /run/libvirt/virtlogd.pid"
-            " </dev/null >>/var/log/libvirt/virtlogd.out 2>&1",
-            self._libvirtd_command(),
+            self._daemon_command("virtlogd"),
+            self._main_command(),
         ]
         return "\n".join(lines) + "\n"
 
-    def _libvirtd_command(self) -> str:
-        command = f"{shlex.quote(binary('libvirtd'))} -d -p /run/libvirt/libvirtd.pid"
+    def _daemon_command(self, daemon: str) -> str:
+        """A shell command that starts ``daemon`` (``-d``); run in the host's view."""
+        q = shlex.quote
+        if self.layout.libvirt_root is None:
+            command = q(binary(daemon))
+        else:
+            path = root_binary(self.layout.libvirt_root, daemon)
+            command = f"{q(binary('chroot'))} {q(self.layout.view_dir)} {q(path)}"
+        out = os.path.join(self.layout.log_dir, f"{daemon}.out")
+        return f"{command} -d -p /run/libvirt/{daemon}.pid </dev/null >>{q(out)} 2>&1"
+
+    def _main_command(self) -> str:
+        command = self._daemon_command(self.main)
         taskset = which("taskset")
         if taskset is not None:
             # Pinned while it reads the host CPUID (see capscache); unpinned when ready.
             command = f"{shlex.quote(taskset)} -c {min(self._cpus)} {command}"
-        return f"{command} </dev/null >>/var/log/libvirt/libvirtd.out 2>&1"
+        return command
 
     def _wait_ready(self, deadline: float) -> None:
-        """Wait until the socket accepts connections and libvirtd answers a call."""
+        """Wait until the socket accepts connections and the main daemon answers a call."""
         since = time.monotonic()
         while True:
-            pid = self._pid_from_file("libvirtd")
+            pid = self._pid_from_file(self.main)
             if pid is None:
                 if time.monotonic() - since < 3.0:
                     time.sleep(0.02)
                     continue
-                raise SandboxError("libvirtd is not running" + self.diagnostics())
+                raise SandboxError(f"{self.main} is not running" + self.diagnostics())
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 try:
                     sock.connect(self.layout.socket_path)
@@ -123,7 +140,7 @@ class Daemons:
                     pass
             if time.monotonic() > deadline:
                 raise SandboxError(
-                    f"libvirtd socket {self.layout.socket_path} not ready after "
+                    f"{self.main} socket {self.layout.socket_path} not ready after "
                     f"{self.start_timeout} s" + self.diagnostics()
                 )
             time.sleep(0.02)
@@ -131,14 +148,14 @@ class Daemons:
         try:
             virsh(self.layout.uri, "uri", timeout=max(1.0, deadline - time.monotonic()))
         except VirshError as exc:
-            raise SandboxError(f"libvirtd does not answer: {exc}" + self.diagnostics()) from None
+            raise SandboxError(f"{self.main} does not answer: {exc}" + self.diagnostics()) from None
         for task in os.listdir(f"/proc/{pid}/task"):
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(int(task), self._cpus)
 
     def diagnostics(self) -> str:
         """The tails of the daemons' output and log, for an error message."""
-        names = ("libvirtd.out", "virtlogd.out", "libvirtd.log")
+        names = (f"{self.main}.out", "virtlogd.out", f"{self.main}.log")
         return tails([os.path.join(self.layout.log_dir, name) for name in names])
 
     # -- processes ------------------------------------------------------------------------
@@ -159,22 +176,28 @@ class Daemons:
             raise SandboxError(f"{daemon} of sandbox {self.layout.name} is not running")
         return pid
 
-    def libvirtd_pid(self) -> int:
-        """The pid of the running libvirtd (SandboxError if it does not run)."""
-        return self._running_pid("libvirtd")
+    def daemon_pid(self) -> int:
+        """The pid of the running main daemon, libvirtd or virtqemud (SandboxError if none)."""
+        return self._running_pid(self.main)
 
     def virtlogd_pid(self) -> int:
         """The pid of the running virtlogd (SandboxError if it does not run)."""
         return self._running_pid("virtlogd")
 
     def running(self) -> bool:
-        """Whether libvirtd runs."""
-        return self._pid_from_file("libvirtd") is not None
+        """Whether the main daemon runs."""
+        return self._pid_from_file(self.main) is not None
 
     def nsenter(self) -> list[str]:
-        """The command prefix that runs a command in the sandbox's namespaces."""
+        """The command prefix that runs a command in the sandbox's namespaces.
+
+        In a chrooted cell, also chrooted into the view, as the daemons are.
+        """
         pid = self.virtlogd_pid()
-        return [binary("nsenter"), "--target", str(pid), "--mount", "--uts", "--"]
+        argv = [binary("nsenter"), "--target", str(pid), "--mount", "--uts"]
+        if self.layout.libvirt_root is not None:
+            argv += ["--root", "--wd"]  # virtlogd's: the view, and / in it
+        return [*argv, "--"]
 
     def run_in_namespace(
         self,
@@ -199,25 +222,25 @@ class Daemons:
     # -- reload, stop, start ------------------------------------------------------------
 
     def log_size(self) -> int:
-        """The size of libvirtd's log: where what it logs next begins."""
+        """The size of the main daemon's log: where what it logs next begins."""
         try:
-            return os.path.getsize(self.layout.libvirtd_log)
+            return os.path.getsize(self.layout.daemon_log)
         except OSError:
             return 0
 
     def reload(self, timeout: float = 10.0) -> None:
-        """SIGHUP libvirtd; return once it has looked for hook files again.
+        """SIGHUP the main daemon; return once it has looked for hook files again.
 
         If a ``daemon`` hook is installed, also wait until its ``reload`` call returned.
-        Gives up silently after ``timeout`` s (the wait reads libvirtd's debug log).
+        Gives up silently after ``timeout`` s (the wait reads the daemon's debug log).
         """
-        pid = self.libvirtd_pid()
+        pid = self.daemon_pid()
         offset = self.log_size()
         os.kill(pid, signal.SIGHUP)
         self.wait_reloaded(offset, timeout)
 
     def wait_reloaded(self, offset: int, timeout: float = 10.0) -> None:
-        """Wait until libvirtd's log, from ``offset`` on, shows a reload's hook work done.
+        """Wait until the daemon's log, from ``offset`` on, shows a reload's hook work done.
 
         If a ``daemon`` hook is installed, that includes its ``reload`` call's return.
         Gives up silently after ``timeout`` s.
@@ -226,7 +249,7 @@ class Daemons:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                with open(self.layout.libvirtd_log, "rb") as f:
+                with open(self.layout.daemon_log, "rb") as f:
                     f.seek(offset)
                     text = f.read().decode("utf-8", "replace")
             except OSError:
@@ -244,9 +267,9 @@ class Daemons:
             paths += [os.path.join(directory, name) for name in os.listdir(directory)]
         return sum(1 for p in paths if os.path.isfile(p) and os.access(p, os.X_OK))
 
-    def stop_libvirtd(self, timeout: float = 30.0) -> None:
-        """SIGTERM libvirtd and wait until it has exited (running guests keep running)."""
-        pid = self._pid_from_file("libvirtd")
+    def stop_daemon(self, timeout: float = 30.0) -> None:
+        """SIGTERM the main daemon, wait until it has exited (running guests keep running)."""
+        pid = self._pid_from_file(self.main)
         if pid is None:
             return
         os.kill(pid, signal.SIGTERM)
@@ -255,35 +278,42 @@ class Daemons:
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
                 raise SandboxError(
-                    f"libvirtd {pid} did not exit {timeout} s after SIGTERM; killed"
+                    f"{self.main} {pid} did not exit {timeout} s after SIGTERM; killed"
                     + self.diagnostics()
                 )
             time.sleep(0.02)
 
-    def start_libvirtd(self, timeout: float | None = None) -> None:
-        """Start libvirtd again in the sandbox's namespaces and wait until it answers."""
+    def start_daemon(self, timeout: float | None = None) -> None:
+        """Start the main daemon again in the sandbox's namespaces; wait until it answers."""
         deadline = time.monotonic() + (self.start_timeout if timeout is None else timeout)
-        seed_capabilities(self.layout.cache_dir)
-        result = self.run_in_namespace(
-            ["/bin/sh", "-c", self._libvirtd_command()],
-            check=False,
+        seed_capabilities(self.layout.cache_dir, self._caps_key)
+        # In the host's view of the namespaces: the command chroots by itself.
+        pid = self.virtlogd_pid()
+        nsenter = [binary("nsenter"), "--target", str(pid), "--mount", "--uts", "--"]
+        result = subprocess.run(
+            [*nsenter, "/bin/sh", "-c", self._main_command()],
+            capture_output=True,
+            text=True,
+            env=daemon_env(),
+            cwd="/",
             timeout=max(1.0, deadline - time.monotonic()),
+            check=False,
         )
         if result.returncode != 0:
             raise SandboxError(
-                f"libvirtd did not start (exit {result.returncode}): {result.stderr.strip()}"
+                f"{self.main} did not start (exit {result.returncode}): {result.stderr.strip()}"
                 + self.diagnostics()
             )
         self._wait_ready(deadline)
 
-    def restart_libvirtd(self) -> None:
-        """Stop libvirtd and start it again; guests keep running and are reconnected."""
-        self.stop_libvirtd()
-        self.start_libvirtd()
+    def restart_daemon(self) -> None:
+        """Stop the main daemon and start it again; guests keep running, are reconnected."""
+        self.stop_daemon()
+        self.start_daemon()
 
 
 def _reload_finished(log: str, daemon_scripts: int) -> bool:
-    """Whether libvirtd's log (from the SIGHUP on) shows the reload's hook work done."""
+    """Whether the daemon's log (from the SIGHUP on) shows the reload's hook work done."""
     # virHookInitialize checks the drivers in a fixed order, bhyve last.
     if "/etc/libvirt/hooks/bhyve" not in log:
         return False

@@ -29,6 +29,7 @@ class Guests:
 
     ``domain_type`` is ``kvm``, ``qemu`` or None (``kvm`` when /dev/kvm works).
     ``after_define`` runs after each definition (defining one makes libvirtd probe QEMU).
+    ``emulator``: the QEMU binary as the daemon sees it (default: the host's).
     """
 
     def __init__(
@@ -37,6 +38,7 @@ class Guests:
         domains_dir: str,
         domain_type: str | None,
         after_define: Callable[[], None],
+        emulator: str | None = None,
     ) -> None:
         if domain_type not in (None, "kvm", "qemu"):
             raise SandboxError(f"domain_type must be 'kvm', 'qemu' or None, not {domain_type!r}")
@@ -44,6 +46,7 @@ class Guests:
         self.domains_dir = domains_dir
         self._domain_type = domain_type
         self._after_define = after_define
+        self._emulator = emulator
 
     def virsh(
         self, *args: str, check: bool = True, timeout: float = 60.0, input: str | None = None
@@ -73,7 +76,7 @@ class Guests:
         description: str | None = None,
     ) -> str:
         """A tiny diskless guest: 64 MiB, 1 vCPU, no disk, no NIC, no graphics."""
-        emulator = binary("qemu-system-x86_64")
+        emulator = self._emulator or binary("qemu-system-x86_64")
         parts = [
             f"<domain type='{self.domain_type}'>",
             f"  <name>{escape(name)}</name>",

@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid as uuidlib
+from collections.abc import Iterable
 from types import TracebackType
 
 from .bridge import Bridge
 from .capscache import gather_capabilities
+from .cells import Cell
 from .daemons import Daemons
 from .errors import SandboxError
 from .guests import Guests
-from .host import check_host_can_run_libvirt
+from .host import check_host_can_run_libvirt, root_binary
 from .layout import Layout
 from .namespaces import Namespaces, mounts_mentioning
 
 
 class Sandbox(Layout):
-    """A private libvirtd (with virtlogd) in its own mount and UTS namespaces.
+    """A private libvirtd or virtqemud (with virtlogd) in its own mount and UTS namespaces.
 
     ``Sandbox(root, name)`` lays out ``root`` (a fresh directory the caller owns; the
     paths are :class:`Layout`'s); :meth:`start` starts the daemons; :meth:`close` (or
     leaving the ``with`` block) kills everything the sandbox started. ``__enter__`` does
-    not start the daemons.
+    not start the daemons. ``cell`` chooses the libvirt and the daemon mode (``cells``;
+    default: the host's libvirt, monolithic); ``shared_dirs`` are host directories a
+    chrooted cell's daemons see too (the sandbox root always).
 
     The rest of its API is its parts' (``namespaces``, ``daemons``, ``guests``,
     ``bridge``), under the names below; each is documented where it is defined.
@@ -35,14 +40,26 @@ class Sandbox(Layout):
         *,
         start_timeout: float = 60.0,
         domain_type: str | None = None,
+        cell: Cell | str | None = None,
+        shared_dirs: Iterable[str | os.PathLike[str]] = (),
     ) -> None:
-        super().__init__(root, name)
+        if isinstance(cell, str):
+            cell = Cell.parse(cell)
+        super().__init__(root, name, cell, tuple(os.fspath(d) for d in shared_dirs))
         self.start_timeout = start_timeout
         self.host_uuid = str(uuidlib.uuid4())
         self.namespaces = Namespaces()
         self.daemons = Daemons(self, self.namespaces, start_timeout)
-        # Defining a guest makes libvirtd probe QEMU, if nothing had yet.
-        self.guests = Guests(self.uri, self.domains_dir, domain_type, self._gather_capabilities)
+        emulator = None
+        # What scripts the daemons run (hooks) can name as their interpreter.
+        self.python = sys.executable
+        if self.libvirt_root is not None:
+            emulator = root_binary(self.libvirt_root, "qemu-system-x86_64")
+            self.python = root_binary(self.libvirt_root, "python3")
+        # Defining a guest makes the daemon probe QEMU, if nothing had yet.
+        self.guests = Guests(
+            self.uri, self.domains_dir, domain_type, self._gather_capabilities, emulator
+        )
         self.bridge = Bridge(self, self.daemons)
         self._started = False
         self._closed = False
@@ -51,14 +68,16 @@ class Sandbox(Layout):
 
         # Processes and daemons.
         self.pids = self.namespaces.members
-        self.libvirtd_pid = self.daemons.libvirtd_pid
+        self.daemon_pid = self.daemons.daemon_pid
+        # The main daemon's, by its monolithic name (virtqemud's in a modular cell).
+        self.libvirtd_pid = self.daemons.daemon_pid
         self.virtlogd_pid = self.daemons.virtlogd_pid
         self.running = self.daemons.running
         self.run_in_namespace = self.daemons.run_in_namespace
         self.reload = self.daemons.reload
-        self.stop_daemon = self.daemons.stop_libvirtd
-        self.start_daemon = self.daemons.start_libvirtd
-        self.restart_daemon = self.daemons.restart_libvirtd
+        self.stop_daemon = self.daemons.stop_daemon
+        self.start_daemon = self.daemons.start_daemon
+        self.restart_daemon = self.daemons.restart_daemon
         # Guests.
         self.virsh = self.guests.virsh
         self.domstate = self.guests.domstate
@@ -78,12 +97,12 @@ class Sandbox(Layout):
         return self.guests.domain_type
 
     def start(self) -> Sandbox:
-        """Start virtlogd and libvirtd in new namespaces; return when libvirtd answers."""
+        """Start virtlogd and the main daemon in new namespaces; return when it answers."""
         if self._closed:
             raise SandboxError("this sandbox was closed; create a new one")
         if self._started:
             return self
-        reason = check_host_can_run_libvirt()
+        reason = check_host_can_run_libvirt(self.cell)
         if reason is not None:
             raise SandboxError(reason)
         self._started = True
@@ -135,7 +154,7 @@ class Sandbox(Layout):
             raise SandboxError(f"mounts of sandbox {self.name} remain:\n" + "\n".join(leftovers))
 
     def _gather_capabilities(self) -> None:
-        gather_capabilities(self.cache_dir)
+        gather_capabilities(self.cache_dir, self.cell.libvirt)
 
     def __enter__(self) -> Sandbox:
         return self
@@ -149,4 +168,4 @@ class Sandbox(Layout):
         self.close()
 
     def __repr__(self) -> str:
-        return f"Sandbox({self.root!r}, {self.name!r})"
+        return f"Sandbox({self.root!r}, {self.name!r}, cell={self.cell.name!r})"

@@ -1,8 +1,13 @@
 """Fixtures that run private libvirt daemons (``libvirt_bridge.sandbox``).
 
-On a machine that cannot run them (not root, libvirt or QEMU missing), the fixtures fail
-with the reason instead of skipping: the end-to-end tests are part of the suite. After
-each test, the fixtures check that the sandbox left no process and no mount behind.
+On a machine that cannot run them (not root, libvirt or QEMU missing, a cell's root not
+built), the fixtures fail with the reason instead of skipping: the end-to-end tests are
+part of the suite. After each test, the fixtures check that the sandbox left no process
+and no mount behind.
+
+Every test that uses a sandbox runs once per libvirt *cell* chosen with
+``--libvirt-cell`` (``system-monolithic`` by default; ``all`` for every cell), through the
+``libvirt_cell`` fixture; its id names the cell (``test_x[11.3-modular]``).
 """
 
 from __future__ import annotations
@@ -19,10 +24,26 @@ from libvirt_bridge.sandbox import (
     mounts_mentioning,
     process_alive,
 )
+from libvirt_bridge.sandbox.cells import CELLS, Cell
 
 
-def require_libvirt_host() -> None:
-    reason = check_host_can_run_libvirt()
+def chosen_cells(config: pytest.Config) -> list[str]:
+    value = str(config.getoption("--libvirt-cell"))
+    names = list(CELLS) if value == "all" else [v.strip() for v in value.split(",") if v.strip()]
+    for name in names:
+        if name not in CELLS:
+            raise pytest.UsageError(f"--libvirt-cell: no cell {name!r} (known: {CELLS}, all)")
+    return names
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "libvirt_cell" in metafunc.fixturenames:
+        names = chosen_cells(metafunc.config)
+        metafunc.parametrize("libvirt_cell", [Cell.parse(n) for n in names], ids=names)
+
+
+def require_libvirt_host(cell: Cell | None = None) -> None:
+    reason = check_host_can_run_libvirt(cell)
     if reason is not None:
         pytest.fail(f"cannot run the libvirt end-to-end tests here: {reason}", pytrace=False)
 
@@ -37,9 +58,12 @@ def assert_gone(sandbox: Sandbox, pids: list[int]) -> None:
 
 
 @contextlib.contextmanager
-def started_sandbox(root: Path, name: str) -> Iterator[Sandbox]:
-    """A started sandbox; closed and checked for leftovers on exit."""
-    sandbox = Sandbox(root, name)
+def started_sandbox(root: Path, name: str, cell: Cell | None = None) -> Iterator[Sandbox]:
+    """A started sandbox; closed and checked for leftovers on exit.
+
+    Its daemons see the directory that holds ``root`` (the test's tmp_path) too.
+    """
+    sandbox = Sandbox(root, name, cell=cell, shared_dirs=[root.parent])
     try:
         sandbox.start()
         yield sandbox
@@ -51,29 +75,30 @@ def started_sandbox(root: Path, name: str) -> Iterator[Sandbox]:
 
 @pytest.fixture
 def libvirt_host() -> None:
-    """For a test that starts its own daemons: fails, with the reason, where none can run."""
+    """For a test that starts its own daemons on the host's libvirt (the demo's): fails,
+    with the reason, where none can run."""
     require_libvirt_host()
 
 
 @pytest.fixture
-def make_sandbox(tmp_path: Path) -> Iterator[Callable[[str], Sandbox]]:
+def make_sandbox(tmp_path: Path, libvirt_cell: Cell) -> Iterator[Callable[[str], Sandbox]]:
     """A factory: ``make_sandbox(name)`` starts a sandbox under ``tmp_path / name``."""
-    require_libvirt_host()
+    require_libvirt_host(libvirt_cell)
     with contextlib.ExitStack() as stack:
 
         def make(name: str) -> Sandbox:
-            return stack.enter_context(started_sandbox(tmp_path / name, name))
+            return stack.enter_context(started_sandbox(tmp_path / name, name, libvirt_cell))
 
         yield make
 
 
 @pytest.fixture
 def sandbox(make_sandbox: Callable[[str], Sandbox]) -> Sandbox:
-    """One running private libvirtd (hostname ``lbsb1``)."""
+    """One running private libvirtd or virtqemud (hostname ``lbsb1``)."""
     return make_sandbox("lbsb1")
 
 
 @pytest.fixture
 def sandbox_pair(make_sandbox: Callable[[str], Sandbox]) -> tuple[Sandbox, Sandbox]:
-    """Two running private libvirtds (``lbsb1``, ``lbsb2``), e.g. for migration."""
+    """Two running private daemons (``lbsb1``, ``lbsb2``), e.g. for migration."""
     return make_sandbox("lbsb1"), make_sandbox("lbsb2")

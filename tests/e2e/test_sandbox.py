@@ -27,6 +27,7 @@ from libvirt_bridge.sandbox import (
     mounts_mentioning,
     process_alive,
 )
+from libvirt_bridge.sandbox.cells import Cell
 
 pytestmark = pytest.mark.libvirt
 
@@ -101,7 +102,7 @@ def test_own_hostname_and_host_uuid(sandbox: Sandbox) -> None:
     # Its /etc/libvirt is the copy, without the host's hooks.
     assert sandbox.run_in_namespace(["ls", "-A", "/etc/libvirt/hooks"]).stdout == ""
     listing = sandbox.run_in_namespace(["ls", "/run/libvirt"]).stdout.split()
-    assert "libvirt-sock" in listing and "libvirtd.pid" in listing
+    assert sandbox.cell.socket_name in listing and f"{sandbox.cell.main_daemon}.pid" in listing
 
 
 def test_reload_makes_libvirt_see_a_new_hook(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -117,8 +118,8 @@ def test_reload_makes_libvirt_see_a_new_hook(sandbox: Sandbox, tmp_path: Path) -
         "vm3 start begin -",
         "vm3 started begin -",
     ]
-    # Hook calls are in libvirtd's log, with their output.
-    log = Path(sandbox.libvirtd_log).read_text()
+    # Hook calls are in the daemon's log, with their output.
+    log = Path(sandbox.daemon_log).read_text()
     assert "Calling hook /etc/libvirt/hooks/qemu id=vm3 op=prepare" in log
 
 
@@ -160,9 +161,9 @@ def test_restart_daemon_keeps_guest_running(sandbox: Sandbox) -> None:
     sandbox.define_guest("vm4")
     sandbox.virsh("start", "vm4")
     qemu = qemu_pids(sandbox)
-    old = sandbox.libvirtd_pid()
+    old = sandbox.daemon_pid()
     sandbox.restart_daemon()
-    new = sandbox.libvirtd_pid()
+    new = sandbox.daemon_pid()
     assert new != old and not process_alive(old)
     assert sandbox.domstate("vm4") == "running"
     assert qemu_pids(sandbox) == qemu
@@ -191,13 +192,13 @@ def test_live_migration_there_and_back(sandbox_pair: tuple[Sandbox, Sandbox]) ->
     assert len(qemu_pids(first)) == 1 and qemu_pids(second) == []
 
 
-def test_close_kills_everything_and_is_idempotent(tmp_path: Path) -> None:
-    sandbox = Sandbox(tmp_path / "lbsb5", "lbsb5")
+def test_close_kills_everything_and_is_idempotent(tmp_path: Path, libvirt_cell: Cell) -> None:
+    sandbox = Sandbox(tmp_path / "lbsb5", "lbsb5", cell=libvirt_cell)
     try:
         sandbox.start()
         sandbox.define_guest("vm5")
         sandbox.virsh("start", "vm5")
-        recorded = [sandbox.libvirtd_pid(), sandbox.virtlogd_pid(), *qemu_pids(sandbox)]
+        recorded = [sandbox.daemon_pid(), sandbox.virtlogd_pid(), *qemu_pids(sandbox)]
         assert len(recorded) == 3
         assert sorted(recorded) == sandbox.pids()
     finally:
@@ -210,10 +211,12 @@ def test_close_kills_everything_and_is_idempotent(tmp_path: Path) -> None:
 
 
 def daemons_of(root: str) -> set[int]:
-    """The running libvirtd and virtlogd processes whose mounts show the sandbox ``root``."""
+    """The running daemons (libvirtd, virtqemud, virtlogd) whose mounts show the sandbox
+    ``root``."""
     found = set()
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or process_name(int(entry)) not in ("libvirtd", "virtlogd"):
+        name = process_name(int(entry)) if entry.isdigit() else ""
+        if name not in ("libvirtd", "virtqemud", "virtlogd"):
             continue
         try:
             with open(f"/proc/{entry}/mountinfo") as f:
@@ -225,13 +228,14 @@ def daemons_of(root: str) -> set[int]:
     return found
 
 
-def test_failed_start_cleans_up(tmp_path: Path) -> None:
-    sandbox = Sandbox(tmp_path / "lbsb6", "lbsb6")
-    with open(os.path.join(sandbox.etc_dir, "libvirtd.conf"), "a") as f:
+def test_failed_start_cleans_up(tmp_path: Path, libvirt_cell: Cell) -> None:
+    sandbox = Sandbox(tmp_path / "lbsb6", "lbsb6", cell=libvirt_cell)
+    with open(os.path.join(sandbox.etc_dir, libvirt_cell.conf_name), "a") as f:
         f.write("max_clients = \n")
     with pytest.raises(SandboxError) as failure:
         sandbox.start()
-    assert "libvirtd.out" in str(failure.value)  # the daemon's own complaint is shown
+    # The daemon's own complaint is shown.
+    assert f"{libvirt_cell.main_daemon}.out" in str(failure.value)
     print(failure.value)
     assert daemons_of(sandbox.root) == set()  # virtlogd had started; it was killed
     assert sandbox.pids() == []
@@ -239,13 +243,13 @@ def test_failed_start_cleans_up(tmp_path: Path) -> None:
     assert mounts_mentioning(sandbox.root) == []
 
 
-def test_sandbox_dies_with_its_owner(tmp_path: Path) -> None:
+def test_sandbox_dies_with_its_owner(tmp_path: Path, libvirt_cell: Cell) -> None:
     root = tmp_path / "lbsb7"
     code = textwrap.dedent(
         f"""
         import os, signal
         from libvirt_bridge.sandbox import Sandbox
-        sandbox = Sandbox({str(root)!r}, "lbsb7").start()
+        sandbox = Sandbox({str(root)!r}, "lbsb7", cell={libvirt_cell.name!r}).start()
         print(*sandbox.pids(), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
         """
