@@ -23,7 +23,13 @@ DRIVERS = ("qemu", "daemon")
 
 
 def import_path() -> list[str]:
-    """The directories that hold this package and its dependencies (lxml, libvirt)."""
+    """The directories that hold this package and its dependencies (lxml, libvirt).
+
+    The launcher starts Python without ``site``, so they are all named here, including the
+    system's site-packages a venv made with ``--system-site-packages`` sees (where Debian's
+    python3-lxml is).
+    """
+    import site
     import sysconfig
 
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,6 +37,9 @@ def import_path() -> list[str]:
     for key in ("purelib", "platlib"):
         entry = sysconfig.get_paths()[key]
         if entry not in paths:
+            paths.append(entry)
+    for entry in site.getsitepackages():
+        if entry not in paths and os.path.isdir(entry):
             paths.append(entry)
     return paths
 

@@ -218,18 +218,20 @@ def start_kind_from_status(status_xml: bytes) -> str:
 def stop_kind_from_status(status_xml: bytes) -> str:
     """Why a domain stopped, from libvirt's status file as it is at ``stopped end``.
 
-    The ``<domstatus>`` root still holds the state from before the stop: paused for a
-    save (reason ``save``) or a finished outgoing migration (reason ``migration`` with an
-    outgoing migration job). Anything else is a destroy, shutdown, crash or failed start.
+    The domain's async job says it: ``save`` (a save or managed save) or ``migration out``.
+    libvirt 9.0 also still holds the state from before the stop in the ``<domstatus>``
+    root (paused, reason ``save``); libvirt 11.3 has already set it to shutdown/unknown
+    there, whatever the cause, and only the job tells. Anything else is a destroy,
+    shutdown, crash or failed start.
     """
-    attrs = _domstatus_attributes(status_xml)
-    if attrs.get("state") != "paused":
-        return DESTROY
-    reason = attrs.get("reason")
-    if reason == "save":
+    job = _async_job(status_xml)
+    if job == "save":
         return SAVED
-    if reason == "migration" and _async_job(status_xml) == "migration out":
+    if job == "migration out":
         return MIGRATED
+    attrs = _domstatus_attributes(status_xml)
+    if (attrs.get("state"), attrs.get("reason")) == ("paused", "save"):
+        return SAVED
     return DESTROY
 
 

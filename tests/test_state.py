@@ -37,6 +37,16 @@ def test_stop_kinds_from_status() -> None:
     assert state.stop_kind_from_status(b"garbage") == "destroy"
 
 
+def test_stop_kinds_from_a_libvirt_11_status() -> None:
+    # libvirt 11.3 at `stopped end`: the state is already shutdown/unknown; the job says why.
+    head = b"<domstatus state='shutdown' reason='unknown' pid='3'>\n"
+    assert state.stop_kind_from_status(head + b"<job type='none' async='save'/>") == "saved"
+    migrated = head + b"<job type='none' async='migration out' phase='perform3'/>"
+    assert state.stop_kind_from_status(migrated) == "migrated"
+    destroyed = head + b"<job type='destroy' async='none'/>"
+    assert state.stop_kind_from_status(destroyed) == "destroy"
+
+
 def test_start_kinds_from_status() -> None:
     # As libvirt 9.0 writes the file at `started begin` (seen on these machines).
     booted = (
