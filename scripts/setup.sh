@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what libvirt-bridge needs to run, test and demo on Debian/Ubuntu, as root:
 # libvirt 9+ and QEMU from the distribution, then a venv in .venv with this package
-# (editable) and its test tools. Idempotent; starts no service.
+# (editable) and its test tools, then the cached root with libvirt 11.3 for the tests
+# (docs/libvirt-versions.md). Idempotent; starts no service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(libvirt-daemon-system qemu-system-x86 libvirt-clients libvirt-dev pkg-config
-          python3-venv python3-dev gcc util-linux logrotate)
+          python3-venv python3-dev gcc util-linux logrotate mmdebstrap)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,4 +25,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e '.[test]'
+# The cached Debian root with libvirt 11.3 that the 11.3 test cells chroot into (beside the
+# system's libvirt, never over it); about 2 minutes the first time, instant once built.
+.venv/bin/python -m libvirt_bridge.sandbox.roots build 11.3 >/dev/null
 echo "setup: done; the bridge is .venv/bin/libvirt-bridge"
