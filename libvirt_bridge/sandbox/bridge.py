@@ -68,13 +68,13 @@ def _tree_digest(source: str) -> str:
 def bridge_wheel(source: str = _SOURCE) -> str:
     """A wheel of the bridge built from the source tree ``source``; cached by its content.
 
-    The cache is the roots' (``roots.cache_dir()/wheels/<digest>``): built once per change.
+    The cache is the roots' (``cache_dir()/wheels/<digest>``): built once per change.
     """
-    from . import roots  # not at import: python -m libvirt_bridge.sandbox.roots
+    from .roots import cache_dir  # not at import: python -m libvirt_bridge.sandbox.roots
 
     if not os.path.isfile(os.path.join(source, "pyproject.toml")):
         raise SandboxError(f"no source tree at {source}: a chrooted cell installs from one")
-    directory = os.path.join(roots.cache_dir(), "wheels", _tree_digest(source))
+    directory = os.path.join(cache_dir(), "wheels", _tree_digest(source))
     os.makedirs(os.path.dirname(directory), mode=0o755, exist_ok=True)
     with open(directory + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -174,7 +174,7 @@ class Bridge:
 
     def _install_venv(self) -> None:
         """In a chrooted cell: pip-install the bridge into the sandbox's venv (module doc)."""
-        from . import roots  # not at import: python -m libvirt_bridge.sandbox.roots
+        from .roots import WHEELHOUSE  # not at import: python -m libvirt_bridge.sandbox.roots
 
         venv = self.layout.venv_dir
         if os.path.exists(os.path.join(venv, "bin", "libvirt-bridge")):
@@ -188,7 +188,7 @@ class Bridge:
             ["python3", "-m", "venv", "--system-site-packages", "--without-pip", venv],
             [
                 *(python, "-m", "pip", "install", "-q", "--no-index", "--no-cache-dir"),
-                *("--find-links", roots.WHEELHOUSE, "--find-links", wheels, "libvirt-bridge"),
+                *("--find-links", WHEELHOUSE, "--find-links", wheels, "libvirt-bridge"),
             ],
         ]
         for argv in steps:

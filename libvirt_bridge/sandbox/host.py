@@ -59,10 +59,10 @@ def check_host_can_run_libvirt(cell: Cell | None = None) -> str | None:
         missing = [name for name in CHROOT_HOST_BINARIES if which(name) is None]
         if missing:
             return f"missing {', '.join(missing)}: install util-linux, coreutils, libvirt-clients"
-        from . import roots  # not at import: python -m libvirt_bridge.sandbox.roots
+        from .roots import require  # not at import: python -m libvirt_bridge.sandbox.roots
 
         try:
-            libvirt_root = roots.require(cell.libvirt)
+            libvirt_root = require(cell.libvirt)
             for name in (*ROOT_BINARIES, cell.main_daemon):
                 root_binary(libvirt_root, name)
         except SandboxError as exc:

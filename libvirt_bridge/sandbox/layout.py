@@ -95,9 +95,9 @@ class Layout:
         # The cached root the daemons are chrooted into (None: the host's libvirt).
         self.libvirt_root: str | None = None
         if self.cell.chrooted:
-            from . import roots  # not at import: python -m libvirt_bridge.sandbox.roots
+            from .roots import require  # not at import: python -m libvirt_bridge.sandbox.roots
 
-            self.libvirt_root = roots.require(self.cell.libvirt)
+            self.libvirt_root = require(self.cell.libvirt)
         self.etc_dir = self._path("etc/libvirt")
         self.run_dir = self._path("run/libvirt")
         self.lib_dir = self._path("var/lib/libvirt")
