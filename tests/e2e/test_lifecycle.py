@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from libvirt_bridge.sandbox import Sandbox
+from libvirt_bridge.sandbox.cells import SYSTEM, Cell
 from testing.e2e import Probe, wait_until
 
 pytestmark = pytest.mark.libvirt
@@ -80,6 +81,23 @@ def test_save_restore_and_managedsave(
     sandbox.virsh("start", "g1")
     assert probe.events(2) == ["before_vm_dehibernate", "after_vm_dehibernate"]
     assert sandbox.domstate("g1") == "running"
+
+
+def test_the_stop_kind_comes_from_releases_reason_where_libvirt_gives_one(
+    make_sandbox: Callable[[str], Sandbox], tmp_path: Path, libvirt_cell: Cell
+) -> None:
+    # With no status file to read, `stopped end` takes a save for a destroy. libvirt >= 10.5
+    # names the reason at `release end REASON`, and that decides the after_* event there;
+    # libvirt 9.0 passes "-", and the bridge has only what `stopped end` saw.
+    nowhere = str(tmp_path / "no-status-files")
+    sandbox, probe = bridged(make_sandbox, "lbsb1", qemu_status_dir=nowhere)
+    sandbox.define_guest("g1")
+    sandbox.virsh("start", "g1")
+    assert probe.events(2) == ["before_vm_start", "after_vm_start"]
+    sandbox.virsh("save", "g1", str(tmp_path / "g1.save"))
+    says_why = libvirt_cell.libvirt != SYSTEM  # 11.3
+    after = "after_vm_hibernate" if says_why else "after_vm_destroy"
+    assert probe.events(2) == ["before_vm_destroy", after]
 
 
 def test_started_alone_tells_a_restore_from_a_boot(
