@@ -1,23 +1,19 @@
 """Firing one VDSM event for one domain: find its scripts, build their environment, run.
 
-Shared by the hook's sync path, the async runner and the listener. Imported only once
-the bridge knows there is something to run (it pulls in subprocess).
+Shared by the async runner, the listener and ``libvirt-bridge run``; the hook's sync path
+uses ``runner`` and ``sync`` directly.
 """
 
 from __future__ import annotations
 
 from . import domxml
 from .discovery import find_scripts
-from .runner import EventRun, run_event, script_environment
+from .runner import EventRun, event_label, run_event, script_environment
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .config import Config
     from .log import Log
-
-
-def event_label(event: str, name: str, uuid: str) -> str:
-    return f"{event} domain={name!r} uuid={uuid or '-'}"
 
 
 def properties_of(xml: bytes) -> dict[str, str]:

@@ -18,15 +18,16 @@ kept in memory.
 
 from __future__ import annotations
 
+# signal's C core: ``signal`` itself imports enum, a cost every hook call with a script
+# would pay. typeshed has no stub for it; the names used are those of ``signal``.
+import _signal  # type: ignore[import-not-found]
 import os
-import selectors
-import signal
-import subprocess
-import tempfile
 import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import select
+
     from .log import Log
 
 CAPTURE_LIMIT = 64 * 1024
@@ -116,6 +117,11 @@ def script_environment(
     return env
 
 
+def event_label(event: str, name: str, uuid: str) -> str:
+    """How log lines name one event of one domain."""
+    return f"{event} domain={name!r} uuid={uuid or '-'}"
+
+
 def run_event(
     scripts: list[str],
     data: bytes,
@@ -133,14 +139,14 @@ def run_event(
     """
     outcome = EventRun()
     _exit_on_sigterm()
-    if tmp_prefix:
-        directory, prefix = os.path.split(tmp_prefix)
-        fd, path = tempfile.mkstemp(prefix=prefix, suffix=".xml", dir=directory)
-    else:
-        fd, path = tempfile.mkstemp(prefix="libvirt-bridge-", suffix=".xml")
+    _no_inherited_fds()
+    fd, path = _xml_file(tmp_prefix)
+    back = _to_root()
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
         env = dict(env, _hook_domxml=path)
         before = data
         for script in scripts:
@@ -156,6 +162,7 @@ def run_event(
                 break
         outcome.data = before
     finally:
+        _back_from_root(back)
         try:
             os.unlink(path)
         except OSError:
@@ -163,83 +170,221 @@ def run_event(
     return outcome
 
 
+# Where $TMPDIR is not usable, the places ``tempfile`` would try next (not the cwd).
+_TMP_DIRS = ("/tmp", "/var/tmp", "/usr/tmp")
+_XML_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _xml_file(tmp_prefix: str) -> tuple[int, str]:
+    """A new 0600 file for the XML, as ``tempfile.mkstemp`` makes one: (fd, path).
+
+    Not ``tempfile`` itself: it imports ``random``, ``shutil`` and compression modules, a
+    cost every hook call with a script would pay.
+    """
+    if tmp_prefix:
+        directory, prefix = os.path.split(tmp_prefix)
+        return _create_in(directory or ".", prefix)
+    candidates = [os.environ.get(name, "") for name in ("TMPDIR", "TEMP", "TMP")]
+    candidates += _TMP_DIRS
+    error: OSError | None = None
+    for directory in candidates:
+        if directory:
+            try:
+                return _create_in(directory, "libvirt-bridge-")
+            except OSError as exc:
+                error = error or exc
+    assert error is not None
+    raise error
+
+
+def _create_in(directory: str, prefix: str) -> tuple[int, str]:
+    for _ in range(100):
+        path = os.path.join(directory, f"{prefix}{os.urandom(6).hex()}.xml")
+        try:
+            return os.open(path, _XML_FLAGS, 0o600), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temp file name in {directory}")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _no_inherited_fds() -> None:
+    """Make every descriptor above stderr close-on-exec, as ``close_fds`` did.
+
+    The bridge opens its own that way; this catches those it was given (by a shell that
+    ran a verb, say), so that no script holds them, nor keeps its caller waiting on one.
+    """
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for name in names:
+        fd = int(name)
+        if fd > 2:
+            try:
+                if os.get_inheritable(fd):
+                    os.set_inheritable(fd, False)
+            except OSError:
+                pass  # the listing's own descriptor, closed since
+
+
+def _to_root() -> int | None:
+    """Make ``/`` the cwd, the scripts' (a spawn cannot change it for the child alone).
+
+    Returns a descriptor of the cwd to come back to, or None when it already was ``/``
+    (a hook call: libvirt runs hooks there).
+    """
+    try:
+        here, root = os.stat("."), os.stat("/")
+        if (here.st_dev, here.st_ino) == (root.st_dev, root.st_ino):
+            return None
+        back = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        back = None
+    os.chdir("/")
+    return back
+
+
+def _back_from_root(back: int | None) -> None:
+    if back is None:
+        return
+    try:
+        os.fchdir(back)
+    except OSError:
+        pass
+    finally:
+        os.close(back)
+
+
+# Signals Python ignores, which an exec'd program would otherwise inherit ignored.
+_DEFAULT_SIGNALS = (_signal.SIGPIPE, _signal.SIGXFSZ)
+_POLLIN = 0x001  # select.POLLIN, the same on every Linux
+
+
 def run_script(script: str, env: dict[str, str], timeout: float) -> ScriptResult:
-    """Run one script to its end (or its timeout) and collect what it said."""
+    """Run one script to its end (or its timeout) and collect what it said.
+
+    Its stdin is ``/dev/null``, its stdout and stderr pipes to this process, in a new
+    session (so its whole process group can be killed), with the cwd of this process,
+    ``/`` in ``run_event``.
+    """
+    import select
+
     result = ScriptResult(script)
     started = time.monotonic()
+    out_r, out_w = _pipe()
+    err_r, err_w = _pipe()
     try:
-        proc = subprocess.Popen(
-            [script],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd="/",
-            env=env,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        result.error = _exec_error(exc)
-        result.rc = 127
-        result.duration = time.monotonic() - started
-        return result
-    try:
-        stderr, stdout_size, result.timed_out = _collect(proc, timeout)
-    except BaseException:
-        _signal_group(proc.pid, signal.SIGKILL)  # the bridge is going: so is its script
-        raise
+        try:
+            pid = os.posix_spawn(
+                script,
+                [script],
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, out_w, 1),
+                    (os.POSIX_SPAWN_DUP2, err_w, 2),
+                ],
+                setsid=True,
+                setsigdef=_DEFAULT_SIGNALS,
+            )
+        except OSError as exc:
+            result.error = _exec_error(exc)
+            result.rc = 127
+            result.duration = time.monotonic() - started
+            return result
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        try:
+            poller = select.poll()
+            stderr, stdout_size, result.timed_out = _collect(poller, pid, out_r, err_r, timeout)
+        except BaseException:
+            _signal_group(pid, _signal.SIGKILL)  # the bridge is going: so is its script
+            raise
+        result.rc = _wait(pid)
     finally:
-        for stream in (proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
-    result.rc = proc.wait()
+        os.close(out_r)
+        os.close(err_r)
     result.stderr = stderr
     result.stdout_size = stdout_size
     result.duration = time.monotonic() - started
     if result.timed_out and result.rc == 0:
-        result.rc = -signal.SIGKILL
+        result.rc = -_signal.SIGKILL
     return result
 
 
-def _collect(proc: subprocess.Popen[bytes], timeout: float) -> tuple[bytes, int, bool]:
+def _pipe() -> tuple[int, int]:
+    """A close-on-exec pipe whose ends are above stderr (so a spawn's dup2 moves them)."""
+    read_fd, write_fd = os.pipe()
+    if read_fd > 2 and write_fd > 2:
+        return read_fd, write_fd
+    # This process runs with a standard stream closed: keep clear of 0-2.
+    import fcntl
+
+    moved = []
+    for fd in (read_fd, write_fd):
+        moved.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3))
+        os.close(fd)
+    return moved[0], moved[1]
+
+
+def _wait(pid: int) -> int:
+    """The exit code of child ``pid`` as ``Popen.returncode`` gives it (-N: signal N)."""
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return 0  # reaped elsewhere (SIGCHLD ignored): its status is lost, as for Popen
+    return os.waitstatus_to_exitcode(status)
+
+
+def _collect(
+    poller: select.poll, pid: int, out_fd: int, err_fd: int, timeout: float
+) -> tuple[bytes, int, bool]:
     """Read stderr (kept) and stdout (counted) until the script exits; kill it on timeout."""
-    assert proc.stdout is not None and proc.stderr is not None
-    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
-    pidfd = os.pidfd_open(proc.pid)
+    pidfd = os.pidfd_open(pid)
     kept = bytearray()
     counted = 0
     timed_out = False
     deadline = time.monotonic() + timeout if timeout > 0 else None
     kill_at: float | None = None
-    with selectors.DefaultSelector() as sel:
-        sel.register(out_fd, selectors.EVENT_READ)
-        sel.register(err_fd, selectors.EVENT_READ)
-        sel.register(pidfd, selectors.EVENT_READ)
+    try:
+        poller.register(out_fd, _POLLIN)
+        poller.register(err_fd, _POLLIN)
+        poller.register(pidfd, _POLLIN)
         exited = False
         while not exited:
-            wait = None
+            wait = -1
             now = time.monotonic()
-            if kill_at is not None:
-                wait = max(0.0, kill_at - now)
-            elif deadline is not None:
-                wait = max(0.0, deadline - now)
-            ready = sel.select(wait)
+            until = kill_at if kill_at is not None else deadline
+            if until is not None:
+                # Rounded up: a wait that ends early would only poll again.
+                wait = max(0, int((until - now) * 1000) + 1)
+            ready = poller.poll(wait)
             if not ready:
+                if until is not None and time.monotonic() < until:
+                    continue
                 if kill_at is None:
                     timed_out = True
-                    _signal_group(proc.pid, signal.SIGTERM)
+                    _signal_group(pid, _signal.SIGTERM)
                     kill_at = time.monotonic() + KILL_GRACE
                 else:
-                    _signal_group(proc.pid, signal.SIGKILL)
+                    _signal_group(pid, _signal.SIGKILL)
                     kill_at = time.monotonic() + 3600
                 continue
-            for key, _mask in ready:
-                if key.fd == pidfd:
+            for fd, _mask in ready:
+                if fd == pidfd:
                     exited = True
                     continue
-                chunk = os.read(key.fd, 65536)
+                chunk = os.read(fd, 65536)
                 if not chunk:
-                    sel.unregister(key.fd)
-                elif key.fd == err_fd:
+                    poller.unregister(fd)
+                elif fd == err_fd:
                     kept += chunk[: max(0, CAPTURE_LIMIT - len(kept))]
                 else:
                     counted += len(chunk)
@@ -258,9 +403,10 @@ def _collect(proc: subprocess.Popen[bytes], timeout: float) -> tuple[bytes, int,
                     kept += chunk[: max(0, CAPTURE_LIMIT - len(kept))]
                 else:
                     counted += len(chunk)
-    os.close(pidfd)
+    finally:
+        os.close(pidfd)
     if timed_out:
-        _signal_group(proc.pid, signal.SIGKILL)
+        _signal_group(pid, _signal.SIGKILL)
     return bytes(kept), counted, timed_out
 
 
@@ -271,7 +417,7 @@ def _exit_on_sigterm() -> None:
         raise SystemExit(128 + signum)
 
     try:
-        signal.signal(signal.SIGTERM, terminate)
+        _signal.signal(_signal.SIGTERM, terminate)
     except ValueError:
         pass  # not the main thread: the process's owner decides
 

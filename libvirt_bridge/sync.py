@@ -15,9 +15,8 @@ from __future__ import annotations
 import os
 
 from . import domxml, mapping
-from .events import event_label
 from .log import say
-from .runner import EventRun, run_event, script_environment
+from .runner import EventRun, event_label, run_event, script_environment
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -162,8 +162,8 @@ def _from_libvirt(ident: str, uri: str) -> _Source:
 def trial(cfg: config.Config, event: str, source: _Source) -> int:
     from .. import domxml
     from ..discovery import find_scripts
-    from ..events import event_label, properties_of
-    from ..runner import libvirt_hook_environment, run_event, script_environment
+    from ..events import properties_of
+    from ..runner import event_label, libvirt_hook_environment, run_event, script_environment
 
     log = _ShowingLog(cfg.log_file)
     try:
