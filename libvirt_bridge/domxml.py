@@ -10,6 +10,8 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import pyexpat
+
     from lxml import etree
 
 OVIRT_VM_NS = "http://ovirt.org/vm/1.0"
@@ -88,16 +90,16 @@ def properties_of(xml: bytes) -> dict[str, str]:
         raise XMLError("the XML is empty")
     if len(xml) > MAX_TEXT:
         return custom_properties(parse(xml))
-    from xml.parsers import expat
+    # expat's C module: ``xml.parsers.expat`` is a wrapper that imports the ``xml`` package.
+    import pyexpat as expat
 
-    reader = _PropertyReader()
     parser = expat.ParserCreate(namespace_separator=_NS_SEP)
+    # Past libxml2's limit on a name's length, lxml refuses what expat would read; only a
+    # document longer than that limit can hold such a name.
+    reader = (_LongDocumentReader if len(xml) > MAX_NAME else _PropertyReader)(parser)
     parser.buffer_text = True
     parser.StartElementHandler = reader.start
     parser.EndElementHandler = reader.end
-    parser.CharacterDataHandler = reader.text
-    parser.CommentHandler = reader.other
-    parser.ProcessingInstructionHandler = reader.pi
     parser.XmlDeclHandler = _check_declaration
     parser.StartDoctypeDeclHandler = _doctype
     parser.StartNamespaceDeclHandler = _check_namespace
@@ -153,11 +155,16 @@ class _PropertyReader:
     ``matched`` is how deep the current element's ancestry follows ``_PATH``; a child of
     a matched ``custom`` is a candidate, kept unless an element, a comment or a
     processing instruction turns up inside it: lxml counts all of those as children.
+
+    Text, comments and processing instructions matter only inside a candidate: their
+    handlers are set while one is open, so the rest of a document costs one Python call
+    per tag (the hook reads every domain XML it runs scripts for).
     """
 
-    __slots__ = ("candidate", "chunks", "depth", "leaf", "matched", "props")
+    __slots__ = ("candidate", "chunks", "depth", "leaf", "matched", "parser", "props")
 
-    def __init__(self) -> None:
+    def __init__(self, parser: pyexpat.XMLParserType) -> None:
+        self.parser = parser
         self.depth = 0
         self.matched = 0
         self.candidate = ""
@@ -166,43 +173,70 @@ class _PropertyReader:
         self.props: dict[str, str] = {}
 
     def start(self, name: str, attributes: dict[str, str]) -> None:
-        self.depth += 1
-        # Past libxml2's limits, lxml refuses what expat would read.
-        if self.depth > MAX_DEPTH or len(name) > MAX_NAME:
-            raise _Unusual
-        if any(len(key) > MAX_NAME for key in attributes):
+        depth = self.depth = self.depth + 1
+        if depth > MAX_DEPTH:  # past libxml2's limit, lxml refuses what expat would read
             raise _Unusual
         if self.candidate:
             self.leaf = False
-        elif self.matched == self.depth - 1:
-            if self.depth == _PROPERTY_DEPTH:
+        elif self.matched == depth - 1:
+            if depth == _PROPERTY_DEPTH:
                 self.candidate = name.rpartition(_NS_SEP)[2]
                 self.chunks = []
                 self.leaf = True
-            elif self.depth == 1 or name == _PATH[self.depth - 1]:
-                self.matched = self.depth
+                self._inside(True)
+            elif depth == 1 or name == _PATH[depth - 1]:
+                self.matched = depth
 
     def end(self, name: str) -> None:
-        if self.candidate and self.depth == _PROPERTY_DEPTH:
+        depth = self.depth
+        if self.candidate and depth == _PROPERTY_DEPTH:
             if self.leaf:
                 self.props[self.candidate] = "".join(self.chunks)
             self.candidate = ""
-        if self.matched == self.depth:
-            self.matched -= 1
-        self.depth -= 1
+            self._inside(False)
+        if self.matched == depth:
+            self.matched = depth - 1
+        self.depth = depth - 1
 
-    def text(self, data: str) -> None:
-        if self.candidate and self.depth == _PROPERTY_DEPTH:
-            self.chunks.append(data)
+    def _inside(self, candidate: bool) -> None:
+        parser = self.parser
+        # Text of a candidate's own children is gathered too, but such a candidate is no
+        # leaf: it is dropped.
+        parser.CharacterDataHandler = self.chunks.append if candidate else None
+        parser.CommentHandler = self.other if candidate else None
+        parser.ProcessingInstructionHandler = self.pi if candidate else None
 
     def other(self, data: str) -> None:
-        if self.candidate and self.depth == _PROPERTY_DEPTH:
+        if self.depth == _PROPERTY_DEPTH:
             self.leaf = False
+
+    def pi(self, target: str, data: str) -> None:
+        self.other(data)
+
+
+class _LongDocumentReader(_PropertyReader):
+    """The reader for a document long enough to hold a name past libxml2's limit."""
+
+    __slots__ = ()
+
+    def __init__(self, parser: pyexpat.XMLParserType) -> None:
+        super().__init__(parser)
+        parser.ProcessingInstructionHandler = self.pi
+
+    def start(self, name: str, attributes: dict[str, str]) -> None:
+        if len(name) > MAX_NAME or any(len(key) > MAX_NAME for key in attributes):
+            raise _Unusual
+        super().start(name, attributes)
+
+    def _inside(self, candidate: bool) -> None:
+        super()._inside(candidate)
+        self.parser.ProcessingInstructionHandler = self.pi
 
     def pi(self, target: str, data: str) -> None:
         if len(target) > MAX_NAME:
             raise _Unusual
-        self.other(data)
+        if self.candidate:
+            self.other(data)
 
 
 def canonical(xml: bytes) -> bytes:
