@@ -23,6 +23,10 @@ from .config import ConfigError, load
 from .dispatch import HookCall, run
 from .log import Log, say
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
 # Set in the environment of the earlier hook while a launcher runs it.
 RUNNING_LEGACY = "LIBVIRT_BRIDGE_RUNNING_LEGACY"
 # The second line of every launcher (install/launcher.in): how a launcher is recognised,
@@ -32,6 +36,28 @@ MARK = "# libvirt-bridge launcher"
 # libvirt acts on a failure of these calls (aborts the operation, or kills the VM).
 FAILURE_COUNTS = frozenset({"prepare", "start", "started", "migrate", "restore", "reconnect"})
 XML_FILTERS = frozenset({"migrate", "restore"})
+
+
+def launch(driver: str, argv: list[str], config_path: str, legacy: str = "") -> NoReturn:
+    """What an installed launcher runs: ``run_launcher``, then an exit with its status.
+
+    The exit skips the interpreter's teardown (freeing every object, module by module),
+    which costs a hook call about a fifth of an interpreter start: everything this process
+    writes is written by then (the log and the state with plain ``write`` calls, stdout
+    and stderr flushed here), and it holds no thread nor any other resource to release.
+    """
+    try:
+        status = run_launcher(driver, argv, config_path, legacy)
+    except SystemExit as exc:  # a SIGTERM during a script (runner._exit_on_sigterm)
+        if not isinstance(exc.code, int):
+            raise
+        status = exc.code
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
 
 
 def run_launcher(driver: str, argv: list[str], config_path: str, legacy: str = "") -> int:

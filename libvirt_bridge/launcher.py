@@ -3,7 +3,7 @@
 A launcher is a short POSIX sh script rendered from ``install/launcher.in``: it names this
 interpreter, the import path that reaches this package, the config file and the foreign
 hook kept as ``.legacy``, in plain ``name='value'`` lines, then starts Python with ``-IS``
-(no site, isolated) to call ``libvirt_bridge.hook.run_launcher``. The qemu launcher first
+(no site, isolated) to call ``libvirt_bridge.hook.launch``. The qemu launcher first
 asks the file ``fastpath.py`` writes whether the call has anything to run; when it has not,
 no Python starts.
 """
