@@ -12,7 +12,6 @@ import marshal
 import os
 
 from .errors import BridgeError
-from .files import write_atomic
 
 DEFAULT_PATH = "/etc/libvirt-bridge.toml"
 ENV_VAR = "LIBVIRT_BRIDGE_CONFIG"
@@ -178,6 +177,8 @@ def _read_cache(cache: str, key: tuple[int, ...]) -> dict[str, object] | None:
 
 
 def _write_cache(cache: str, key: tuple[int, ...], values: dict[str, object]) -> None:
+    from .files import write_atomic
+
     try:
         write_atomic(cache, marshal.dumps((key, values)))
     except OSError:

@@ -24,7 +24,6 @@ import os
 
 from . import mapping
 from .config import Config
-from .files import write_atomic
 
 # Bumped when the file's shape changes: a launcher only reads the format it was written for.
 FORMAT = 3
@@ -125,6 +124,8 @@ def is_current(config: Config) -> bool:
 
 def write(config: Config) -> None:
     """Write the file for ``config`` atomically, with the config's mtime; OSError if not."""
+    from .files import write_atomic
+
     path = fastpath_path(config.path)
     # Equal mtimes are how the launcher knows the config has not changed since.
     write_atomic(path, render(config), 0o644, mtime_ns=config.mtime_ns)

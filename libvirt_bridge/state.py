@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import time
 
-from .files import write_atomic
 from .mapping import DESTROY, FRESH, MIGRATE, MIGRATED, RESTORE, SAVED
 
 # restore/migrate begin and their prepare are one libvirt operation, seconds apart at most.
@@ -88,6 +87,8 @@ class State:
     def _write(self, kind: str, name: str, value: str) -> None:
         directory = os.path.join(self.root, kind)
         os.makedirs(directory, mode=0o700, exist_ok=True)
+        from .files import write_atomic  # not imported by the calls that only read
+
         write_atomic(os.path.join(directory, name), value, 0o600)
 
     def _read(self, kind: str, name: str) -> str | None:

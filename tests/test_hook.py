@@ -357,6 +357,74 @@ def test_fast_path_imports_nothing_heavy(bridge: Bridge) -> None:
     }
 
 
+# What a hook call that runs scripts must not import: each costs a sizeable part of an
+# interpreter start (subprocess, tempfile and what they pull in; lxml, libvirt, tomllib).
+HEAVY_ON_THE_HOOK_PATH = {
+    "bz2",
+    "collections",
+    "contextlib",
+    "enum",
+    "functools",
+    "json",
+    "libvirt",
+    "locale",
+    "logging",
+    "lxml",
+    "lzma",
+    "random",
+    "re",
+    "selectors",
+    "shutil",
+    "signal",
+    "subprocess",
+    "tempfile",
+    "threading",
+    "tomllib",
+    "typing",
+    "weakref",
+    "xml",
+}
+
+
+def imported_by_launcher(bridge: Bridge, tmp_path: Path, op: str, xml: bytes) -> set[str]:
+    """The modules a real launcher's Python imports for ``qemu vm1 OP begin -``."""
+    import sys
+
+    from libvirt_bridge import launcher
+
+    python = tmp_path / "python-importtime"
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} -X importtime "$@"\n')
+    python.chmod(0o755)
+    path = bridge.launchers / "qemu"
+    path.write_text(launcher.render("qemu", str(bridge.config), str(python)))
+    result = bridge.qemu("vm1", op, "begin", xml)
+    assert result.returncode == 0, result.stderr
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in result.stderr.decode().splitlines()
+        if line.startswith("import time:") and not line.endswith("| imported package")
+    }
+
+
+@pytest.mark.parametrize("event", ["before_vm_start", "after_vm_start"])
+def test_an_event_with_a_script_imports_nothing_heavy(
+    bridge: Bridge, tmp_path: Path, event: str
+) -> None:
+    """A call that runs a script (sync) or queues one (async) stays a bare interpreter's."""
+    bridge.script(event, "50_exit0", "#!/bin/sh\nexit 0\n")
+    xml = domain_xml("vm1", properties={"pincpu": "0-1"})
+    op = "prepare" if event == "before_vm_start" else "started"
+    for _ in range(2):  # the first call writes the config cache, the second uses it
+        modules = imported_by_launcher(bridge, tmp_path, op, xml)
+    assert "libvirt_bridge.hook" in modules
+    if event == "before_vm_start":
+        assert {"libvirt_bridge.runner", "libvirt_bridge.sync"} <= modules
+    assert not modules & HEAVY_ON_THE_HOOK_PATH
+    bridge.wait_async()
+    runs = [line for line in bridge.log_text().splitlines() if "script=" in line]
+    assert len(runs) == 2 and all("50_exit0 rc=0" in line for line in runs)
+
+
 def test_start_by_the_verb_skips_before_vm_start_at_prepare(bridge: Bridge) -> None:
     from libvirt_bridge.state import STARTED_BY_VERB, State
 
