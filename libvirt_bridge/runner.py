@@ -21,6 +21,7 @@ from __future__ import annotations
 # signal's C core: ``signal`` itself imports enum, a cost every hook call with a script
 # would pay. typeshed has no stub for it; the names used are those of ``signal``.
 import _signal  # type: ignore[import-not-found]
+import _thread
 import os
 import time
 
@@ -141,7 +142,6 @@ def run_event(
     _exit_on_sigterm()
     _no_inherited_fds()
     fd, path = _xml_file(tmp_prefix)
-    back = _to_root()
     try:
         try:
             _write_all(fd, data)
@@ -162,7 +162,6 @@ def run_event(
                 break
         outcome.data = before
     finally:
-        _back_from_root(back)
         try:
             os.unlink(path)
         except OSError:
@@ -233,25 +232,64 @@ def _no_inherited_fds() -> None:
                 pass  # the listing's own descriptor, closed since
 
 
-def _to_root() -> int | None:
-    """Make ``/`` the cwd, the scripts' (a spawn cannot change it for the child alone).
+# Held while this process's cwd is not its own (threads run scripts in the listener).
+_CWD_LOCK = _thread.allocate_lock()
 
-    Returns a descriptor of the cwd to come back to, or None when it already was ``/``
-    (a hook call: libvirt runs hooks there).
+
+def _spawn(script: str, env: dict[str, str], out_w: int, err_w: int) -> int:
+    """Start ``script`` in a new session, stdin /dev/null, stdout and stderr to the pipes,
+    cwd ``/``; return its pid.
+
+    A spawn cannot set the child's cwd alone: when this process's is not ``/`` already
+    (libvirt runs hooks there; a verb may run anywhere), the spawn happens in ``/`` and
+    the cwd comes back, under a lock that the other threads' spawns respect.
     """
+    with _CWD_LOCK:
+        if not _at_root():
+            back = _enter_root()
+            try:
+                return _posix_spawn(script, env, out_w, err_w)
+            finally:
+                _leave_root(back)
+    # At / for good: no thread ever leaves it, so no lock is held while the child starts.
+    return _posix_spawn(script, env, out_w, err_w)
+
+
+def _posix_spawn(script: str, env: dict[str, str], out_w: int, err_w: int) -> int:
+    return os.posix_spawn(
+        script,
+        [script],
+        env,
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, out_w, 1),
+            (os.POSIX_SPAWN_DUP2, err_w, 2),
+        ],
+        setsid=True,
+        setsigdef=_DEFAULT_SIGNALS,
+    )
+
+
+def _at_root() -> bool:
     try:
         here, root = os.stat("."), os.stat("/")
-        if (here.st_dev, here.st_ino) == (root.st_dev, root.st_ino):
-            return None
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (root.st_dev, root.st_ino)
+
+
+def _enter_root() -> int:
+    """chdir to ``/``; a descriptor of the cwd left (-1 when it cannot be opened)."""
+    try:
         back = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
-        back = None
+        back = -1
     os.chdir("/")
     return back
 
 
-def _back_from_root(back: int | None) -> None:
-    if back is None:
+def _leave_root(back: int) -> None:
+    if back < 0:
         return
     try:
         os.fchdir(back)
@@ -269,9 +307,8 @@ _POLLIN = 0x001  # select.POLLIN, the same on every Linux
 def run_script(script: str, env: dict[str, str], timeout: float) -> ScriptResult:
     """Run one script to its end (or its timeout) and collect what it said.
 
-    Its stdin is ``/dev/null``, its stdout and stderr pipes to this process, in a new
-    session (so its whole process group can be killed), with the cwd of this process,
-    ``/`` in ``run_event``.
+    Its stdin is ``/dev/null``, its stdout and stderr pipes to this process, its cwd
+    ``/``, in a new session (so its whole process group can be killed).
     """
     import select
 
@@ -281,18 +318,7 @@ def run_script(script: str, env: dict[str, str], timeout: float) -> ScriptResult
     err_r, err_w = _pipe()
     try:
         try:
-            pid = os.posix_spawn(
-                script,
-                [script],
-                env,
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, out_w, 1),
-                    (os.POSIX_SPAWN_DUP2, err_w, 2),
-                ],
-                setsid=True,
-                setsigdef=_DEFAULT_SIGNALS,
-            )
+            pid = _spawn(script, env, out_w, err_w)
         except OSError as exc:
             result.error = _exec_error(exc)
             result.rc = 127
