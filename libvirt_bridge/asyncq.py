@@ -21,6 +21,8 @@ from .files import write_atomic
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .config import Config
     from .log import Log
 
@@ -117,8 +119,11 @@ def run_queue(config_path: str, key: str) -> int:
     return 0
 
 
-def drain(config: Config, log: Log, key: str) -> None:
-    """Run every job of queue ``key`` in order, holding the queue's lock."""
+def drain(config: Config, log: Log, key: str, stop: Callable[[], bool] | None = None) -> None:
+    """Run every job of queue ``key`` in order, holding the queue's lock.
+
+    ``stop``: asked before each job; when it says so, the jobs left stay queued.
+    """
     import fcntl
 
     directory = queue_dir(config.state_dir, key)
@@ -130,13 +135,31 @@ def drain(config: Config, log: Log, key: str) -> None:
         return
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
-        while True:
+        while stop is None or not stop():
             job = _next_job(directory, log)
             if job is None:
                 return
             _run_job(config, log, job)
     finally:
         os.close(lock_fd)
+
+
+def pending_keys(state_dir: str) -> list[str]:
+    """The queues that hold a job, queued or left running by a runner that died."""
+    root = os.path.join(state_dir, "queue")
+    try:
+        keys = os.listdir(root)
+    except OSError:
+        return []
+    pending = []
+    for key in keys:
+        try:
+            names = os.listdir(os.path.join(root, key))
+        except OSError:
+            continue  # a lock file, or a queue gone meanwhile
+        if any(name.endswith((JOB, RUNNING)) for name in names):
+            pending.append(key)
+    return sorted(pending)
 
 
 def _next_job(directory: str, log: Log) -> Job | None:

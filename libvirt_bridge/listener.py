@@ -1,12 +1,20 @@
 """``libvirt-bridge listen``: fires the events libvirt has no hook for.
 
 - libvirt's default event loop is registered before any connection is opened and runs
-  in its own thread; the lifecycle callback only queues ``(uuid, name, event, detail)``,
-  so nothing blocks that thread (keepalive replies go on).
-- A worker thread reads each domain's state reason (``tracker.Tracker`` decides) and, for
-  a real pause, continue or finished incoming migration, fetches the XML and queues the
-  event into the domain's async queue, the same one the hook uses, so a pause's event
-  never overtakes the start's ``after_vm_start``.
+  in its own thread; the lifecycle callback only queues ``(uuid, name, domain, event,
+  detail)``, so nothing blocks that thread (keepalive replies go on).
+- A worker thread hands each event to its domain's handler (``Serial``: a domain's events
+  in order, domains side by side), which reads the domain's state reason
+  (``tracker.Tracker`` decides; libvirt answers that call at once, even while the daemon's
+  workers are busy with a burst of operations) and, for a real pause, continue or
+  finished incoming migration, hands the event to the domain's runner. A resync waits
+  for the handlers to finish what came before it.
+- The runners are threads of the listener too, per domain: a runner fetches the XML,
+  queues the event into the domain's async queue, the same one the hook uses (so a
+  pause's event never overtakes the start's ``after_vm_start``), and drains that queue
+  itself, as the hook's runners do: no process starts per event but the scripts. A
+  listener that stops hands the queues left to detached runners; one that starts drains
+  what a listener killed before it left queued.
 - The connection is watched (close callback, keepalive); when it drops, the listener
   reconnects with back-off, registers its callbacks again and resynchronises: what it knew
   of each domain is compared with the domain's state now, which also covers what changed
@@ -15,15 +23,18 @@
 
 from __future__ import annotations
 
+import collections
+import functools
 import os
 import queue
 import subprocess
 import sys
 import threading
+import time
 
 import libvirt
 
-from .asyncq import Job, enqueue
+from .asyncq import Job, drain, enqueue, pending_keys
 from .connection import LibvirtFailure, message, open_connection
 from .discovery import find_scripts
 from .launcher import import_path
@@ -33,6 +44,8 @@ from .tracker import SHUTOFF, DomainState, Tracker
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .config import Config
     from .log import Log
 
@@ -41,6 +54,17 @@ KEEPALIVE_COUNT = 3
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 15.0
 RESYNC = "resync"
+# Seconds a stopping listener waits for the events being handled and the scripts its
+# runners are running (uninstall sends SIGKILL 10 s after SIGTERM); a job still running
+# then is left to the detached runner that takes its queue over, which logs it as
+# interrupted (its script, in a session of its own, goes on).
+STOP_GRACE = 5.0
+# Domains whose lifecycle events are handled at once (each handler reads a state).
+HANDLERS = 16
+
+# A lifecycle event as the callback queues it: (uuid, name, domain, event, detail).
+Event = tuple[str, str, "libvirt.virDomain", int, int]
+Item = Event | str | None
 
 
 def _names(prefix: str) -> dict[int, str]:
@@ -133,12 +157,16 @@ class Listener:
         # A listener that ran before (its state dir survives restarts, not reboots) is
         # back from a gap; a first look at the host has nothing to compare with.
         self.looked_before = self.store.has_known()
-        self.queue: queue.Queue[tuple[str, str, int, int] | str | None] = queue.Queue()
+        self.queue: queue.Queue[Item] = queue.Queue()
         self.stopping = threading.Event()
         self.closed = threading.Event()
         self.connected = threading.Event()
         self.conn: libvirt.virConnect | None = None
-        self.runners: list[subprocess.Popen[bytes]] = []
+        self.tracker_lock = threading.Lock()
+        self.handlers = Serial(log, "handler", HANDLERS)
+        self.runners = Serial(log, "runner")
+        self.stopping_runners = threading.Event()
+        self.detached: list[subprocess.Popen[bytes]] = []
         self.import_path = import_path()
 
     # --- connection -----------------------------------------------------------------
@@ -148,6 +176,10 @@ class Listener:
         start_event_loop()
         worker = threading.Thread(target=self._work, name="listener-worker", daemon=True)
         worker.start()
+        # What a listener killed before this one left queued (nothing is run twice: a job
+        # it left running is logged as interrupted and dropped).
+        for key in pending_keys(self.config.state_dir):
+            self.runners.submit(key, functools.partial(self._drain, key))
         backoff = BACKOFF_FIRST
         try:
             while not self.stopping.is_set():
@@ -165,6 +197,13 @@ class Listener:
         finally:
             self.queue.put(None)
             worker.join(timeout=10)
+            deadline = time.monotonic() + STOP_GRACE
+            self.handlers.wait_idle(STOP_GRACE)
+            self.stopping_runners.set()
+            self.runners.wait_idle(max(0.0, deadline - time.monotonic()))
+            # Jobs still queued are not left waiting for the domain's next event.
+            for key in pending_keys(self.config.state_dir):
+                self._spawn_runner(key)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -214,9 +253,10 @@ class Listener:
     def _on_lifecycle(
         self, conn: libvirt.virConnect, dom: libvirt.virDomain, event: int, detail: int, _: object
     ) -> None:
-        # libvirt's loop thread: queue and return, never call libvirt here.
+        # libvirt's loop thread: queue and return, never call libvirt here (the domain's
+        # UUID and name are known to the client, they cost no call).
         try:
-            self.queue.put((dom.UUIDString(), dom.name(), event, detail))
+            self.queue.put((dom.UUIDString(), dom.name(), dom, event, detail))
         except Exception as exc:  # an escaping exception would only be printed by libvirt
             self.log.error(f"listener: dropped a lifecycle event: {exc!r}")
 
@@ -225,32 +265,59 @@ class Listener:
     def _work(self) -> None:
         while True:
             item = self.queue.get()
-            if item is None:
-                self.queue.task_done()
-                return
-            try:
-                if item == RESYNC:
-                    self._resync()
-                elif isinstance(item, tuple):
-                    self._handle(*item)
-            except libvirt.libvirtError as exc:
-                # The connection went away: the resync after reconnecting catches up.
-                self.log.warning(f"listener: {message(exc)}; will resync")
-            except Exception as exc:
-                self.log.error(f"listener: internal error: {exc!r}")
+            if isinstance(item, tuple):
+                # Done (``task_done``) by the domain's handler.
+                self.handlers.submit(item[0], functools.partial(self._handle_event, item))
+                continue
+            if item == RESYNC:
+                # What came before the resync is handled before it.
+                self.handlers.wait_idle()
+                self._guarded(self._resync)
             self._reap()
             # So that ``queue.join()`` tells when all that came has been handled.
             self.queue.task_done()
+            if item is None:
+                return
 
-    def _handle(self, uuid: str, name: str, event: int, detail: int) -> None:
+    def _guarded(self, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except libvirt.libvirtError as exc:
+            # The connection went away: the resync after reconnecting catches up.
+            self.log.warning(f"listener: {message(exc)}; will resync")
+        except Exception as exc:
+            self.log.error(f"listener: internal error: {exc!r}")
+
+    def _handle_event(self, item: Event) -> None:
+        try:
+            self._guarded(lambda: self._handle(*item))
+        finally:
+            self.queue.task_done()
+
+    def _handle(
+        self, uuid: str, name: str, dom: libvirt.virDomain, event: int, detail: int
+    ) -> None:
         event_name = EVENT_NAMES.get(event, str(event))
         detail_name = DETAIL_NAMES.get(event, {}).get(detail, str(detail))
-        dom, current = self._lookup(uuid)
-        fired = self.tracker.observe(uuid, event_name, detail_name, current)
-        self._save_known(uuid)
+        current = self._state(dom)
+        with self.tracker_lock:
+            fired = self.tracker.observe(uuid, event_name, detail_name, current)
+            known = self.tracker.known.get(uuid)
+        # Out of the lock: only this domain's handler (or a resync, which waits for the
+        # handlers) writes its file.
+        self._save_known(uuid, known)
         if fired:
             why = f"{event_name.upper()}/{detail_name.upper()}, state {current[0]}/{current[1]}"
             self._fire(fired, name, uuid, dom, why)
+
+    def _state(self, dom: libvirt.virDomain) -> DomainState:
+        """The domain's state now: read after its event, maybe after later ones too."""
+        try:
+            return state_names(dom.state())
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return SHUTOFF
+            raise
 
     def _resync(self) -> None:
         conn = self.conn
@@ -263,15 +330,19 @@ class Listener:
             uuid = dom.UUIDString()
             seen.add(uuid)
             current = state_names(dom.state())
-            missed = self.tracker.resync(uuid, current, after_gap)
-            self._save_known(uuid)
+            with self.tracker_lock:
+                missed = self.tracker.resync(uuid, current, after_gap)
+            self._save_known(uuid, current)
             if missed:
                 fired += 1
                 why = f"state {current[0]}/{current[1]} found on resync"
                 self._fire(missed, dom.name(), uuid, dom, why)
-        for uuid in set(self.tracker.known) - seen:
-            self.tracker.forget(uuid)
-            self._save_known(uuid)
+        with self.tracker_lock:
+            gone = set(self.tracker.known) - seen
+            for uuid in gone:
+                self.tracker.forget(uuid)
+        for uuid in gone:
+            self._save_known(uuid, None)
         self._note_looked()
         if after_gap:
             # Events are not replayed: what changed and changed back meanwhile is lost.
@@ -281,18 +352,6 @@ class Listener:
                 "during the gap cannot be seen and were missed"
             )
 
-    def _lookup(self, uuid: str) -> tuple[libvirt.virDomain | None, DomainState]:
-        conn = self.conn
-        if conn is None:
-            raise libvirt.libvirtError("not connected")
-        try:
-            dom = conn.lookupByUUIDString(uuid)
-            return dom, state_names(dom.state())
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return None, SHUTOFF
-            raise
-
     def _fire(
         self, event: str, name: str, uuid: str, dom: libvirt.virDomain | None, why: str
     ) -> None:
@@ -300,8 +359,13 @@ class Listener:
         self.log.info(
             f"listener: {event} domain={name!r} uuid={uuid} ({why}); {len(scripts)} script(s)"
         )
-        if not scripts:
-            return
+        if scripts:
+            self.runners.submit(uuid, lambda: self._run(event, name, uuid, dom))
+
+    # --- runners ------------------------------------------------------------------------
+
+    def _run(self, event: str, name: str, uuid: str, dom: libvirt.virDomain | None) -> None:
+        """Queue ``event`` of the domain and drain its queue (a runner's work)."""
         xml = b""
         if dom is not None:
             try:
@@ -313,13 +377,17 @@ class Listener:
         except OSError as exc:
             self.log.error(f"listener: cannot queue {event} for {name!r}: {exc.strerror}; lost")
             return
-        self._spawn_runner(uuid)
+        self._drain(uuid)
+
+    def _drain(self, key: str) -> None:
+        drain(self.config, self.log, key, self.stopping_runners.is_set)
 
     def _spawn_runner(self, key: str) -> None:
+        """A detached runner (a process of its own) for queue ``key``."""
         # A fork of this multi-threaded process must exec at once.
         argv = runner_argv(os.path.abspath(self.config.path), key, self.import_path)
         try:
-            self.runners.append(
+            self.detached.append(
                 subprocess.Popen(
                     argv,
                     cwd="/",
@@ -333,7 +401,7 @@ class Listener:
             self.log.error(f"listener: cannot start the async runner: {exc.strerror}")
 
     def _reap(self) -> None:
-        self.runners = [p for p in self.runners if p.poll() is None]
+        self.detached = [p for p in self.detached if p.poll() is None]
 
     # --- known states, kept across restarts (in the state dir, through State) -----------
 
@@ -344,11 +412,67 @@ class Listener:
         except OSError as exc:
             self._cannot_keep(exc)
 
-    def _save_known(self, uuid: str) -> None:
+    def _save_known(self, uuid: str, known: DomainState | None) -> None:
         try:
-            self.store.keep_known(uuid, self.tracker.known.get(uuid))
+            self.store.keep_known(uuid, known)
         except OSError as exc:
             self._cannot_keep(exc)
 
     def _cannot_keep(self, exc: OSError) -> None:
         self.log.error(f"listener: cannot keep state in {self.store.known_dir()}: {exc.strerror}")
+
+
+class Serial:
+    """Work given per key, run in order per key, keys side by side on threads.
+
+    A thread takes a key with work, runs all of it, and takes the next; it ends when no
+    key has work. At most ``limit`` threads run at once (None: one per key with work).
+    """
+
+    def __init__(self, log: Log, name: str, limit: int | None = None) -> None:
+        self.log = log
+        self.name = name
+        self.limit = limit
+        self.changed = threading.Condition()
+        self.work: dict[str, list[Callable[[], None]]] = {}
+        self.ready: collections.deque[str] = collections.deque()
+        self.busy: set[str] = set()
+        self.threads = 0
+
+    def submit(self, key: str, work: Callable[[], None]) -> None:
+        with self.changed:
+            waiting = key in self.work
+            self.work.setdefault(key, []).append(work)
+            if waiting or key in self.busy:
+                return
+            self.ready.append(key)
+            if self.limit is not None and self.threads >= self.limit:
+                return
+            self.threads += 1
+        threading.Thread(target=self._serve, name=f"{self.name}s", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            with self.changed:
+                if not self.ready:
+                    self.threads -= 1
+                    self.changed.notify_all()
+                    return
+                key = self.ready.popleft()
+                self.busy.add(key)
+                works = self.work.pop(key)
+            for work in works:
+                try:
+                    work()
+                except Exception as exc:
+                    self.log.error(f"listener: {self.name} for {key} failed: {exc!r}")
+            with self.changed:
+                self.busy.discard(key)
+                if key in self.work:
+                    self.ready.append(key)
+                self.changed.notify_all()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no work is left nor running; False if ``timeout`` came first."""
+        with self.changed:
+            return self.changed.wait_for(lambda: not self.work and not self.busy, timeout)

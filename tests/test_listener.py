@@ -14,8 +14,9 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from libvirt_bridge.asyncq import Job, enqueue
 from libvirt_bridge.config import load
-from libvirt_bridge.listener import RUNNER_BOOTSTRAP, Listener, start_event_loop
+from libvirt_bridge.listener import Listener, start_event_loop
 from libvirt_bridge.log import Log
 from testing.harness import Bridge
 
@@ -72,27 +73,20 @@ def test_pause_and_resume_fire_once_each(
     assert sentinel(bridge, dom, 2) == ["after_vm_pause", "after_vm_cont"] * 2
 
 
-def test_the_runner_is_the_small_bootstrap_not_the_cli(
+def test_the_listener_runs_the_scripts_itself_no_process_per_event(
     listening: tuple[Bridge, Listener, libvirt.virConnect], tmp_path: Path
 ) -> None:
     bridge, _, conn = listening
-    cmdline = tmp_path / "runner-cmdline"
-    bridge.script(
-        "after_vm_pause",
-        "60_runner",
-        f"#!/bin/sh\ncat /proc/$PPID/cmdline > {cmdline}\n",
-    )
-    conn.lookupByName("test").suspend()
+    parent = tmp_path / "parent"
+    bridge.script("after_vm_pause", "60_parent", f"#!/bin/sh\necho $PPID > {parent}\n")
+    dom = conn.lookupByName("test")
+    dom.suspend()
     bridge.wait_async(1)
-    argv = cmdline.read_bytes().split(b"\0")[:-1]
-    assert argv[1:7] == [
-        b"-I",
-        b"-S",
-        b"-c",
-        RUNNER_BOOTSTRAP.encode(),
-        str(bridge.config).encode(),
-        conn.lookupByName("test").UUIDString().encode(),
-    ]
+    # The listener runs in this process here: its runner threads spawn the scripts, in /.
+    assert int(parent.read_text()) == os.getpid()
+    assert [r["cwd"] for r in bridge.read_records()] == ["/"]
+    dom.resume()
+    assert [r["event"] for r in bridge.wait_async(2)] == ["after_vm_pause", "after_vm_cont"]
 
 
 def test_save_and_restore_fire_nothing(
@@ -198,3 +192,62 @@ def test_listen_refuses_a_broken_config(bridge: Bridge) -> None:
     )
     assert result.returncode == 1
     assert b"libvirt_uri must be a non-empty string" in result.stderr
+
+
+def test_a_listener_runs_what_a_killed_one_left_queued_and_nothing_twice(bridge: Bridge) -> None:
+    bridge.write_config(libvirt_uri="test:///default")
+    bridge.probe("after_vm_pause")
+    bridge.probe("after_vm_cont")
+    conn = libvirt.open("test:///default")
+    try:
+        dom = conn.lookupByName("test")
+        running(dom)
+        uuid, xml = dom.UUIDString(), dom.XMLDesc(0).encode()
+        # What a listener killed mid-job leaves: the job it was running, and one queued.
+        was_running = enqueue(str(bridge.state), uuid, Job("after_vm_pause", "test", uuid, xml))
+        os.rename(was_running, was_running.removesuffix(".job") + ".running")
+        enqueue(str(bridge.state), uuid, Job("after_vm_cont", "test", uuid, xml))
+        run_briefly(bridge)
+        assert [r["event"] for r in bridge.wait_async(1)] == ["after_vm_cont"]
+        assert "after_vm_pause of 'test'" in bridge.log_text()
+        assert "was interrupted: its runner died; not run again" in bridge.log_text()
+    finally:
+        conn.close()
+
+
+def test_a_stopping_listener_hands_its_queues_to_detached_runners(
+    bridge: Bridge, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from libvirt_bridge import listener as listener_module
+
+    monkeypatch.setattr(listener_module, "STOP_GRACE", 0.2)
+    bridge.write_config(libvirt_uri="test:///default")
+    started = tmp_path / "started"
+    bridge.probe(
+        "after_vm_pause", tail=f"import time\nopen({str(started)!r}, 'w').close()\ntime.sleep(2)\n"
+    )
+    bridge.probe("after_vm_cont")
+    conn = libvirt.open("test:///default")
+    try:
+        dom = conn.lookupByName("test")
+        running(dom)
+        uuid, xml = dom.UUIDString(), dom.XMLDesc(0).encode()
+        enqueue(str(bridge.state), uuid, Job("after_vm_pause", "test", uuid, xml))
+        enqueue(str(bridge.state), uuid, Job("after_vm_cont", "test", uuid, xml))
+        config = load(str(bridge.config))
+        listener = Listener(config, Log(config.log_file))
+        thread = threading.Thread(target=listener.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not started.exists():
+            assert time.monotonic() < deadline, "the queued pause did not start"
+            time.sleep(0.02)
+        listener.stop()
+        thread.join(10)
+        records = bridge.wait_async(2)
+        assert [r["event"] for r in records] == ["after_vm_pause", "after_vm_cont"]
+        # The pause ran in the listener; the continue waited for it, in a detached runner.
+        assert records[0]["ppid"] == os.getpid()
+        assert records[1]["ppid"] != os.getpid()
+    finally:
+        conn.close()
