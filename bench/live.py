@@ -25,6 +25,10 @@ from libvirt_bridge import launcher, log, mapping
 from libvirt_bridge.sandbox import Sandbox
 
 TARGET_CYCLE_RATIO = 1.03
+TARGET_SCRIPTS_CYCLE_RATIO = 1.10  # with a script in every event
+TARGET_RESTART_RATIO = 1.05  # the bridge over a no-op hook
+TARGET_LISTENER_P50 = 0.100  # seconds, lifecycle event -> script start
+TARGET_LISTENER_P99 = 0.250
 SETTLE = 0.3  # seconds of quiet before each timed operation
 QUERY_STATUS = '{"execute":"query-status"}'
 PROBE = """#!/bin/bash
@@ -238,9 +242,13 @@ def cycles(bench: Bench, rounds: int) -> tuple[str, list[str]]:
     header += ["start ÷ no hook", "destroy ÷ no hook", "cycle ÷ no hook", "cycle - no hook ms"]
     empty = median(cycle["empty"]) / ref["cycle"]
     verdict = "holds" if empty <= TARGET_CYCLE_RATIO else "MISSED"
+    scripts = median(cycle["scripts"]) / ref["cycle"]
+    scripts_verdict = "holds" if scripts <= TARGET_SCRIPTS_CYCLE_RATIO else "MISSED"
     checks = [
         f"Target 3 (start+destroy with empty event directories within "
-        f"{(TARGET_CYCLE_RATIO - 1) * 100:.0f} % of no hook): {empty:.3f} x — {verdict}"
+        f"{(TARGET_CYCLE_RATIO - 1) * 100:.0f} % of no hook): {empty:.3f} x — {verdict}",
+        f"Target 5 (start+destroy with one `exit 0` script in every event ≤ "
+        f"{TARGET_SCRIPTS_CYCLE_RATIO} x no hook): {scripts:.3f} x — {scripts_verdict}",
     ]
     note = (
         f"`virDomainCreate` then `virDomainDestroy` of a {sandbox.domain_type} guest "
@@ -311,12 +319,20 @@ def restarts(bench: Bench, names: list[str], rounds: int) -> tuple[str, list[str
             ]
         )
     header = ["variant", "n", "restart → all answer ms", "stop ms", "start → all answer ms"]
-    header.append("÷ no hook")
+    header += ["÷ no hook", "÷ no-op hook"]
+    for row, variant in zip(rows, variants, strict=True):
+        row.append(ratio(median(total[variant]), median(total["true"])))
     note = (
         f"{len(names)} running guests; from SIGTERM to libvirtd until every guest answered "
         "`qemu-monitor-command … query-status` (which waits for the job reconnect holds).\n"
     )
-    return note + "\n" + table(header, rows), []
+    bridge = median(total["empty"]) / median(total["true"])
+    verdict = "holds" if bridge <= TARGET_RESTART_RATIO else "MISSED"
+    check = (
+        f"Target 6 (daemon restart with {len(names)} guests, the bridge with empty event "
+        f"directories ≤ {TARGET_RESTART_RATIO} x the no-op hook): {bridge:.3f} x — {verdict}"
+    )
+    return note + "\n" + table(header, rows), [check]
 
 
 def _rss_kib(pid: int) -> int:
@@ -448,4 +464,15 @@ def listener(bench: Bench, names: list[str], rounds: int) -> tuple[str, list[str
         "(bash `$EPOCHREALTIME`).\n"
     )
     notes = [f"Listener: {missing} probe record(s) missing"] if missing else []
+    for event in ("after_vm_pause", "after_vm_cont"):
+        values = delays[event, "total"]
+        if not values:
+            continue
+        p50, p99 = median(values), quantile(values, 0.99)
+        holds = p50 <= TARGET_LISTENER_P50 and p99 <= TARGET_LISTENER_P99
+        notes.append(
+            f"Target 7 ({event}, lifecycle event → script start: p50 ≤ "
+            f"{ms(TARGET_LISTENER_P50)} ms, p99 ≤ {ms(TARGET_LISTENER_P99)} ms): p50 "
+            f"{ms(p50)} ms, p99 {ms(p99)} ms — {'holds' if holds else 'MISSED'}"
+        )
     return note + "\n" + text, notes
