@@ -301,7 +301,6 @@ def _leave_root(back: int) -> None:
 
 # Signals Python ignores, which an exec'd program would otherwise inherit ignored.
 _DEFAULT_SIGNALS = (_signal.SIGPIPE, _signal.SIGXFSZ)
-_POLLIN = 0x001  # select.POLLIN, the same on every Linux
 
 
 def run_script(script: str, env: dict[str, str], timeout: float) -> ScriptResult:
@@ -373,6 +372,8 @@ def _collect(
     poller: select.poll, pid: int, out_fd: int, err_fd: int, timeout: float
 ) -> tuple[bytes, int, bool]:
     """Read stderr (kept) and stdout (counted) until the script exits; kill it on timeout."""
+    from select import POLLIN
+
     pidfd = os.pidfd_open(pid)
     kept = bytearray()
     counted = 0
@@ -380,9 +381,9 @@ def _collect(
     deadline = time.monotonic() + timeout if timeout > 0 else None
     kill_at: float | None = None
     try:
-        poller.register(out_fd, _POLLIN)
-        poller.register(err_fd, _POLLIN)
-        poller.register(pidfd, _POLLIN)
+        poller.register(out_fd, POLLIN)
+        poller.register(err_fd, POLLIN)
+        poller.register(pidfd, POLLIN)
         exited = False
         while not exited:
             wait = -1
