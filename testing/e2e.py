@@ -130,8 +130,8 @@ class Probe:
         return self.all()
 
     def settled(self, timeout: float = 60) -> list[Record]:
-        """All the records, once the bridge is idle."""
-        return self.at_least(0, timeout)
+        """All the records, once the bridge's queues are empty (the listener not asked)."""
+        return Probe.at_least(self, 0, timeout)
 
     def new(self, expected: int, timeout: float = 60) -> list[Record]:
         """The records since the last call, once there are ``expected`` and the bridge is idle.
@@ -154,10 +154,11 @@ class Probe:
 class ListenedProbe(Probe):
     """A :class:`Probe` where the listener runs, with a sentinel guest to tell it caught up.
 
-    The listener dispatches libvirt's events one at a time, in the order they came, so
-    once the sentinel's own pause (or continue) has run its scripts, every event libvirt
-    sent before it has been queued; with the queues empty, all of them have run. The
-    sentinel's records are hidden from :meth:`all`, but it is a domain: a resync counts it.
+    The listener handles each domain's events in the order they came, so once the
+    sentinel's own pause (or continue) has run its scripts, the sentinel's earlier events
+    have all run, and another domain's event that came before it has been handled or is
+    being handled side by side (:meth:`at_least` waits for those by count). The sentinel's
+    records are hidden from :meth:`all`, but it is a domain: a resync counts it.
     """
 
     SENTINEL = "sentinel"
@@ -192,10 +193,14 @@ class ListenedProbe(Probe):
             ) from None
         return self.all()
 
-    def new(self, expected: int, timeout: float = 60) -> list[Record]:
-        """:meth:`Probe.new`, once the listener caught up: a late or doubled event shows."""
+    def at_least(self, total: int, timeout: float = 60) -> list[Record]:
+        """:meth:`Probe.at_least`, once the listener caught up: a late or doubled event shows.
+
+        The listener handles domains side by side, so another domain's event that came
+        just before the sentinel's may still be on its way: ``total`` covers that.
+        """
         self.caught_up(timeout)
-        return super().new(expected, timeout)
+        return super().at_least(total, timeout)
 
     def _sentinel_marks(self) -> list[str]:
         return [

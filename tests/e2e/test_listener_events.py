@@ -49,7 +49,7 @@ def test_suspend_and_resume_fire_once_each(sandbox: Sandbox) -> None:
     sandbox.virsh("start", "g1")
     sandbox.virsh("suspend", "g1")
     sandbox.virsh("resume", "g1")
-    got = probe.caught_up()
+    got = probe.at_least(4)
     assert [r["event"] for r in got] == [
         "before_vm_start",
         "after_vm_start",
@@ -86,11 +86,11 @@ def test_incoming_migration_fires_on_the_destination_only(
     source, source_probe, destination, destination_probe = two_hosts(make_sandbox)
     result = source.migrate("g1", destination)
     assert result.returncode == 0, result.stderr
-    assert listener_fired(destination_probe.caught_up()) == ["after_vm_migrate_destination"]
+    assert listener_fired(destination_probe.at_least(1)) == ["after_vm_migrate_destination"]
     assert listener_fired(source_probe.caught_up()) == []
     back = destination.migrate("g1", source)
     assert back.returncode == 0, back.stderr
-    assert listener_fired(source_probe.caught_up()) == ["after_vm_migrate_destination"]
+    assert listener_fired(source_probe.at_least(3)) == ["after_vm_migrate_destination"]
     assert listener_fired(destination_probe.caught_up()) == ["after_vm_migrate_destination"]
 
 
@@ -103,7 +103,7 @@ def test_a_migration_that_came_in_while_the_listener_was_down_fires_once_it_is_b
     assert result.returncode == 0, result.stderr
     assert listener_fired(destination_probe.settled()) == []  # no listener: nothing more comes
     destination.start_listener()
-    assert listener_fired(destination_probe.caught_up()) == ["after_vm_migrate_destination"]
+    assert listener_fired(destination_probe.at_least(1)) == ["after_vm_migrate_destination"]
     log = Path(destination.log_file).read_text()
     # Two domains: g1 and the sentinel guest.
     assert "resynchronised 2 domain(s) after a gap, 1 missed event(s) fired" in log
@@ -124,7 +124,7 @@ def test_listener_survives_a_killed_libvirtd(sandbox: Sandbox) -> None:
     wait_until(lambda: not sandbox.running(), "libvirtd gone", timeout=10)
     sandbox.start_daemon()
     sandbox.virsh("suspend", "g1")
-    assert listener_fired(probe.caught_up()) == ["after_vm_pause"]
+    assert listener_fired(probe.at_least(3)) == ["after_vm_pause"]
     assert sandbox.listener_pid() == listener  # the same process reconnected
 
 
@@ -138,7 +138,7 @@ def test_twenty_guests_paused_and_resumed_at_once(sandbox: Sandbox) -> None:
     with ThreadPoolExecutor(max_workers=20) as pool:
         list(pool.map(lambda n: sandbox.virsh("suspend", n), names))
         list(pool.map(lambda n: sandbox.virsh("resume", n), names))
-    got = probe.caught_up(timeout=90)
+    got = probe.at_least(80, timeout=90)
     for name in names:
         assert listener_fired([r for r in got if r["name"] == name]) == [
             "after_vm_pause",
