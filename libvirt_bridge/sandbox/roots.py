@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 
 from .errors import SandboxError
@@ -49,6 +50,52 @@ MARK = ".libvirt-bridge-root"
 WHEELHOUSE = "/usr/local/share/libvirt-bridge/wheels"
 
 
+# What the build of virtqemud turns off: the other drivers, storage backends and features.
+_MESON_DISABLED = (
+    "driver_network",
+    "driver_lxc",
+    "driver_libxl",
+    "driver_vbox",
+    "driver_ch",
+    "driver_esx",
+    "driver_hyperv",
+    "driver_openvz",
+    "driver_vmware",
+    "driver_vz",
+    "driver_bhyve",
+    "driver_test",
+    "driver_secrets",
+    "driver_interface",
+    "storage_dir",
+    "storage_fs",
+    "storage_disk",
+    "storage_lvm",
+    "storage_iscsi",
+    "storage_mpath",
+    "storage_scsi",
+    "storage_rbd",
+    "storage_gluster",
+    "storage_zfs",
+    "storage_vstorage",
+    "storage_iscsi_direct",
+    "apparmor",
+    "sanlock",
+    "wireshark_dissector",
+    "sasl",
+    "polkit",
+    "firewalld",
+    "libssh",
+    "libssh2",
+    "curl",
+    "readline",
+    "bash_completion",
+    "libiscsi",
+    "glusterfs",
+    "fuse",
+    "nbdkit",
+)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """What goes into the root of one libvirt version."""
@@ -61,6 +108,14 @@ class Recipe:
     # From the base suite: Python for the bridge, and what builds libvirt-python.
     packages: tuple[str, ...]
     libvirt_python: str  # the libvirt-python release built into the wheelhouse
+    # virtqemud, which Debian does not ship, built from Debian's source of the same libvirt:
+    # the archive (a path in the Debian mirror) and its sha256, ...
+    source: str
+    source_sha256: str
+    # ... what builds it (installed in a throwaway overlay of the root, never in the root),
+    build_deps: tuple[str, ...]
+    # ... and meson's options: the qemu driver and the daemons only, no docs, no tests.
+    meson_options: tuple[str, ...]
 
     def digest(self) -> str:
         text = json.dumps(self.__dict__, sort_keys=True)
@@ -93,6 +148,48 @@ RECIPES = {
             "pkg-config",
         ),
         libvirt_python="11.3.0",
+        source="pool/main/libv/libvirt/libvirt_11.3.0.orig.tar.xz",
+        source_sha256="6bcb0c42c4580436fea262ced56f68a6afe20f7390b1bea2116718cc034a0283",
+        build_deps=(
+            "meson",
+            "ninja-build",
+            "gcc",
+            "pkg-config",
+            "xsltproc",
+            "libxml2-utils",
+            "python3-docutils",
+            "dpkg-dev",
+            "libxml2-dev",
+            "libglib2.0-dev",
+            "libgnutls28-dev",
+            "libtirpc-dev",
+            "libjson-c-dev",
+            "libnl-3-dev",
+            "libnl-route-3-dev",
+            "libpciaccess-dev",
+            "libcap-ng-dev",
+            "libacl1-dev",
+            "libselinux1-dev",
+            "libudev-dev",
+            "libdevmapper-dev",
+            "libparted-dev",
+            "libnuma-dev",
+        ),
+        meson_options=(
+            # Debian's paths: the daemon finds Debian's driver modules and config.
+            "--prefix=/usr",
+            "--sysconfdir=/etc",
+            "--localstatedir=/var",
+            "--libdir=lib/x86_64-linux-gnu",
+            "-Drunstatedir=/run",
+            "-Ddocs=disabled",
+            "-Dtests=disabled",
+            "-Dnls=disabled",
+            "-Ddriver_qemu=enabled",
+            "-Ddriver_remote=enabled",
+            "-Ddriver_libvirtd=enabled",
+            *(f"-D{option}=disabled" for option in _MESON_DISABLED),
+        ),
     ),
 }
 
@@ -110,9 +207,13 @@ def recipe(version: str) -> Recipe:
 
 
 def root_path(version: str, directory: str | None = None) -> str:
-    """Where the root of libvirt ``version`` is (or would be) in the cache."""
-    recipe(version)
-    return os.path.join(directory or cache_dir(), f"libvirt-{version}")
+    """Where the root of libvirt ``version`` is (or would be) in the cache.
+
+    The name holds the recipe's digest: a root of a new recipe is built beside the old one,
+    which the sandboxes that run on it (its overlay's lower layer) keep using; ``prune``
+    removes it once none does.
+    """
+    return os.path.join(directory or cache_dir(), f"libvirt-{version}-{recipe(version).digest()}")
 
 
 def is_built(path: str, wanted: Recipe) -> bool:
@@ -177,10 +278,11 @@ def sources_list(wanted: Recipe, mirror: str) -> str:
     )
 
 
-def _customize_hooks(wanted: Recipe, sdist: str) -> list[str]:
+def _customize_hooks(wanted: Recipe, sdist: str, source: str, work: str) -> list[str]:
     """The commands mmdebstrap runs in the finished tree (``$1``), in order.
 
-    ``sdist``: libvirt-python's source archive, on the host.
+    ``sdist``: libvirt-python's source archive, on the host; ``source``: libvirt's;
+    ``work``: an empty directory for the build of virtqemud (``_virtqemud_hook``).
     """
     q = shlex.quote
     env = "env DEBIAN_FRONTEND=noninteractive"
@@ -195,9 +297,68 @@ def _customize_hooks(wanted: Recipe, sdist: str) -> list[str]:
         f"-t {wanted.backports} {backported}",
         f'cp {q(sdist)} "$1"{q(inside)}',
         f'chroot "$1" {env} sh -c {q(f"mkdir -p {WHEELHOUSE} && {wheel}")}',
+        _virtqemud_hook(wanted, source, work),
         # What the build leaves that a sandbox never needs.
         f'rm -rf "$1"{q(inside)} "$1"/var/cache/apt/archives/*.deb "$1"/root/.cache',
     ]
+
+
+def _virtqemud_hook(wanted: Recipe, source: str, work: str) -> str:
+    """The hook that builds virtqemud from ``source`` and installs it in the tree (``$1``).
+
+    Built in a throwaway overlay of the tree (upper layer under ``work``), in a private
+    mount namespace: its build dependencies (about 400 MB) and the build tree never reach
+    the root; only ``/usr/sbin/virtqemud`` and ``/etc/libvirt/virtqemud.conf`` do. Only the
+    daemon's target is built (with what it links: libvirt's libraries, not installed); it
+    runs on Debian's libvirt libraries and qemu driver module of the same version.
+    """
+    q = shlex.quote
+    inside = " && ".join(
+        [
+            "apt-get install -y -q --no-install-recommends "
+            f"-t {wanted.backports} {' '.join(wanted.build_deps)}",
+            "mkdir /tmp/libvirt-src",
+            f"tar xJf /tmp/{q(os.path.basename(source))} -C /tmp/libvirt-src --strip-components=1",
+            "cd /tmp/libvirt-src",
+            f"meson setup build {' '.join(q(o) for o in wanted.meson_options)}",
+            "ninja -C build src/virtqemud",
+        ]
+    )
+    script = "\n".join(
+        [
+            "set -e",
+            "root=$1 work=$2 merged=$2/merged build=$2/merged/tmp/libvirt-src/build",
+            'mkdir -p "$work/upper" "$work/work" "$merged"',
+            "mount -n -t overlay overlay "
+            '-o "lowerdir=$root,upperdir=$work/upper,workdir=$work/work" "$merged"',
+            'mount -n --rbind /dev "$merged/dev"',
+            'mount -n -t proc proc "$merged/proc"',
+            f'cp {q(source)} "$merged/tmp/"',
+            f'chroot "$merged" env DEBIAN_FRONTEND=noninteractive sh -c {q(inside)}',
+            'install -m 0755 "$build/src/virtqemud" "$root/usr/sbin/virtqemud"',
+            'install -m 0644 "$build/src/virtqemud.conf" "$root/etc/libvirt/virtqemud.conf"',
+        ]
+    )
+    return f'unshare --mount --propagation private sh -c {q(script)} sh "$1" {q(work)}'
+
+
+def _download_source(wanted: Recipe, mirror: str, directory: str) -> str:
+    """libvirt's source archive from the Debian mirror, into ``directory``; checked."""
+    url = f"{mirror}/{wanted.source}"
+    path = os.path.join(directory, os.path.basename(wanted.source))
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=120) as response, open(path, "wb") as f:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                f.write(chunk)
+    except OSError as exc:
+        raise SandboxError(f"could not download {url}: {exc}") from None
+    if digest.hexdigest() != wanted.source_sha256:
+        raise SandboxError(
+            f"{url} has sha256 {digest.hexdigest()}, not the recipe's {wanted.source_sha256}"
+        )
+    return path
 
 
 def _download_sdist(wanted: Recipe, directory: str) -> str:
@@ -217,7 +378,7 @@ def _download_sdist(wanted: Recipe, directory: str) -> str:
 def _check(path: str, wanted: Recipe) -> dict[str, str]:
     """The versions the built tree's daemons report; SandboxError unless ``wanted``'s."""
     versions: dict[str, str] = {}
-    for daemon in ("libvirtd", "virtlogd"):
+    for daemon in ("libvirtd", "virtqemud", "virtlogd"):
         result = subprocess.run(
             ["chroot", path, f"/usr/sbin/{daemon}", "--version"],
             capture_output=True,
@@ -277,13 +438,18 @@ def build(
         os.chmod(tmp, 0o755)
         try:
             started = time.monotonic()
-            sdist_dir = os.path.join(tmp + ".sdist")
+            mirror = mirror or debian_mirror()
+            sdist_dir = tmp + ".sdist"
+            work = tmp + ".virtqemud"
             os.makedirs(sdist_dir)
+            os.makedirs(work)
             try:
                 sdist = _download_sdist(wanted, sdist_dir)
-                _mmdebstrap(wanted, tmp, mirror or debian_mirror(), sdist, log)
+                source = _download_source(wanted, mirror, sdist_dir)
+                _mmdebstrap(wanted, tmp, mirror, sdist, source, work, log)
             finally:
                 shutil.rmtree(sdist_dir, ignore_errors=True)
+                shutil.rmtree(work, ignore_errors=True)
             versions = _check(tmp, wanted)
             mark = {
                 "digest": wanted.digest(),
@@ -305,6 +471,51 @@ def build(
     return path
 
 
+def in_use(path: str) -> bool:
+    """Whether a mount in any process's namespace names ``path`` (a sandbox's view on it)."""
+    needle = path.rstrip("/")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/mountinfo") as f:
+                text = f.read()
+        except OSError:
+            continue
+        if re.search(re.escape(needle) + r"(?=[/,\s]|$)", text, re.MULTILINE):
+            return True
+    return False
+
+
+def prune(version: str, directory: str | None = None) -> tuple[list[str], list[str]]:
+    """Remove the roots of ``version`` built from other recipes that no sandbox uses.
+
+    Returns (removed, kept because in use). A root in use is a running sandbox's lower
+    layer: removing its files would break that sandbox, so it stays for a later prune.
+    """
+    current = root_path(version, directory)
+    parent = os.path.dirname(current)
+    removed: list[str] = []
+    kept: list[str] = []
+    if not os.path.isdir(parent):
+        return removed, kept
+    with open(os.path.join(parent, f".libvirt-{version}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name in sorted(os.listdir(parent)):
+            path = os.path.join(parent, name)
+            old_name = name == f"libvirt-{version}" or name.startswith(f"libvirt-{version}-")
+            if not old_name or path == current or not os.path.isdir(path):
+                continue
+            if in_use(path):
+                kept.append(path)
+                continue
+            old = tempfile.mkdtemp(prefix=f".libvirt-{version}.old.", dir=parent)
+            os.rename(path, os.path.join(old, "root"))
+            shutil.rmtree(old, ignore_errors=True)
+            removed.append(path)
+    return removed, kept
+
+
 def _remove_leftovers(parent: str, version: str) -> None:
     """Remove what interrupted or replaced builds of ``version`` left in ``parent``."""
     for leftover in glob.glob(os.path.join(parent, f".libvirt-{version}.*.*")):
@@ -312,10 +523,12 @@ def _remove_leftovers(parent: str, version: str) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _mmdebstrap(wanted: Recipe, target: str, mirror: str, sdist: str, log: str | None) -> None:
+def _mmdebstrap(
+    wanted: Recipe, target: str, mirror: str, sdist: str, source: str, work: str, log: str | None
+) -> None:
     argv = ["mmdebstrap", "--mode=root", "--variant=apt", "--format=directory"]
     argv += [f"--include={','.join(wanted.packages)}"]
-    argv += [f"--customize-hook={hook}" for hook in _customize_hooks(wanted, sdist)]
+    argv += [f"--customize-hook={hook}" for hook in _customize_hooks(wanted, sdist, source, work)]
     argv += [wanted.suite, target, "-"]
     with tempfile.NamedTemporaryFile("w+", prefix="libvirt-bridge-root.", suffix=".log") as tmp:
         out = open(log, "a") if log else tmp  # noqa: SIM115
@@ -356,6 +569,10 @@ def main(argv: list[str] | None = None) -> int:
     build_parser.add_argument("--log", help="append mmdebstrap's output to this file")
     path_parser = sub.add_parser("path", help="print the root's path; exit 1 if not built")
     path_parser.add_argument("version", choices=sorted(RECIPES))
+    prune_parser = sub.add_parser(
+        "prune", help="remove the roots of older recipes that no running sandbox uses"
+    )
+    prune_parser.add_argument("version", choices=sorted(RECIPES))
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
@@ -364,6 +581,13 @@ def main(argv: list[str] | None = None) -> int:
             seconds = time.monotonic() - started
             print(f"{path} ({seconds:.1f} s)", file=sys.stderr)
             print(path)
+            return 0
+        if args.command == "prune":
+            removed, kept = prune(args.version, args.cache_dir)
+            for path in removed:
+                print(f"removed {path}")
+            for path in kept:
+                print(f"kept {path}: a sandbox uses it")
             return 0
         found = find(args.version, args.cache_dir)
         if found is None:
