@@ -12,6 +12,7 @@ what ``run_in_namespace`` runs (``nsenter --root``): paths are the root's there.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shlex
@@ -22,10 +23,11 @@ import time
 from collections.abc import Sequence
 
 from .capscache import seed_capabilities
+from .cells import MODULAR
 from .client import VirshError, virsh
 from .errors import SandboxError, tails
 from .host import binary, daemon_env, root_binary, which
-from .layout import Layout
+from .layout import LOG_FILTERS, Layout
 from .namespaces import Namespaces, process_alive
 
 # "2026-01-01 10:00:00.000+0000: 1234: debug : virRunScript:279 : Calling hook ..."
@@ -310,6 +312,73 @@ class Daemons:
         """Stop the main daemon and start it again; guests keep running, are reconnected."""
         self.stop_daemon()
         self.start_daemon()
+
+    # -- other modular daemons ------------------------------------------------------------
+
+    def start_other(self, daemon: str, timeout: float = 30.0) -> int:
+        """Start another modular daemon (``virtnetworkd``, ...) beside the main one; its pid.
+
+        Modular cells only. It runs in the sandbox's namespaces, chrooted like the main
+        daemon, and in a network namespace of its own: whatever its driver does to bridges
+        or firewalls stays there. It logs hook calls as the main daemon does, to
+        ``log_dir/<daemon>.log``. Returns once its socket accepts connections.
+        """
+        if self.cell.mode != MODULAR or daemon in (self.main, "virtlogd"):
+            raise SandboxError(f"{daemon} is not another modular daemon of {self.cell}")
+        log_outputs = f"1:file:/var/log/libvirt/{daemon}.log"
+        self.layout.edit_conf(
+            f"{daemon}.conf",
+            {"log_filters": json.dumps(LOG_FILTERS), "log_outputs": json.dumps(log_outputs)},
+        )
+        q = shlex.quote
+        command = f"{q(binary('unshare'))} --net {self._daemon_command(daemon)}"
+        nsenter = [binary("nsenter"), "--target", str(self.virtlogd_pid()), "--mount", "--uts"]
+        result = subprocess.run(
+            [*nsenter, "--", "/bin/sh", "-c", command],
+            capture_output=True,
+            text=True,
+            env=daemon_env(),
+            cwd="/",
+            timeout=timeout,
+            check=False,
+        )
+        out = os.path.join(self.layout.log_dir, f"{daemon}.out")
+        if result.returncode != 0:
+            raise SandboxError(
+                f"{daemon} did not start (exit {result.returncode}): {result.stderr.strip()}"
+                + tails([out])
+            )
+        sock = os.path.join(self.layout.run_dir, f"{daemon}-sock")
+        deadline = time.monotonic() + timeout
+        while True:
+            pid = self._pid_from_file(daemon)
+            if pid is not None:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                    try:
+                        client.connect(sock)
+                        return pid
+                    except OSError:
+                        pass
+            if time.monotonic() > deadline:
+                raise SandboxError(f"{daemon} not ready after {timeout} s" + tails([out]))
+            time.sleep(0.02)
+
+    def other_pid(self, daemon: str) -> int:
+        """The pid of the running ``daemon`` started by :meth:`start_other`."""
+        return self._running_pid(daemon)
+
+    def stop_other(self, daemon: str, timeout: float = 30.0) -> None:
+        """SIGTERM ``daemon`` (started by :meth:`start_other`); wait until it has exited."""
+        pid = self._pid_from_file(daemon)
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while process_alive(pid):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                raise SandboxError(f"{daemon} {pid} did not exit {timeout} s after SIGTERM")
+            time.sleep(0.02)
 
 
 def _reload_finished(log: str, daemon_scripts: int) -> bool:

@@ -174,7 +174,7 @@ class Layout:
                 for entry in os.listdir(path):
                     _remove(os.path.join(path, entry))
         log_outputs = f"1:file:/var/log/libvirt/{os.path.basename(self.daemon_log)}"
-        self._edit_conf(
+        self.edit_conf(
             self.cell.conf_name,
             {
                 "host_uuid": json.dumps(host_uuid),
@@ -194,7 +194,7 @@ class Layout:
             # QEMU runs as the root's libvirt-qemu:kvm, and the root's kvm group is not the
             # host's, which owns /dev/kvm: QEMU runs with the host's group instead.
             qemu_settings["group"] = json.dumps(f"+{kvm_gid}")
-        self._edit_conf("qemu.conf", qemu_settings)
+        self.edit_conf("qemu.conf", qemu_settings)
         for path in (self.hooks_dir, self.run_dir, self.lib_dir, self.log_dir, self.cache_dir):
             os.makedirs(path, exist_ok=True)
             os.chmod(path, 0o755)
@@ -214,7 +214,8 @@ class Layout:
         root_gids = [int(g[2]) for g in groups if len(g) > 2 and g[0] == "kvm"]
         return host_gid if root_gids and root_gids[0] != host_gid else None
 
-    def _edit_conf(self, name: str, settings: Mapping[str, str]) -> None:
+    def edit_conf(self, name: str, settings: Mapping[str, str]) -> None:
+        """Set ``settings`` in the sandbox's ``etc/libvirt/<name>`` (made if missing)."""
         path = os.path.join(self.etc_dir, name)
         try:
             with open(path) as f:

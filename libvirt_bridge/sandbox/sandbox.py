@@ -78,6 +78,10 @@ class Sandbox(Layout):
         self.stop_daemon = self.daemons.stop_daemon
         self.start_daemon = self.daemons.start_daemon
         self.restart_daemon = self.daemons.restart_daemon
+        # Other modular daemons (virtnetworkd, ...), in a modular cell.
+        self.start_other_daemon = self.daemons.start_other
+        self.stop_other_daemon = self.daemons.stop_other
+        self.other_daemon_pid = self.daemons.other_pid
         # Guests.
         self.virsh = self.guests.virsh
         self.domstate = self.guests.domstate

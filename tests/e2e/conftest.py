@@ -7,7 +7,9 @@ and no mount behind.
 
 Every test that uses a sandbox runs once per libvirt *cell* chosen with
 ``--libvirt-cell`` (``system-monolithic`` by default; ``all`` for every cell), through the
-``libvirt_cell`` fixture; its id names the cell (``test_x[11.3-modular]``).
+``libvirt_cell`` fixture; its id names the cell (``test_x[11.3-modular]``). A test marked
+``@pytest.mark.libvirt_modes("modular")`` is about one daemon mode: it runs on the chosen
+cells of that mode only, and is deselected (not skipped) where none is chosen.
 """
 
 from __future__ import annotations
@@ -40,6 +42,23 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "libvirt_cell" in metafunc.fixturenames:
         names = chosen_cells(metafunc.config)
         metafunc.parametrize("libvirt_cell", [Cell.parse(n) for n in names], ids=names)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the runs of ``libvirt_modes`` tests on cells of another daemon mode."""
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        marker = item.get_closest_marker("libvirt_modes")
+        callspec = getattr(item, "callspec", None)
+        cell = callspec.params.get("libvirt_cell") if callspec is not None else None
+        if marker is not None and isinstance(cell, Cell) and cell.mode not in marker.args:
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 def require_libvirt_host(cell: Cell | None = None) -> None:
