@@ -20,7 +20,7 @@ import pytest
 from libvirt_bridge.daemons import process_name
 from libvirt_bridge.sandbox import Sandbox
 from libvirt_bridge.sandbox.cells import MODULAR
-from testing.e2e import Probe, listened, wait_until
+from testing.e2e import Probe, listened
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.libvirt_modes(MODULAR)]
 
@@ -118,18 +118,19 @@ def _socket_inodes(pid: int) -> set[str]:
     return inodes
 
 
-def _peers_on(socket_name: str) -> set[str]:
-    """The inodes of the client ends of connections accepted on ``socket_name`` (ss -x)."""
+def _accepted_by(inodes: set[str]) -> list[tuple[str, str]]:
+    """(socket path, ss's process column) of the server ends of the connections whose client
+    ends are ``inodes`` (``ss -xnp``: the kernel's view, whatever the namespaces)."""
     out = subprocess.run(
-        [shutil.which("ss") or "ss", "-xn"], capture_output=True, text=True, check=True
+        [shutil.which("ss") or "ss", "-xnp"], capture_output=True, text=True, check=True
     ).stdout
-    peers = set()
+    found = []
     for line in out.splitlines():
         fields = line.split()
-        # Netid State Recv-Q Send-Q Local-Address Port Peer-Address Port
-        if len(fields) >= 8 and fields[4].endswith("/" + socket_name):
-            peers.add(fields[7])
-    return peers
+        # Netid State Recv-Q Send-Q Local-Address Port Peer-Address Port Process
+        if len(fields) >= 9 and fields[7] in inodes and fields[4] != "*":
+            found.append((fields[4], fields[8]))
+    return found
 
 
 def test_listener_connects_to_virtqemud(make_sandbox: Callable[[str], Sandbox]) -> None:
@@ -137,12 +138,12 @@ def test_listener_connects_to_virtqemud(make_sandbox: Callable[[str], Sandbox]) 
     probe = listened(sandbox, ("after_vm_pause", "after_vm_cont"))
     listener = sandbox.listener_pid()
     assert "listener: connected to qemu:///system" in Path(sandbox.log_file).read_text()
-    # Its connection is one virtqemud accepted on virtqemud-sock (there is no libvirt-sock).
-    wait_until(
-        lambda: bool(_socket_inodes(listener) & _peers_on("virtqemud-sock")),
-        "the listener's connection to virtqemud-sock",
-        10,
-    )
+    # Its connection is one virtqemud accepted, on its read-only socket: the listener only
+    # watches (there is no libvirt-sock).
+    connections = _accepted_by(_socket_inodes(listener))
+    accepted = [(path, users.split(",fd=")[0]) for path, users in connections]
+    pid = sandbox.daemon_pid()
+    assert accepted == [("/run/libvirt/virtqemud-sock-ro", f'users:(("virtqemud",pid={pid}')]
     uuid = sandbox.define_guest("g1")
     sandbox.virsh("start", "g1")
     sandbox.virsh("suspend", "g1")
