@@ -25,7 +25,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e '.[test]'
-# The cached Debian root with libvirt 11.3 that the 11.3 test cells chroot into (beside the
-# system's libvirt, never over it); about 2 minutes the first time, instant once built.
+# The cached Debian root with libvirt 11.3 (and the modular daemons built from its source)
+# that the 11.3 test cells chroot into (beside the system's libvirt, never over it); about
+# 3 minutes the first time, instant once built.
 .venv/bin/python -m libvirt_bridge.sandbox.roots build 11.3 >/dev/null
 echo "setup: done; the bridge is .venv/bin/libvirt-bridge"

@@ -6,7 +6,9 @@ driver) or ``modular`` (``virtqemud`` runs the qemu driver alone; libvirt >= 7 h
 Debian 12's 9.0 does not ship it). Both modes run ``virtlogd`` for QEMU's output. A diskless,
 NIC-less guest needs no other modular daemon: no network (``virtnetworkd``), storage
 (``virtstoraged``), secret (``virtsecretd``) or node device (``virtnodedevd``) driver is
-used, and migration between two sandboxes goes from client to daemon directly.
+used, and migration between two sandboxes goes from client to daemon directly. A test that
+needs another modular daemon starts one beside (``Sandbox.start_other_daemon``: the root
+has ``virtnetworkd``).
 """
 
 from __future__ import annotations

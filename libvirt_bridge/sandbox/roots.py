@@ -2,21 +2,25 @@
 
 The host keeps its own libvirt (Debian 12: 9.0, monolithic ``libvirtd`` only). A *root* is
 a Debian bookworm tree built with ``mmdebstrap`` under a cache directory, with libvirt and
-QEMU from ``bookworm-backports`` in it (libvirt 11.3 with its modular daemons, QEMU 10.0),
-Python 3 with ``venv``, ``pip`` and lxml, and a wheel of libvirt-python built against
-that libvirt (its source is downloaded by this host's pip, whose configuration reaches
-PyPI here, and built offline in the root). A sandbox runs the root's daemons chrooted into
-a private overlay of it (``layout``), so one cached root serves every sandbox and is never
-written to.
+QEMU from ``bookworm-backports`` in it (libvirt 11.3, QEMU 10.0), the modular daemons
+Debian does not ship (``virtqemud``, ``virtnetworkd``) built from Debian's source of that
+libvirt, Python 3 with ``venv``, ``pip`` and lxml, and a wheel of libvirt-python built
+against that libvirt (its source is downloaded by this host's pip, whose configuration
+reaches PyPI here, and built offline in the root). A sandbox runs the root's daemons
+chrooted into a private overlay of it (``layout``), so one cached root serves every
+sandbox and is never written to.
 
 Building is idempotent and atomic: the tree is built in a temp directory beside its final
 place, checked (the daemons say the expected version), marked with the recipe it was built
 from, then renamed into place; a build that was interrupted leaves only a temp directory,
-which the next build removes. A root whose mark is missing or names another recipe is
-rebuilt. A file lock serialises concurrent builds of one root.
+which the next build removes. A root's directory name holds its recipe's digest: a new
+recipe's root is built beside the old one, never over it, since running sandboxes use the
+old one as their overlay's lower layer; ``prune`` removes old roots no mount names. A file
+lock serialises concurrent builds of one root.
 
 ``python -m libvirt_bridge.sandbox.roots build 11.3`` builds (or finds) it and prints its
-path; ``path 11.3`` prints where it is, and exits 1 if it is not built.
+path; ``path 11.3`` prints where it is, and exits 1 if it is not built; ``prune 11.3``
+removes the roots of older recipes that no sandbox uses.
 The cache directory is ``$LIBVIRT_BRIDGE_ROOTS`` if set, else ``/var/cache/libvirt-bridge/roots``.
 """
 
@@ -52,7 +56,6 @@ WHEELHOUSE = "/usr/local/share/libvirt-bridge/wheels"
 
 # What the build of virtqemud turns off: the other drivers, storage backends and features.
 _MESON_DISABLED = (
-    "driver_network",
     "driver_lxc",
     "driver_libxl",
     "driver_vbox",
@@ -108,13 +111,15 @@ class Recipe:
     # From the base suite: Python for the bridge, and what builds libvirt-python.
     packages: tuple[str, ...]
     libvirt_python: str  # the libvirt-python release built into the wheelhouse
-    # virtqemud, which Debian does not ship, built from Debian's source of the same libvirt:
-    # the archive (a path in the Debian mirror) and its sha256, ...
+    # The modular daemons, which Debian does not ship, built from Debian's source of the
+    # same libvirt: the archive (a path in the Debian mirror) and its sha256, ...
     source: str
     source_sha256: str
     # ... what builds it (installed in a throwaway overlay of the root, never in the root),
     build_deps: tuple[str, ...]
-    # ... and meson's options: the qemu driver and the daemons only, no docs, no tests.
+    # ... the modular daemons built (virtnetworkd too: a modular daemon that is not qemu's),
+    daemons: tuple[str, ...]
+    # ... and meson's options: the daemons' drivers only, no docs, no tests.
     meson_options: tuple[str, ...]
 
     def digest(self) -> str:
@@ -130,6 +135,7 @@ RECIPES = {
         backported=(
             "libvirt-daemon",  # libvirtd (Debian ships no modular daemons, not even in 11.3)
             "libvirt-daemon-driver-qemu",  # the qemu driver
+            "libvirt-daemon-driver-network",  # the network driver, for virtnetworkd
             "libvirt-daemon-log",  # virtlogd
             "libvirt-clients",  # virsh, for scripts run in the root
             "libvirt-dev",  # to build libvirt-python
@@ -155,26 +161,16 @@ RECIPES = {
             "ninja-build",
             "gcc",
             "pkg-config",
+            "xz-utils",
             "xsltproc",
             "libxml2-utils",
-            "python3-docutils",
-            "dpkg-dev",
             "libxml2-dev",
             "libglib2.0-dev",
             "libgnutls28-dev",
             "libtirpc-dev",
             "libjson-c-dev",
-            "libnl-3-dev",
-            "libnl-route-3-dev",
-            "libpciaccess-dev",
-            "libcap-ng-dev",
-            "libacl1-dev",
-            "libselinux1-dev",
-            "libudev-dev",
-            "libdevmapper-dev",
-            "libparted-dev",
-            "libnuma-dev",
         ),
+        daemons=("virtqemud", "virtnetworkd"),
         meson_options=(
             # Debian's paths: the daemon finds Debian's driver modules and config.
             "--prefix=/usr",
@@ -188,6 +184,7 @@ RECIPES = {
             "-Ddriver_qemu=enabled",
             "-Ddriver_remote=enabled",
             "-Ddriver_libvirtd=enabled",
+            "-Ddriver_network=enabled",
             *(f"-D{option}=disabled" for option in _MESON_DISABLED),
         ),
     ),
@@ -282,7 +279,7 @@ def _customize_hooks(wanted: Recipe, sdist: str, source: str, work: str) -> list
     """The commands mmdebstrap runs in the finished tree (``$1``), in order.
 
     ``sdist``: libvirt-python's source archive, on the host; ``source``: libvirt's;
-    ``work``: an empty directory for the build of virtqemud (``_virtqemud_hook``).
+    ``work``: an empty directory for the build of the modular daemons (``_daemons_hook``).
     """
     q = shlex.quote
     env = "env DEBIAN_FRONTEND=noninteractive"
@@ -297,33 +294,54 @@ def _customize_hooks(wanted: Recipe, sdist: str, source: str, work: str) -> list
         f"-t {wanted.backports} {backported}",
         f'cp {q(sdist)} "$1"{q(inside)}',
         f'chroot "$1" {env} sh -c {q(f"mkdir -p {WHEELHOUSE} && {wheel}")}',
-        _virtqemud_hook(wanted, source, work),
+        _daemons_hook(wanted, source, work),
         # What the build leaves that a sandbox never needs.
         f'rm -rf "$1"{q(inside)} "$1"/var/cache/apt/archives/*.deb "$1"/root/.cache',
     ]
 
 
-def _virtqemud_hook(wanted: Recipe, source: str, work: str) -> str:
-    """The hook that builds virtqemud from ``source`` and installs it in the tree (``$1``).
+def _daemons_hook(wanted: Recipe, source: str, work: str) -> str:
+    """The hook that builds the modular daemons from ``source`` and installs them in ``$1``.
 
     Built in a throwaway overlay of the tree (upper layer under ``work``), in a private
-    mount namespace: its build dependencies (about 400 MB) and the build tree never reach
-    the root; only ``/usr/sbin/virtqemud`` and ``/etc/libvirt/virtqemud.conf`` do. Only the
-    daemon's target is built (with what it links: libvirt's libraries, not installed); it
-    runs on Debian's libvirt libraries and qemu driver module of the same version.
+    mount namespace: the build dependencies and the build tree never reach the root; only
+    ``/usr/sbin/<daemon>`` and ``/etc/libvirt/<daemon>.conf`` do. Of libvirt's tree only
+    the daemons' own objects and the admin driver they embed are compiled (ninja's object
+    targets, about 30 commands of 320); they are linked against the root's libvirt
+    libraries (Debian's, of the same version, whose private symbols they use) instead of
+    libvirt's in-tree ones, and they load Debian's driver modules.
     """
     q = shlex.quote
-    inside = " && ".join(
+    lib = "/usr/lib/x86_64-linux-gnu"
+    libs = " ".join(f"{lib}/{name}.so.0" for name in ("libvirt", "libvirt-qemu", "libvirt-lxc"))
+    link = (
+        "cc -o src/$d -pie -Wl,--as-needed -Wl,--no-undefined -Wl,-z,relro -Wl,-z,now "
+        f"-Wl,-export-dynamic $objs src/admin/libvirt_admin_driver.a {libs} "
+        "$(pkg-config --libs glib-2.0 gobject-2.0 gio-2.0 gnutls libxml-2.0 libtirpc)"
+    )
+    inside = "\n".join(
         [
+            "set -e",
             "apt-get install -y -q --no-install-recommends "
             f"-t {wanted.backports} {' '.join(wanted.build_deps)}",
             "mkdir /tmp/libvirt-src",
             f"tar xJf /tmp/{q(os.path.basename(source))} -C /tmp/libvirt-src --strip-components=1",
             "cd /tmp/libvirt-src",
             f"meson setup build {' '.join(q(o) for o in wanted.meson_options)}",
-            "ninja -C build src/virtqemud",
+            "cd build",
+            f"for d in {' '.join(wanted.daemons)}; do",
+            '  objs=$(sed -n "s|^build \\(src/$d\\.p/[^:]*\\.o\\): .*|\\1|p" build.ninja)',
+            '  test -n "$objs"',
+            "  ninja src/admin/libvirt_admin_driver.a $objs",
+            f"  {link}",
+            "done",
         ]
     )
+    install = [
+        f'install -m 0755 "$build/src/{d}" "$root/usr/sbin/{d}"\n'
+        f'install -m 0644 "$build/src/{d}.conf" "$root/etc/libvirt/{d}.conf"'
+        for d in wanted.daemons
+    ]
     script = "\n".join(
         [
             "set -e",
@@ -335,8 +353,7 @@ def _virtqemud_hook(wanted: Recipe, source: str, work: str) -> str:
             'mount -n -t proc proc "$merged/proc"',
             f'cp {q(source)} "$merged/tmp/"',
             f'chroot "$merged" env DEBIAN_FRONTEND=noninteractive sh -c {q(inside)}',
-            'install -m 0755 "$build/src/virtqemud" "$root/usr/sbin/virtqemud"',
-            'install -m 0644 "$build/src/virtqemud.conf" "$root/etc/libvirt/virtqemud.conf"',
+            *install,
         ]
     )
     return f'unshare --mount --propagation private sh -c {q(script)} sh "$1" {q(work)}'
@@ -378,7 +395,7 @@ def _download_sdist(wanted: Recipe, directory: str) -> str:
 def _check(path: str, wanted: Recipe) -> dict[str, str]:
     """The versions the built tree's daemons report; SandboxError unless ``wanted``'s."""
     versions: dict[str, str] = {}
-    for daemon in ("libvirtd", "virtqemud", "virtlogd"):
+    for daemon in ("libvirtd", "virtlogd", *wanted.daemons):
         result = subprocess.run(
             ["chroot", path, f"/usr/sbin/{daemon}", "--version"],
             capture_output=True,
@@ -440,7 +457,7 @@ def build(
             started = time.monotonic()
             mirror = mirror or debian_mirror()
             sdist_dir = tmp + ".sdist"
-            work = tmp + ".virtqemud"
+            work = tmp + ".daemons"
             os.makedirs(sdist_dir)
             os.makedirs(work)
             try:
