@@ -151,6 +151,16 @@ def launcher_call(path: str) -> LauncherCall | None:
         return None
 
 
+def launchers_config(confdir: str) -> str | None:
+    """The config file the launchers installed in ``confdir`` read, or None without one."""
+    for driver in launcher.DRIVERS:
+        path = launcher_path(confdir, driver)
+        call = launcher_call(path) if is_launcher(path) else None
+        if call is not None and call.config_path:
+            return call.config_path
+    return None
+
+
 # -- the plan -------------------------------------------------------------------------------
 
 
@@ -315,7 +325,9 @@ def plan_logrotate_install(plan: Plan, cfg: Config, entry_dir: str) -> None:
     except logrotate.EntryError as exc:
         plan.warnings.append(f"{exc}: no logrotate entry written, so nothing rotates the log")
         return
-    if os.path.lexists(path) and not logrotate.is_ours(path):
+    if logrotate.is_packaged(path):
+        plan.note(f"up to date: {path} (shipped by the libvirt-bridge package)")
+    elif os.path.lexists(path) and not logrotate.is_ours(path):
         plan.note(f"left {path} alone: it was not written by libvirt-bridge")
     elif _is_current(path, text, mode=0o644):
         plan.note(f"up to date: {path}")

@@ -6,6 +6,10 @@ the rename lands in the rotated file and the first line after it starts the new 
 Nothing is lost that way, where ``copytruncate`` loses the lines written between its copy
 and its truncate. ``delaycompress`` leaves the newest rotated file uncompressed for a
 writer that opened the log just before the rename.
+
+The Debian package ships the same entry for the default log as a conffile, with its own
+first line (:func:`render_packaged`): ``install`` takes it as up to date, and ``uninstall``
+leaves it to the package, which removes it on purge.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ ENTRY_NAME = "libvirt-bridge"
 # Above this size, ``status`` notes a log that nothing rotates.
 LARGE_LOG = 64 * 1024 * 1024
 
+ORIGIN = 'written by "libvirt-bridge install", removed by "libvirt-bridge uninstall".'
+PACKAGED = "shipped by the libvirt-bridge package, removed when it is purged."
 TEMPLATE = """\
-{mark}: written by "libvirt-bridge install", removed by "libvirt-bridge uninstall".
+{mark}: {origin}
 # The bridge opens its log for every line, so renaming the file loses none: no
 # copytruncate (it loses the lines written between its copy and its truncate), no create.
 "{log_file}" {{
@@ -59,15 +65,30 @@ def render(log_file: str) -> str:
             f"log_file {log_file!r} has a character logrotate cannot take in a path "
             '(", a newline, *, ? or [)'
         )
-    return TEMPLATE.format(mark=MARK, log_file=log_file)
+    return TEMPLATE.format(mark=MARK, origin=ORIGIN, log_file=log_file)
+
+
+def render_packaged() -> str:
+    """The entry the Debian package ships for the default log."""
+    return TEMPLATE.format(mark=MARK, origin=PACKAGED, log_file=configmod.DEFAULTS["log_file"])
+
+
+def _first_line(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.readline(4096).rstrip(b"\n")
+    except OSError:
+        return None
 
 
 def is_ours(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(len(MARK)) == MARK.encode()
-    except OSError:
-        return False
+    """Whether ``install`` wrote the entry at ``path`` (so ``uninstall`` removes it)."""
+    return _first_line(path) == f"{MARK}: {ORIGIN}".encode()
+
+
+def is_packaged(path: str) -> bool:
+    """Whether the entry at ``path`` is the one the Debian package ships."""
+    return _first_line(path) == f"{MARK}: {PACKAGED}".encode()
 
 
 def rotates(log_file: str, entry_dir: str) -> str | None:

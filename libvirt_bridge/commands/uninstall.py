@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import textwrap
 
+from .. import config as configmod
 from .. import installation
 from . import options
 from .options import AddParser
@@ -22,7 +24,10 @@ def add_parser(add: AddParser) -> None:
             "never restored), and remove the logrotate entry install wrote. The hooks roots, "
             "their scripts, the log and the config file are left alone. The running "
             "libvirtd/virtqemud that uses CONFDIR gets a "
-            "SIGHUP so that it looks for hooks again."
+            "SIGHUP so that it looks for hooks again. Without --config or "
+            f"${configmod.ENV_VAR}, the config is the one the installed launchers read, so "
+            "that uninstall undoes what install did with it (the Debian package's prerm "
+            "relies on this)."
         ),
         epilog=(
             "examples: sudo libvirt-bridge uninstall\n"
@@ -33,6 +38,9 @@ def add_parser(add: AddParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    plan = installation.plan_uninstall(args.confdir, options.config_path(args), args.logrotate_dir)
+    config_path = options.config_path(args)
+    if not args.config and not os.environ.get(configmod.ENV_VAR):
+        config_path = installation.launchers_config(args.confdir) or config_path
+    plan = installation.plan_uninstall(args.confdir, config_path, args.logrotate_dir)
     plan.execute(args.dry_run)
     return 0
