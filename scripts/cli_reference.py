@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/cli_reference.py           # regenerate docs/cli.md
     .venv/bin/python scripts/cli_reference.py --check   # exit 1 when docs/cli.md is stale
+    python3 scripts/cli_reference.py --man FILE         # write the man page (the .deb's)
 
 Every parser of ``libvirt_bridge.cli.build_parser()`` (the top one, each subcommand, and
 the subcommands of those) gets a heading and its ``--help`` text, formatted for a terminal
@@ -16,11 +17,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from libvirt_bridge import __version__
 from libvirt_bridge.cli import build_parser
 
 CLI_MD = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 COMMAND = ".venv/bin/python scripts/cli_reference.py"
 WIDTH = "100"
+MAN_WIDTH = "72"  # with man's indent of 7, within 80 columns
 
 HEADER = f"""\
 # Command-line reference
@@ -56,22 +59,80 @@ def _sections(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> Iterato
         yield from _sections(sub, (*path, name))
 
 
-def render() -> str:
-    """docs/cli.md as it should be now."""
+def help_sections(width: str) -> list[tuple[str, str]]:
+    """(command, its --help) for every parser, wrapped for a terminal of ``width``."""
     before = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = WIDTH  # argparse wraps help to the terminal's width
+    os.environ["COLUMNS"] = width  # argparse wraps help to the terminal's width
     try:
         parser = build_parser()
-        sections = list(_sections(parser, (parser.prog,)))
+        return list(_sections(parser, (parser.prog,)))
     finally:
         if before is None:
             del os.environ["COLUMNS"]
         else:
             os.environ["COLUMNS"] = before
+
+
+def render() -> str:
+    """docs/cli.md as it should be now."""
+    sections = help_sections(WIDTH)
     parts = [HEADER]
     for title, text in sections:
         parts.append(f"## {title}\n\n```text\n{text.rstrip()}\n```\n")
     return "\n".join(parts)
+
+
+def _roff(text: str) -> str:
+    """``text`` as literal roff lines (for a no-fill block)."""
+    lines = []
+    for line in text.rstrip().splitlines():
+        line = line.replace("\\", "\\e").replace("-", "\\-")
+        lines.append("\\&" + line if line.startswith((".", "'")) else line)
+    return "\n".join(lines)
+
+
+MAN_FILES = """\
+.SH FILES
+.TP
+.I /etc/libvirt\\-bridge.toml
+the configuration (another with \\-\\-config or $LIBVIRT_BRIDGE_CONFIG)
+.TP
+.I /etc/libvirt/hooks/qemu\\fR, \\fI/etc/libvirt/hooks/daemon
+the launchers libvirt runs, written by \\fBlibvirt\\-bridge install\\fR
+.TP
+.I /etc/libvirt/hooks/vdsm.d/EVENT/
+the hook scripts of each VDSM event
+.TP
+.I /var/log/libvirt/libvirt\\-bridge.log
+one line per script run
+.SH SEE ALSO
+.BR virsh (1),
+.BR libvirtd (8);
+the documentation in
+.IR /usr/share/doc/libvirt\\-bridge/ .
+"""
+
+
+def render_man() -> str:
+    """The man page libvirt-bridge(1): every command's --help, in no-fill blocks."""
+    (_, top), *commands = help_sections(MAN_WIDTH)
+    parts = [
+        f'.TH LIBVIRT\\-BRIDGE 1 "" "libvirt\\-bridge {__version__}" "User Commands"',
+        ".SH NAME",
+        "libvirt\\-bridge \\- run VDSM\\-style hook directories on plain libvirt/KVM hosts",
+        ".SH SYNOPSIS",
+        ".B libvirt\\-bridge",
+        ".I COMMAND",
+        ".RI [ OPTIONS ]",
+        ".SH DESCRIPTION",
+        ".nf",
+        _roff(top),
+        ".fi",
+        ".SH COMMANDS",
+    ]
+    for title, text in commands:
+        parts += [f'.SS "{_roff(title)}"', ".nf", _roff(text), ".fi"]
+    return "\n".join(parts) + "\n" + MAN_FILES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check", action="store_true", help="change nothing; exit 1 when docs/cli.md is stale"
     )
+    parser.add_argument("--man", metavar="FILE", help="write the man page to FILE instead")
     args = parser.parse_args(argv)
+    if args.man:
+        Path(args.man).write_text(render_man())
+        return 0
     text = render()
     current = CLI_MD.read_text() if CLI_MD.exists() else None
     if args.check:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what libvirt-bridge needs to run, test and demo on Debian/Ubuntu, as root:
-# libvirt 9+ and QEMU from the distribution, then a venv in .venv with this package
-# (editable) and its test tools, then the cached root with libvirt 11.3 for the tests
-# (docs/libvirt-versions.md). Idempotent; starts no service.
+# libvirt 9+ and QEMU from the distribution, the tools that build and check the Debian
+# package and run the Ansible role (scripts/setup-packaging.sh), then a venv in .venv with
+# this package (editable) and its test tools, then the cached root with libvirt 11.3 for
+# the tests (docs/libvirt-versions.md). Idempotent; starts no service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+bash scripts/setup-packaging.sh
 
 # Debian's interpreter: libvirt-python is built against the distribution's libvirt.
 if [ ! -x .venv/bin/python ]; then
