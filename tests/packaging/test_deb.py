@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -52,28 +51,6 @@ class PackagedProbe(Probe):
     def parents(self) -> list[dict[str, object]]:
         path = Path(self.sandbox.bridge_dir) / "parents.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-@pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if packaging.status():
-        pytest.fail(
-            f"{packaging.PACKAGE} is known to dpkg on this machine ({packaging.status()}); "
-            "the packaging tests install and purge it: purge it first",
-            pytrace=False,
-        )
-    return packaging.build_deb(tmp_path_factory.mktemp("deb"))
-
-
-@pytest.fixture
-def world(make_sandbox: Callable[[str], Sandbox], tmp_path: Path) -> Iterator[PackageWorld]:
-    """A package world on a running sandbox; the package is purged from it on the way out."""
-    world = PackageWorld(make_sandbox("lbdeb1"), tmp_path / "world")
-    try:
-        yield world
-    finally:
-        if packaging.status():
-            world.run(["dpkg", "--purge", packaging.PACKAGE], check=False)
 
 
 def tree(directory: str) -> dict[str, str]:
