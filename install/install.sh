@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# Sets up libvirt-bridge on a fresh Debian or Ubuntu host, as root, in one command:
+# Sets up libvirt-bridge from this checkout on a Debian or Ubuntu host, as root, in one
+# command. The Debian package (scripts/build-deb.sh) is the usual way on these hosts; this
+# script serves a checkout the package does not have yet (a branch under test). It uses
+# apt-get, so it runs on Debian and Ubuntu only (docs/operators.md#install has its steps
+# for other distributions):
 #
 #   sudo bash install/install.sh [libvirt-bridge install options, e.g. --dry-run]
 #

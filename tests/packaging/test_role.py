@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_bridge import launcher
+from libvirt_bridge import config, launcher
 from libvirt_bridge.hook import is_launcher
 from libvirt_bridge.sandbox import Sandbox
 from testing import packaging
@@ -159,6 +159,33 @@ def copy_host(ansible: Ansible, sandbox: Sandbox, name: str) -> None:
     (root / "etc-libvirt").mkdir(parents=True)
     shutil.copytree(sandbox.hooks_root, root / "hooks", symlinks=True)
     (root / "bridge.toml").write_text(f"hooks_dirs = {json.dumps([str(root / 'hooks')])}\n")
+
+
+def test_the_roles_defaults_are_the_bridges(tmp_path: Path) -> None:
+    """One variable per config key, defaulting to the bridge's default; the argument spec
+    gives every variable with the same default."""
+    load = (
+        "import json, sys, yaml; print(json.dumps([yaml.safe_load(open(p)) for p in sys.argv[1:]]))"
+    )
+    role = COLLECTION / "roles" / "libvirt_bridge"
+    defaults, specs = json.loads(
+        packaging.run(
+            [
+                packaging.PYTHON,
+                "-c",
+                load,
+                str(role / "defaults" / "main.yml"),
+                str(role / "meta" / "argument_specs.yml"),
+            ]
+        ).stdout
+    )
+    for key, value in config.DEFAULTS.items():
+        assert defaults[f"libvirt_bridge_{key}"] == value, key
+    options = specs["argument_specs"]["main"]["options"]
+    assert set(options) == set(defaults)
+    for name, value in defaults.items():
+        assert options[name].get("default", value) == value, name
+        assert "default" in options[name] or options[name].get("required"), name
 
 
 def test_ansible_lint_is_clean(tmp_path: Path) -> None:
