@@ -4,8 +4,8 @@
 package really is installed and removed here) but a private ``/etc`` and ``/run`` (overlays
 whose changes land under the world's directory, so nothing a maintainer script writes
 there reaches the host's), inside a sandbox's namespaces, with the sandbox's libvirt
-directories and its ``etc/logrotate.d`` where the host's are. So the package's scripts
-meet a running libvirtd, the sandbox's, and never the host's.
+directories and its ``etc/logrotate.d`` where the host's are, and no systemd. So the
+package's scripts meet a running libvirtd, the sandbox's, and never the host's.
 """
 
 from __future__ import annotations
@@ -118,6 +118,9 @@ class PackageWorld:
             base = self.root / f"overlay{index}"
             options = f"lowerdir={top},upperdir={base}/upper,workdir={base}/work"
             lines.append(f"mount -n -t overlay overlay -o {q(options)} {top}")
+        # Whatever systemd runs here, the package's scripts do not see it: they start,
+        # enable and reload nothing.
+        lines.append("if [ -d /run/systemd ]; then mount -n -t tmpfs tmpfs /run/systemd; fi")
         # The overlays hide the sandbox's mounts under /etc and /run: put them back.
         binds = [
             (self.sandbox.etc_dir, "/etc/libvirt"),

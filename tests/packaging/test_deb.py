@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_bridge import launcher, service
+from libvirt_bridge import fastpath, launcher, service
 from libvirt_bridge.sandbox import Sandbox
 from testing import packaging
 from testing.e2e import PROBE, Probe
@@ -158,7 +158,9 @@ def test_install_use_remove_purge(deb: Path, world: PackageWorld) -> None:
     qemu_hook.chmod(0o755)
     before = tree(sandbox.etc_dir)
 
-    # Installing the package changes nothing of libvirt's, and starts nothing.
+    # Installing the package changes nothing of libvirt's, and starts nothing (there is
+    # no systemd in the world, whether or not one runs on this machine).
+    assert world.run(["test", "-e", "/run/systemd/system"], check=False).returncode == 1
     world.run(["dpkg", "--install", str(deb)])
     assert packaging.installed()
     assert tree(sandbox.etc_dir) == before
@@ -198,7 +200,7 @@ def test_install_use_remove_purge(deb: Path, world: PackageWorld) -> None:
     assert os.path.realpath(str(sync_parent["exe"])) == os.path.realpath(PYTHON)
     cmdline = sync_parent["cmdline"]
     assert isinstance(cmdline, list) and cmdline[cmdline.index("-c") + 2].startswith(SITE + ":")
-    assert "g1 prepare begin" in marker.read_text(), "the kept earlier hook did not run first"
+    assert "g1 prepare begin" in marker.read_text(), "the kept earlier hook did not run"
     listed = json.loads(
         packaging.run(
             [
@@ -227,6 +229,8 @@ def test_install_use_remove_purge(deb: Path, world: PackageWorld) -> None:
     assert qemu_hook.read_text() == foreign
     assert not (Path(sandbox.hooks_dir) / "daemon").exists()
     assert not os.path.lexists(f"{qemu_hook}.legacy")
+    # The launchers' config was the one uninstall read: its files go too.
+    assert not os.path.lexists(fastpath.fastpath_path(sandbox.config_path))
     assert [p.name for p in Path(sandbox.logrotate_dir).iterdir()] == ["libvirt-bridge"]
     assert not Path(SITE, "libvirt_bridge").exists()
     assert packaging.status() == "deinstall ok config-files"

@@ -220,6 +220,20 @@ def test_the_role_installs_configures_syncs_and_reports(
     (src / "after_vm_destroy" / "20_hello").write_text(HELLO.format(event="after_vm_destroy"))
     write_inventory(ansible, sandbox, deb, src)
 
+    # Check mode on the fresh host: it says what it would do, and does nothing.
+    before = snapshot(world)
+    report = ansible.playbook("site", "--check")
+    assert snapshot(world) == before
+    assert packaging.status() == ""
+    assert changed(report, host) == [
+        "Create the directory the package is kept in",
+        "Copy the package to the host",
+        "Write the config",
+        "Create the event directories",
+        "Copy the hook scripts (owner root, mode 0755)",
+    ]
+    assert result_of(report, host, "Plan libvirt-bridge install (--dry-run)").get("skipped")
+
     # The first run installs the package, writes the config, syncs the tree, installs.
     report = ansible.playbook("site")
     assert changed(report, host) == [
