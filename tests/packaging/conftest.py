@@ -1,20 +1,16 @@
-"""The sandbox fixtures of the end-to-end tests, for the packaging tests too; the .deb,
-built once per session; a package world on a running sandbox."""
+"""The .deb, built once per session, and a package world on a running sandbox (started
+as the end-to-end tests start theirs)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from e2e import conftest as e2e
 
-from libvirt_bridge.sandbox import Sandbox
 from testing import packaging
 from testing.packaging import PackageWorld
-
-libvirt_host = e2e.libvirt_host
-make_sandbox = e2e.make_sandbox
 
 
 @pytest.fixture(scope="session")
@@ -29,11 +25,14 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def world(make_sandbox: Callable[[str], Sandbox], tmp_path: Path) -> Iterator[PackageWorld]:
-    """A package world on a running sandbox; the package is purged from it on the way out."""
-    world = PackageWorld(make_sandbox("lbdeb1"), tmp_path / "world")
-    try:
-        yield world
-    finally:
-        if packaging.status():
-            world.run(["dpkg", "--purge", packaging.PACKAGE], check=False)
+def world(tmp_path: Path) -> Iterator[PackageWorld]:
+    """A package world on a running sandbox of this machine's libvirt (the one the package's
+    python3-libvirt is built for); the package is purged from it on the way out."""
+    e2e.require_libvirt_host()
+    with e2e.started_sandbox(tmp_path / "lbdeb1", "lbdeb1") as sandbox:
+        world = PackageWorld(sandbox, tmp_path / "world")
+        try:
+            yield world
+        finally:
+            if packaging.status():
+                world.run(["dpkg", "--purge", packaging.PACKAGE], check=False)
