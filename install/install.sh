@@ -27,16 +27,7 @@ die() {
 command -v apt-get >/dev/null || die "this script is for Debian and Ubuntu (no apt-get here)"
 [ -f "$repo/pyproject.toml" ] || die "$repo is not the libvirt-bridge repository"
 
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "install.sh: installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+bash "$repo/install/apt-install-missing.sh" "${packages[@]}"
 
 # The distribution's interpreter: libvirt-python is built against the distribution's libvirt.
 /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||

@@ -9,13 +9,5 @@ set -euo pipefail
 
 packages=(debhelper dh-python lintian fakeroot python3-libvirt python3-lxml
           ansible-core ansible-lint python3-apt)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "setup-packaging: installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+bash "$(dirname "$0")/../install/apt-install-missing.sh" --no-install-recommends \
+    "${packages[@]}"

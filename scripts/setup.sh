@@ -9,16 +9,7 @@ cd "$(dirname "$0")/.."
 
 packages=(libvirt-daemon-system qemu-system-x86 libvirt-clients libvirt-dev pkg-config
           python3-venv python3-dev gcc util-linux logrotate mmdebstrap)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "setup: installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+bash install/apt-install-missing.sh "${packages[@]}"
 
 bash scripts/setup-packaging.sh
 

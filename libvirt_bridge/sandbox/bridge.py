@@ -192,15 +192,7 @@ class Bridge:
             ],
         ]
         for argv in steps:
-            result = self.daemons.run_in_namespace(argv, check=False, timeout=300.0)
-            with open(self.install_output, "a") as f:
-                f.write(f"$ {shlex.join(argv)}\n{result.stdout}{result.stderr}")
-                f.write(f"(exit {result.returncode})\n")
-            if result.returncode != 0:
-                raise SandboxError(
-                    f"installing the bridge in the root failed (exit {result.returncode}): "
-                    f"{shlex.join(argv)}\n{result.stdout}{result.stderr}"
-                )
+            self._run_logged(argv, 300.0, "installing the bridge in the root")
 
     def _run_install(self) -> str:
         """Run ``libvirt-bridge install`` in the namespaces; return what it printed."""
@@ -209,16 +201,23 @@ class Bridge:
         argv = [*self.command(), "install", "--confdir", CONFDIR]
         argv += ["--config", self.layout.config_path]
         argv += ["--logrotate-dir", self.layout.logrotate_dir, "--no-listener"]
-        result = self.daemons.run_in_namespace(argv, check=False, timeout=120.0)
+        return self._run_logged(argv, 120.0, "libvirt-bridge install").stdout
+
+    def _run_logged(
+        self, argv: list[str], timeout: float, what: str
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` in the namespaces, its output added to ``install.out``; SandboxError
+        (naming ``what``) when it fails."""
+        result = self.daemons.run_in_namespace(argv, check=False, timeout=timeout)
         with open(self.install_output, "a") as f:
             f.write(f"$ {shlex.join(argv)}\n{result.stdout}{result.stderr}")
             f.write(f"(exit {result.returncode})\n")
         if result.returncode != 0:
             raise SandboxError(
-                f"libvirt-bridge install failed (exit {result.returncode}):\n"
+                f"{what} failed (exit {result.returncode}): {shlex.join(argv)}\n"
                 f"{result.stdout}{result.stderr}"
             )
-        return result.stdout
+        return result
 
     def add_hook_script(self, event: str, name: str, text: str) -> str:
         """Write an executable (0755, root-owned) script ``<hooks_root>/<event>/<name>``."""

@@ -271,7 +271,12 @@ class Daemons:
 
     def stop_daemon(self, timeout: float = 30.0) -> None:
         """SIGTERM the main daemon, wait until it has exited (running guests keep running)."""
-        pid = self._pid_from_file(self.main)
+        self._terminate(self.main, timeout)
+
+    def _terminate(self, daemon: str, timeout: float) -> None:
+        """SIGTERM ``daemon`` (by its pid file) and wait until it has exited; SIGKILL and a
+        SandboxError after ``timeout`` s."""
+        pid = self._pid_from_file(daemon)
         if pid is None:
             return
         os.kill(pid, signal.SIGTERM)
@@ -280,7 +285,7 @@ class Daemons:
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
                 raise SandboxError(
-                    f"{self.main} {pid} did not exit {timeout} s after SIGTERM; killed"
+                    f"{daemon} {pid} did not exit {timeout} s after SIGTERM; killed"
                     + self.diagnostics()
                 )
             time.sleep(0.02)
@@ -369,16 +374,7 @@ class Daemons:
 
     def stop_other(self, daemon: str, timeout: float = 30.0) -> None:
         """SIGTERM ``daemon`` (started by :meth:`start_other`); wait until it has exited."""
-        pid = self._pid_from_file(daemon)
-        if pid is None:
-            return
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while process_alive(pid):
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                raise SandboxError(f"{daemon} {pid} did not exit {timeout} s after SIGTERM")
-            time.sleep(0.02)
+        self._terminate(daemon, timeout)
 
 
 def _reload_finished(log: str, daemon_scripts: int) -> bool:
