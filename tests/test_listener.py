@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -130,6 +131,18 @@ def test_a_pause_made_while_no_listener_ran_fires_once(bridge: Bridge) -> None:
         conn.close()
 
 
+@contextlib.contextmanager
+def running_test_domain() -> Iterator[tuple[str, bytes]]:
+    """The test driver's domain ``test``, running: its (UUID, XML), while the connection lasts."""
+    conn = libvirt.open("test:///default")
+    try:
+        dom = conn.lookupByName("test")
+        running(dom)
+        yield dom.UUIDString(), dom.XMLDesc(0).encode()
+    finally:
+        conn.close()
+
+
 def running(dom: libvirt.virDomain) -> None:
     """Make ``dom`` run, and return once its event has been dispatched.
 
@@ -198,11 +211,7 @@ def test_a_listener_runs_what_a_killed_one_left_queued_and_nothing_twice(bridge:
     bridge.write_config(libvirt_uri="test:///default")
     bridge.probe("after_vm_pause")
     bridge.probe("after_vm_cont")
-    conn = libvirt.open("test:///default")
-    try:
-        dom = conn.lookupByName("test")
-        running(dom)
-        uuid, xml = dom.UUIDString(), dom.XMLDesc(0).encode()
+    with running_test_domain() as (uuid, xml):
         # What a listener killed mid-job leaves: the job it was running, and one queued.
         was_running = enqueue(str(bridge.state), uuid, Job("after_vm_pause", "test", uuid, xml))
         os.rename(was_running, was_running.removesuffix(".job") + ".running")
@@ -211,8 +220,6 @@ def test_a_listener_runs_what_a_killed_one_left_queued_and_nothing_twice(bridge:
         assert [r["event"] for r in bridge.wait_async(1)] == ["after_vm_cont"]
         assert "after_vm_pause of 'test'" in bridge.log_text()
         assert "was interrupted: its runner died; not run again" in bridge.log_text()
-    finally:
-        conn.close()
 
 
 def test_a_stopping_listener_hands_its_queues_to_detached_runners(
@@ -227,11 +234,7 @@ def test_a_stopping_listener_hands_its_queues_to_detached_runners(
         "after_vm_pause", tail=f"import time\nopen({str(started)!r}, 'w').close()\ntime.sleep(2)\n"
     )
     bridge.probe("after_vm_cont")
-    conn = libvirt.open("test:///default")
-    try:
-        dom = conn.lookupByName("test")
-        running(dom)
-        uuid, xml = dom.UUIDString(), dom.XMLDesc(0).encode()
+    with running_test_domain() as (uuid, xml):
         enqueue(str(bridge.state), uuid, Job("after_vm_pause", "test", uuid, xml))
         enqueue(str(bridge.state), uuid, Job("after_vm_cont", "test", uuid, xml))
         config = load(str(bridge.config))
@@ -249,5 +252,3 @@ def test_a_stopping_listener_hands_its_queues_to_detached_runners(
         # The pause ran in the listener; the continue waited for it, in a detached runner.
         assert records[0]["ppid"] == os.getpid()
         assert records[1]["ppid"] != os.getpid()
-    finally:
-        conn.close()
