@@ -259,7 +259,8 @@ def test_sandbox_dies_with_its_owner(tmp_path: Path, libvirt_cell: Cell) -> None
     )
     assert owner.returncode == -9, owner.stderr
     pids = [int(pid) for pid in owner.stdout.split()]
-    assert len(pids) == 2
+    # The daemon and virtlogd, and maybe a child of the daemon's for a moment (QEMU probed).
+    assert len(pids) >= 2, pids
     deadline = time.monotonic() + 20
     while any(process_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
