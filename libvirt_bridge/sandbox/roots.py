@@ -32,6 +32,7 @@ import glob
 import hashlib
 import json
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -296,7 +297,7 @@ def _customize_hooks(wanted: Recipe, sdist: str, source: str, work: str) -> list
         f'chroot "$1" {env} sh -c {q(f"mkdir -p {WHEELHOUSE} && {wheel}")}',
         _daemons_hook(wanted, source, work),
         # What the build leaves that a sandbox never needs.
-        f'rm -rf "$1"{q(inside)} "$1"/var/cache/apt/archives/*.deb "$1"/root/.cache',
+        f'rm -rf "$1"{q(inside)} "$1"/var/cache/apt/archives/*.deb',
     ]
 
 
@@ -345,10 +346,10 @@ def _daemons_hook(wanted: Recipe, source: str, work: str) -> str:
     script = "\n".join(
         [
             "set -e",
-            "root=$1 work=$2 merged=$2/merged build=$2/merged/tmp/libvirt-src/build",
-            'mkdir -p "$work/upper" "$work/work" "$merged"',
+            "root=$1 scratch=$2 merged=$2/merged build=$2/merged/tmp/libvirt-src/build",
+            'mkdir -p "$scratch/upper" "$scratch/overlay-work" "$merged"',
             "mount -n -t overlay overlay "
-            '-o "lowerdir=$root,upperdir=$work/upper,workdir=$work/work" "$merged"',
+            '-o "lowerdir=$root,upperdir=$scratch/upper,workdir=$scratch/overlay-work" "$merged"',
             'mount -n --rbind /dev "$merged/dev"',
             'mount -n -t proc proc "$merged/proc"',
             f'cp {q(source)} "$merged/tmp/"',
@@ -558,7 +559,7 @@ def _mmdebstrap(
                 text=True,
                 env={
                     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    "HOME": "/root",
+                    "HOME": pwd.getpwuid(0).pw_dir,
                     "LC_ALL": "C.UTF-8",
                 },
                 cwd="/",
