@@ -548,7 +548,8 @@ def _mmdebstrap(
     argv += [f"--include={','.join(wanted.packages)}"]
     argv += [f"--customize-hook={hook}" for hook in _customize_hooks(wanted, sdist, source, work)]
     argv += [wanted.suite, target, "-"]
-    with tempfile.NamedTemporaryFile("w+", prefix="libvirt-bridge-root.", suffix=".log") as tmp:
+    # Beside the build in the cache dir (removed with its leftovers), not in /tmp.
+    with tempfile.NamedTemporaryFile("w+", suffix=".log", dir=work) as tmp:
         out = open(log, "a") if log else tmp  # noqa: SIM115
         try:
             result = subprocess.run(
