@@ -32,20 +32,37 @@ DAEMON = "daemon"  # the queue of the daemon events; the others are named by dom
 
 
 class Job:
-    """One queued event: what to run and on what."""
+    """One queued event: what to run and on what.
 
-    __slots__ = ("event", "name", "path", "uuid", "xml")
+    ``props``: the scripts' custom properties, for an event whose XML is not the domain's
+    (a device event's); None: they are read from ``xml``.
+    """
 
-    def __init__(self, event: str, name: str, uuid: str, xml: bytes, path: str = "") -> None:
+    __slots__ = ("event", "name", "path", "props", "uuid", "xml")
+
+    def __init__(
+        self,
+        event: str,
+        name: str,
+        uuid: str,
+        xml: bytes,
+        path: str = "",
+        props: dict[str, str] | None = None,
+    ) -> None:
         self.event = event
         self.name = name
         self.uuid = uuid
         self.xml = xml
         self.path = path
+        self.props = props
 
     def encode(self) -> bytes:
         # The name is hex-encoded: a domain name may hold newlines or any other character.
         header = f"event={self.event}\nname={self.name.encode().hex()}\nuuid={self.uuid}\n"
+        if self.props is not None:
+            import json  # not at import: the hook's jobs carry no properties (fast path)
+
+            header += f"props={json.dumps(self.props).encode().hex()}\n"
         return header.encode() + b"\n" + self.xml
 
     @classmethod
@@ -53,7 +70,12 @@ class Job:
         header, _, xml = blob.partition(b"\n\n")
         fields = dict(line.split("=", 1) for line in header.decode().splitlines() if "=" in line)
         name = bytes.fromhex(fields.get("name", "")).decode("utf-8", "replace")
-        return cls(fields.get("event", ""), name, fields.get("uuid", ""), xml, path)
+        props = None
+        if "props" in fields:
+            import json  # not at import, as in encode
+
+            props = json.loads(bytes.fromhex(fields["props"]))
+        return cls(fields.get("event", ""), name, fields.get("uuid", ""), xml, path, props)
 
 
 def queue_dir(state_dir: str, key: str) -> str:
@@ -205,7 +227,15 @@ def _run_job(config: Config, log: Log, job: Job) -> None:
         # The hook already logged what it skipped in the event's directories.
         scripts = find_scripts(config.hooks_dirs, job.event)
         run_scripts_for(
-            config, log, job.event, job.name, job.uuid, job.xml, scripts, _stem(job.path) + "."
+            config,
+            log,
+            job.event,
+            job.name,
+            job.uuid,
+            job.xml,
+            scripts,
+            _stem(job.path) + ".",
+            job.props,
         )
     finally:
         _unlink(job.path)

@@ -1,14 +1,16 @@
 """``libvirt-bridge demo``: the bridge at work on a real, private libvirt.
 
-Boots two sandboxes (private libvirtd daemons in their own namespaces; the host's libvirt
-is not touched), installs the bridge and a probe script for every VDSM event in each,
-runs the listener in each, then drives one guest through the actions below and prints,
-after each ``virsh`` action, the VDSM events it fired (sync or async, script, rc, time),
-read from the bridge's log. Exits non-zero if an expected event is missing.
+Boots two sandboxes (private libvirtd or virtqemud daemons in their own namespaces, of the
+host's libvirt or a cached root's: ``sandbox.cells``; the host's libvirt is not touched),
+installs the bridge and a probe script for every VDSM event in each, runs the listener in
+each, then drives one guest through the actions below and prints, after each ``virsh``
+action, the VDSM events it fired (sync or async, script, rc, time), read from the bridge's
+log. Exits non-zero if an expected event is missing.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import tempfile
@@ -19,6 +21,7 @@ from typing import TextIO
 
 from . import log, mapping
 from .sandbox import Sandbox
+from .sandbox.cells import Cell
 
 PROBE = "#!/bin/sh\n# Does nothing: the bridge logs each run (rc, duration).\nexit 0\n"
 MODES = {row.event: row.mode for row in mapping.HOOK_TABLE}
@@ -52,15 +55,17 @@ def fired_since(sandbox: Sandbox, offset: int) -> tuple[list[Fired], int]:
     return fired, offset
 
 
-def run_demo(out: TextIO = sys.stdout, workdir: str | None = None) -> int:
-    """Run the whole demo; return 0 when every expected event fired."""
+def run_demo(out: TextIO = sys.stdout, workdir: str | None = None, cell: Cell | None = None) -> int:
+    """Run the whole demo on ``cell`` (default: the host's libvirt, monolithic); return 0
+    when every expected event fired."""
     started = time.monotonic()
+    cell = cell or Cell()
     with tempfile.TemporaryDirectory(prefix="libvirt-bridge-demo-", dir=workdir) as tmp:
-        a = Sandbox(os.path.join(tmp, "a"), "lbdemo1")
-        b = Sandbox(os.path.join(tmp, "b"), "lbdemo2")
+        a = Sandbox(os.path.join(tmp, "a"), "lbdemo1", cell=cell)
+        b = Sandbox(os.path.join(tmp, "b"), "lbdemo2", cell=cell)
         with a, b:
             say = _printer(out)
-            say(f"starting two private libvirt daemons under {tmp} ...")
+            say(f"starting two private {cell.main_daemon} daemons ({cell}) under {tmp} ...")
             for sandbox in (a, b):
                 sandbox.start()
                 sandbox.install_bridge()
@@ -70,7 +75,8 @@ def run_demo(out: TextIO = sys.stdout, workdir: str | None = None) -> int:
             say(f"guests run as {a.domain_type!r} domains; hooks roots: {a.hooks_root}")
             a.define_guest(GUEST)
             image = os.path.join(tmp, f"{GUEST}.save")
-            missing = run_steps(_steps(a, b, image), (a, b), say)
+            devices = _device_files(a, tmp)
+            missing = run_steps(_steps(a, b, image, devices), (a, b), say)
         say(f"finished in {time.monotonic() - started:.0f}s")
     if missing:
         say(f"FAILED: {len(missing)} expected event(s) did not fire: {', '.join(missing)}")
@@ -79,7 +85,37 @@ def run_demo(out: TextIO = sys.stdout, workdir: str | None = None) -> int:
     return 0
 
 
-def _steps(a: Sandbox, b: Sandbox, image: str) -> list[Step]:
+# Devices QEMU plugs and unplugs without the guest's help (it has no operating system):
+# USB ones. The disk's image is in the sandbox's /var/lib/libvirt, which QEMU can reach.
+DISK_IMAGE = "/var/lib/libvirt/images/demo-extra.img"
+DEVICES = {
+    "disk": (
+        f"<disk type='file' device='disk'><driver name='qemu' type='raw'/>"
+        f"<source file='{DISK_IMAGE}'/><target dev='sdb' bus='usb'/>"
+        "<alias name='ua-disk1'/></disk>\n"
+    ),
+    "nic": (
+        "<interface type='user'><mac address='52:54:00:de:00:01'/><model type='usb-net'/>"
+        "<alias name='ua-nic1'/></interface>\n"
+    ),
+}
+
+
+def _device_files(sandbox: Sandbox, tmp: str) -> dict[str, str]:
+    """The device files of the attach and detach steps (and the disk's image)."""
+    images = os.path.join(sandbox.lib_dir, "images")
+    os.makedirs(images, exist_ok=True)
+    with open(os.path.join(images, os.path.basename(DISK_IMAGE)), "wb") as f:
+        f.truncate(1 << 20)
+    files = {}
+    for kind, xml in DEVICES.items():
+        files[kind] = os.path.join(tmp, f"{kind}.xml")
+        with open(files[kind], "w") as f:
+            f.write(xml)
+    return files
+
+
+def _steps(a: Sandbox, b: Sandbox, image: str, devices: dict[str, str]) -> list[Step]:
     g = GUEST
     return [
         Step(
@@ -89,6 +125,19 @@ def _steps(a: Sandbox, b: Sandbox, image: str) -> list[Step]:
         ),
         Step(f"virsh suspend {g}", lambda: a.virsh("suspend", g), {a.name: ["after_vm_pause"]}),
         Step(f"virsh resume {g}", lambda: a.virsh("resume", g), {a.name: ["after_vm_cont"]}),
+        *(
+            Step(
+                f"virsh {verb} {g} {kind}.xml --live  (a USB {kind})",
+                functools.partial(a.virsh, verb, g, devices[kind], "--live"),
+                {a.name: [event]},
+            )
+            for kind, verb, event in (
+                ("disk", "attach-device", "after_disk_hotplug"),
+                ("disk", "detach-device", "after_disk_hotunplug"),
+                ("nic", "attach-device", "after_nic_hotplug"),
+                ("nic", "detach-device", "after_nic_hotunplug"),
+            )
+        ),
         Step(
             f"virsh save {g} FILE",
             lambda: a.virsh("save", g, image),
@@ -131,7 +180,7 @@ def _steps(a: Sandbox, b: Sandbox, image: str) -> list[Step]:
             {a.name: ["before_vm_destroy", "after_vm_destroy"]},
         ),
         Step(
-            f"restart libvirtd on {a.name}",
+            f"restart {a.cell.main_daemon} on {a.name}",
             a.restart_daemon,
             {a.name: ["after_vdsm_stop", "before_vdsm_start"]},
         ),

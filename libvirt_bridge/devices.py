@@ -22,11 +22,14 @@ from typing import NamedTuple
 
 from lxml import etree
 
-from .domxml import OVIRT_VM_NS
+from .domxml import OVIRT_VM_NS, custom_properties
 
 NIC = "nic"
 DISK = "disk"
 ALIAS = "alias"
+# The element a device event's scripts get a device wrapped in, by the device's tag (VDSM
+# gives a memory device's scripts ``<devices><memory>...</memory></devices>``).
+WRAPPED_IN: dict[str, str] = {"memory": "devices"}
 
 _VM = f"{{{OVIRT_VM_NS}}}vm"
 _DEVICE = f"{{{OVIRT_VM_NS}}}device"
@@ -122,6 +125,29 @@ def with_properties(root: etree._Element) -> list[tuple[etree._Element, dict[str
         if key is not None and by_key.get(key):
             found.append((element, by_key[key]))
     return found
+
+
+def by_alias(root: etree._Element) -> dict[str, etree._Element]:
+    """The devices of the domain ``root`` that have an alias, by it."""
+    found = {}
+    for element in devices(root):
+        alias = element.find("alias")
+        if alias is not None and alias.get("name"):
+            found[str(alias.get("name"))] = element
+    return found
+
+
+def event_properties(root: etree._Element, element: etree._Element) -> dict[str, str]:
+    """A device event's custom properties: the device's, then the VM's (which win)."""
+    key = key_of(element)
+    props = dict(metadata_properties(root).get(key, {})) if key is not None else {}
+    props.update(custom_properties(root))
+    return props
+
+
+def event_xml(element: etree._Element) -> bytes:
+    """What a device event's scripts find in ``$_hook_domxml``: the element, as VDSM gives it."""
+    return element_xml(element, WRAPPED_IN.get(element.tag))
 
 
 def find(root: etree._Element, ident: str) -> etree._Element:

@@ -30,21 +30,25 @@ def run_scripts_for(
     xml: bytes,
     scripts: list[str] | None = None,
     tmp_prefix: str = "",
+    properties: dict[str, str] | None = None,
 ) -> EventRun | None:
     """Run ``event``'s scripts on ``xml``; None when the event has no script.
 
-    A malformed XML is logged and the scripts still run, without custom properties:
-    callers that may veto check the XML before they get here.
+    The scripts' custom properties are ``properties``, else those of the domain ``xml``. A
+    malformed XML is logged and the scripts still run, without custom properties: callers
+    that may veto check the XML before they get here.
     """
     if scripts is None:
         scripts = find_scripts(config.hooks_dirs, event, log)
     if not scripts:
         return None
     label = event_label(event, name, uuid)
-    try:
-        props = properties_of(xml)
-    except domxml.XMLError as exc:
-        log.error(f"{label}: domain XML is not well-formed ({exc}); running without properties")
-        props = {}
+    props = properties
+    if props is None:
+        try:
+            props = properties_of(xml)
+        except domxml.XMLError as exc:
+            log.error(f"{label}: domain XML is not well-formed ({exc}); running without properties")
+            props = {}
     env = script_environment(props, uuid or None)
     return run_event(scripts, xml, env, config.script_timeout, log, label, tmp_prefix)

@@ -151,6 +151,11 @@ def launcher_call(path: str) -> LauncherCall | None:
         return None
 
 
+def launchers_installed(confdir: str) -> bool:
+    """Whether a launcher of this project is in ``confdir``'s hooks directory."""
+    return any(is_launcher(launcher_path(confdir, driver)) for driver in launcher.DRIVERS)
+
+
 def launchers_config(confdir: str) -> str | None:
     """The config file the launchers installed in ``confdir`` read, or None without one."""
     for driver in launcher.DRIVERS:

@@ -9,6 +9,10 @@
   workers are busy with a burst of operations) and, for a real pause, continue or
   finished incoming migration, hands the event to the domain's runner. A resync waits
   for the handlers to finish what came before it.
+- libvirt's device events (``DEVICE_ADDED``, ``DEVICE_REMOVED``, ``DEVICE_REMOVAL_FAILED``)
+  and metadata changes go to the same per-domain handlers; ``devicewatch`` says which
+  VDSM device event each fires, and keeps, from the live XML, what a device's event gives
+  its scripts (the device is gone from the XML once it is removed).
 - The runners are threads of the listener too, per domain: a runner fetches the XML,
   queues the event into the domain's async queue, the same one the hook uses (so a
   pause's event never overtakes the start's ``after_vm_start``), and drains that queue
@@ -23,7 +27,6 @@
 
 from __future__ import annotations
 
-import collections
 import functools
 import os
 import queue
@@ -34,10 +37,13 @@ import time
 
 import libvirt
 
+from . import mapping
 from .asyncq import Job, drain, enqueue, pending_keys
 from .connection import LibvirtFailure, message, open_connection
+from .devicewatch import DeviceWatch
 from .discovery import find_scripts
 from .launcher import import_path
+from .serial import Serial
 from .service import write_status
 from .state import State
 from .tracker import SHUTOFF, DomainState, Tracker
@@ -64,7 +70,18 @@ HANDLERS = 16
 
 # A lifecycle event as the callback queues it: (uuid, name, domain, event, detail).
 Event = tuple[str, str, "libvirt.virDomain", int, int]
-Item = Event | str | None
+# A device or metadata event: (uuid, name, domain, what, alias).
+DeviceEvent = tuple[str, str, "libvirt.virDomain", str, str]
+Item = Event | DeviceEvent | str | None
+METADATA_CHANGED = "metadata-changed"
+# libvirt's device events (and the metadata's, which changes devices' properties), as the
+# table's rows name them; an event this libvirt-python lacks is not registered.
+LIBVIRT_DEVICE_EVENTS: dict[str, str] = {
+    "VIR_DOMAIN_EVENT_ID_DEVICE_ADDED": mapping.DEVICE_ADDED,
+    "VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED": mapping.DEVICE_REMOVED,
+    "VIR_DOMAIN_EVENT_ID_DEVICE_REMOVAL_FAILED": mapping.REMOVAL_FAILED,
+    "VIR_DOMAIN_EVENT_ID_METADATA_CHANGE": METADATA_CHANGED,
+}
 
 
 def _names(prefix: str) -> dict[int, str]:
@@ -163,6 +180,9 @@ class Listener:
         self.connected = threading.Event()
         self.conn: libvirt.virConnect | None = None
         self.tracker_lock = threading.Lock()
+        # Touched by a domain's handler for that domain only, and by a resync (which waits
+        # for the handlers).
+        self.devices = DeviceWatch()
         self.handlers = Serial(log, "handler", HANDLERS)
         self.runners = Serial(log, "runner")
         self.stopping_runners = threading.Event()
@@ -222,6 +242,10 @@ class Listener:
         conn.domainEventRegisterAny(
             None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
         )
+        for constant, what in LIBVIRT_DEVICE_EVENTS.items():
+            if hasattr(libvirt, constant):
+                callback = self._on_metadata if what == METADATA_CHANGED else self._on_device
+                conn.domainEventRegisterAny(None, getattr(libvirt, constant), callback, what)
         self.conn = conn
         self.queue.put(RESYNC)
         self.connected.set()
@@ -260,6 +284,20 @@ class Listener:
         except Exception as exc:  # an escaping exception would only be printed by libvirt
             self.log.error(f"listener: dropped a lifecycle event: {exc!r}")
 
+    def _on_device(
+        self, conn: libvirt.virConnect, dom: libvirt.virDomain, alias: str, what: str
+    ) -> None:
+        # As _on_lifecycle: queue and return.
+        try:
+            self.queue.put((dom.UUIDString(), dom.name(), dom, what, alias))
+        except Exception as exc:
+            self.log.error(f"listener: dropped a device event: {exc!r}")
+
+    def _on_metadata(
+        self, conn: libvirt.virConnect, dom: libvirt.virDomain, kind: int, uri: str, what: str
+    ) -> None:
+        self._on_device(conn, dom, "", what)
+
     # --- worker ---------------------------------------------------------------------
 
     def _work(self) -> None:
@@ -288,9 +326,12 @@ class Listener:
         except Exception as exc:
             self.log.error(f"listener: internal error: {exc!r}")
 
-    def _handle_event(self, item: Event) -> None:
+    def _handle_event(self, item: Event | DeviceEvent) -> None:
         try:
-            self._guarded(lambda: self._handle(*item))
+            if isinstance(item[3], str):
+                self._guarded(lambda: self._handle_device(*item))
+            else:
+                self._guarded(lambda: self._handle(*item))
         finally:
             self.queue.task_done()
 
@@ -306,9 +347,48 @@ class Listener:
         # Out of the lock: only this domain's handler (or a resync, which waits for the
         # handlers) writes its file.
         self._save_known(uuid, known)
+        if event_name == "started":
+            self._see_devices(uuid, dom)
+        elif current[0] == "shutoff":
+            self.devices.forget(uuid)
         if fired:
             why = f"{event_name.upper()}/{detail_name.upper()}, state {current[0]}/{current[1]}"
-            self._fire(fired, name, uuid, dom, why)
+            self._fire(
+                fired, name, uuid, why, functools.partial(self._domain_job, fired, name, uuid, dom)
+            )
+
+    def _handle_device(
+        self, uuid: str, name: str, dom: libvirt.virDomain, what: str, alias: str
+    ) -> None:
+        if what in (mapping.DEVICE_ADDED, METADATA_CHANGED) or not self.devices.knows(uuid):
+            self._see_devices(uuid, dom)
+        if what == METADATA_CHANGED:
+            return
+        why = f"{what.upper().replace('-', '_')} of {alias!r}"
+        if not self.devices.knows(uuid, alias):
+            # Seen neither in the live XML before it went nor after it came.
+            self.log.warning(
+                f"listener: {why} in domain {name!r}: a device never seen; no event fired"
+            )
+            return
+        fired = self.devices.fired(uuid, what, alias)
+        if fired is None:
+            self.log.info(f"listener: {why} in domain {name!r}: no event for this device")
+            return
+        event, payload = fired
+        job = Job(event, name, uuid, payload.xml, props=payload.props)
+        self._fire(event, name, uuid, why, lambda: job)
+
+    def _see_devices(self, uuid: str, dom: libvirt.virDomain) -> None:
+        """Take the domain's devices from its live XML (gone: forget them)."""
+        try:
+            xml = dom.XMLDesc(0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            self.devices.forget(uuid)
+            return
+        self.devices.remember(uuid, xml)
 
     def _state(self, dom: libvirt.virDomain) -> DomainState:
         """The domain's state now: read after its event, maybe after later ones too."""
@@ -333,16 +413,20 @@ class Listener:
             with self.tracker_lock:
                 missed = self.tracker.resync(uuid, current, after_gap)
             self._save_known(uuid, current)
+            if current[0] != "shutoff":
+                self._see_devices(uuid, dom)
             if missed:
                 fired += 1
                 why = f"state {current[0]}/{current[1]} found on resync"
-                self._fire(missed, dom.name(), uuid, dom, why)
+                job = functools.partial(self._domain_job, missed, dom.name(), uuid, dom)
+                self._fire(missed, dom.name(), uuid, why, job)
         with self.tracker_lock:
             gone = set(self.tracker.known) - seen
             for uuid in gone:
                 self.tracker.forget(uuid)
         for uuid in gone:
             self._save_known(uuid, None)
+            self.devices.forget(uuid)
         self._note_looked()
         if after_gap:
             # Events are not replayed: what changed and changed back meanwhile is lost.
@@ -353,31 +437,38 @@ class Listener:
             )
 
     def _fire(
-        self, event: str, name: str, uuid: str, dom: libvirt.virDomain | None, why: str
+        self, event: str, name: str, uuid: str, why: str, make_job: Callable[[], Job]
     ) -> None:
         scripts = find_scripts(self.config.hooks_dirs, event, self.log)
         self.log.info(
             f"listener: {event} domain={name!r} uuid={uuid} ({why}); {len(scripts)} script(s)"
         )
         if scripts:
-            self.runners.submit(uuid, lambda: self._run(event, name, uuid, dom))
+            self.runners.submit(uuid, lambda: self._run(make_job))
 
     # --- runners ------------------------------------------------------------------------
 
-    def _run(self, event: str, name: str, uuid: str, dom: libvirt.virDomain | None) -> None:
-        """Queue ``event`` of the domain and drain its queue (a runner's work)."""
+    def _domain_job(self, event: str, name: str, uuid: str, dom: libvirt.virDomain | None) -> Job:
+        """The job of a domain's event: the domain's XML as it is now (a runner's work)."""
         xml = b""
         if dom is not None:
             try:
                 xml = dom.XMLDesc(0).encode()
             except libvirt.libvirtError as exc:
                 self.log.warning(f"listener: no XML for {name!r}: {message(exc)}")
+        return Job(event, name, uuid, xml)
+
+    def _run(self, make_job: Callable[[], Job]) -> None:
+        """Queue the job ``make_job`` makes and drain its domain's queue (a runner's work)."""
+        job = make_job()
         try:
-            enqueue(self.config.state_dir, uuid, Job(event, name, uuid, xml))
+            enqueue(self.config.state_dir, job.uuid, job)
         except OSError as exc:
-            self.log.error(f"listener: cannot queue {event} for {name!r}: {exc.strerror}; lost")
+            self.log.error(
+                f"listener: cannot queue {job.event} for {job.name!r}: {exc.strerror}; lost"
+            )
             return
-        self._drain(uuid)
+        self._drain(job.uuid)
 
     def _drain(self, key: str) -> None:
         drain(self.config, self.log, key, self.stopping_runners.is_set)
@@ -420,59 +511,3 @@ class Listener:
 
     def _cannot_keep(self, exc: OSError) -> None:
         self.log.error(f"listener: cannot keep state in {self.store.known_dir()}: {exc.strerror}")
-
-
-class Serial:
-    """Work given per key, run in order per key, keys side by side on threads.
-
-    A thread takes a key with work, runs all of it, and takes the next; it ends when no
-    key has work. At most ``limit`` threads run at once (None: one per key with work).
-    """
-
-    def __init__(self, log: Log, name: str, limit: int | None = None) -> None:
-        self.log = log
-        self.name = name
-        self.limit = limit
-        self.changed = threading.Condition()
-        self.work: dict[str, list[Callable[[], None]]] = {}
-        self.ready: collections.deque[str] = collections.deque()
-        self.busy: set[str] = set()
-        self.threads = 0
-
-    def submit(self, key: str, work: Callable[[], None]) -> None:
-        with self.changed:
-            waiting = key in self.work
-            self.work.setdefault(key, []).append(work)
-            if waiting or key in self.busy:
-                return
-            self.ready.append(key)
-            if self.limit is not None and self.threads >= self.limit:
-                return
-            self.threads += 1
-        threading.Thread(target=self._serve, name=f"{self.name}s", daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            with self.changed:
-                if not self.ready:
-                    self.threads -= 1
-                    self.changed.notify_all()
-                    return
-                key = self.ready.popleft()
-                self.busy.add(key)
-                works = self.work.pop(key)
-            for work in works:
-                try:
-                    work()
-                except Exception as exc:
-                    self.log.error(f"listener: {self.name} for {key} failed: {exc!r}")
-            with self.changed:
-                self.busy.discard(key)
-                if key in self.work:
-                    self.ready.append(key)
-                self.changed.notify_all()
-
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Wait until no work is left nor running; False if ``timeout`` came first."""
-        with self.changed:
-            return self.changed.wait_for(lambda: not self.work and not self.busy, timeout)

@@ -20,6 +20,8 @@ ASYNC = "async"
 XML_NONE = "none"
 XML_READ_ONLY = "read-only"
 XML_WRITABLE = "writable"
+# One device's element alone, not the domain (VDSM's device events; read-only).
+XML_DEVICE = "device"
 
 ANY = ""
 # Contexts of prepare/started (how a domain starts) and of stopped/release (how it stops).
@@ -29,6 +31,11 @@ MIGRATE = "migrate"
 DESTROY = "destroy"
 SAVED = "saved"
 MIGRATED = "migrated"
+# libvirt's device events, as the listener's rows name them (the op; the subop is the tag
+# of the device's element).
+DEVICE_ADDED = "device-added"
+DEVICE_REMOVED = "device-removed"
+REMOVAL_FAILED = "device-removal-failed"
 
 
 class Row:
@@ -61,6 +68,8 @@ class Row:
         """How libvirt calls it: ``qemu NAME prepare begin -``, ``daemon - start - start``."""
         if self.driver == "daemon":
             return f"daemon - {self.op} {self.subop} {self.op}"
+        if self.driver == "listener" and self.xml == XML_DEVICE:
+            return f"event {self.op.upper().replace('-', '_')}, device <{self.subop}>"
         if self.driver == "listener":
             return f"event {self.op.upper()}/{self.subop.upper()}"
         if self.driver == "verb":
@@ -100,6 +109,14 @@ HOOK_TABLE: tuple[Row, ...] = (
     Row("listener", "suspended", "watchdog", ANY,        "after_vm_pause",               ASYNC, False, XML_READ_ONLY),  # noqa: E501
     Row("listener", "resumed",   "unpaused", "unpaused", "after_vm_cont",                ASYNC, False, XML_READ_ONLY),  # noqa: E501
     Row("listener", "resumed",   "migrated", "migrated", "after_vm_migrate_destination", ASYNC, False, XML_READ_ONLY),  # noqa: E501
+    # libvirt's device events, by the tag of the device's element (plain virsh
+    # attach-device and detach-device fire them too).
+    Row("listener", DEVICE_ADDED,   "interface", ANY, "after_nic_hotplug",        ASYNC, False, XML_DEVICE),  # noqa: E501
+    Row("listener", DEVICE_ADDED,   "disk",      ANY, "after_disk_hotplug",       ASYNC, False, XML_DEVICE),  # noqa: E501
+    Row("listener", DEVICE_ADDED,   "memory",    ANY, "after_memory_hotplug",     ASYNC, False, XML_DEVICE),  # noqa: E501
+    Row("listener", DEVICE_REMOVED, "interface", ANY, "after_nic_hotunplug",      ASYNC, False, XML_DEVICE),  # noqa: E501
+    Row("listener", DEVICE_REMOVED, "disk",      ANY, "after_disk_hotunplug",     ASYNC, False, XML_DEVICE),  # noqa: E501
+    Row("listener", REMOVAL_FAILED, "interface", ANY, "after_nic_hotunplug_fail", ASYNC, False, XML_DEVICE),  # noqa: E501
     # Nor for these "before" events: the libvirt-bridge verbs run them, then call libvirt.
     Row("verb", "start",   "-", ANY, "before_vm_start",          SYNC, True,  XML_WRITABLE),
     Row("verb", "pause",   "-", ANY, "before_vm_pause",          SYNC, True,  XML_READ_ONLY),
@@ -183,6 +200,9 @@ QEMU_EVENTS: tuple[str, ...] = tuple(
 # Every event the bridge can fire; the hooks root gets one directory for each.
 EVENTS: tuple[str, ...] = tuple(dict.fromkeys(row.event for row in HOOK_TABLE))
 
+# Events of one device: their scripts get its element, and its properties then the VM's.
+DEVICE_EVENTS: frozenset[str] = frozenset(row.event for row in HOOK_TABLE if row.xml == XML_DEVICE)
+
 # Events that concern no domain: their scripts get no XML, no properties and no vmId.
 DAEMON_EVENTS: frozenset[str] = frozenset(row.event for row in HOOK_TABLE if row.xml == XML_NONE)
 
@@ -190,25 +210,52 @@ DAEMON_EVENTS: frozenset[str] = frozenset(row.event for row in HOOK_TABLE if row
 # hook, and only these fire before_vdsm_start and after_vdsm_stop.
 QEMU_DAEMONS: tuple[str, ...] = ("libvirtd", "virtqemud")
 
-# VDSM hook points for operations plain libvirt does not have (device and NIC hotplug
-# through VDSM, host capabilities and statistics, network setup): never fired here.
-VDSM_ONLY_EVENTS: tuple[str, ...] = (
-    "before_device_create", "after_device_create",
-    "before_device_destroy", "after_device_destroy",
-    "before_device_migrate_source", "after_device_migrate_source",
-    "before_device_migrate_destination", "after_device_migrate_destination",
-    "before_nic_hotplug", "after_nic_hotplug", "after_nic_hotplug_fail",
-    "before_nic_hotunplug", "after_nic_hotunplug", "after_nic_hotunplug_fail",
-    "before_update_device", "after_update_device", "after_update_device_fail",
-    "before_disk_hotplug", "after_disk_hotplug", "before_disk_hotunplug", "after_disk_hotunplug",
-    "before_memory_hotplug", "after_memory_hotplug",
-    "before_set_num_of_cpus", "after_set_num_of_cpus",
-    "before_vm_set_ticket", "after_vm_set_ticket", "after_disk_prepare",
-    "before_network_setup", "after_network_setup", "after_network_setup_fail",
-    "before_get_vm_stats", "after_get_vm_stats", "before_get_all_vm_stats",
-    "after_get_all_vm_stats", "before_get_caps", "after_get_caps",
-    "before_get_stats", "after_get_stats", "after_hostdev_list_by_caps",
-)  # fmt: skip
+# VDSM hook points the bridge does not fire, and why (``status`` and docs/events.md say it).
+_NOT_YET_VERBS = "before a device change: needs the device verbs, not built yet"
+_NOT_YET_PER_DEVICE = "per device at a VM's start, stop or migration: not built yet"
+
+
+def _vdsm_api(what: str) -> str:
+    return f"a call of VDSM's own API ({what}) that plain libvirt has no counterpart of"
+
+
+_NOT_YET_UPDATE = "a NIC's live update: needs the update-device verb, not built yet"
+VDSM_ONLY_EVENTS: dict[str, str] = {
+    "before_device_create": _NOT_YET_PER_DEVICE,
+    "after_device_create": _NOT_YET_PER_DEVICE,
+    "before_device_destroy": _NOT_YET_PER_DEVICE,
+    "after_device_destroy": _NOT_YET_PER_DEVICE,
+    "before_device_migrate_source": _NOT_YET_PER_DEVICE,
+    "after_device_migrate_source": _NOT_YET_PER_DEVICE,
+    "before_device_migrate_destination": _NOT_YET_PER_DEVICE,
+    "after_device_migrate_destination": _NOT_YET_PER_DEVICE,
+    "before_nic_hotplug": _NOT_YET_VERBS,
+    "after_nic_hotplug_fail": "a failed attach: needs the attach-device verb, not built yet",
+    "before_nic_hotunplug": _NOT_YET_VERBS,
+    "before_disk_hotplug": _NOT_YET_VERBS,
+    "before_disk_hotunplug": _NOT_YET_VERBS,
+    "before_memory_hotplug": _NOT_YET_VERBS,
+    "before_update_device": _NOT_YET_UPDATE,
+    "after_update_device": _NOT_YET_UPDATE,
+    "after_update_device_fail": _NOT_YET_UPDATE,
+    "before_set_num_of_cpus": _vdsm_api("setNumberOfCpus"),
+    "after_set_num_of_cpus": _vdsm_api("setNumberOfCpus"),
+    "before_vm_set_ticket": _vdsm_api("a display's password"),
+    "after_vm_set_ticket": _vdsm_api("a display's password"),
+    "after_disk_prepare": _vdsm_api("oVirt's storage"),
+    "before_network_setup": _vdsm_api("the host's networks"),
+    "after_network_setup": _vdsm_api("the host's networks"),
+    "after_network_setup_fail": _vdsm_api("the host's networks"),
+    "before_get_vm_stats": _vdsm_api("statistics"),
+    "after_get_vm_stats": _vdsm_api("statistics"),
+    "before_get_all_vm_stats": _vdsm_api("statistics"),
+    "after_get_all_vm_stats": _vdsm_api("statistics"),
+    "before_get_caps": _vdsm_api("host capabilities"),
+    "after_get_caps": _vdsm_api("host capabilities"),
+    "before_get_stats": _vdsm_api("statistics"),
+    "after_get_stats": _vdsm_api("statistics"),
+    "after_hostdev_list_by_caps": _vdsm_api("host devices"),
+}
 
 
 def find_row(driver: str, op: str, subop: str, context: str) -> Row | None:
@@ -245,8 +292,20 @@ def markdown_table() -> str:
         else:
             when = CONTEXT_TEXT[row.context]
         veto = "yes" if row.veto else "no"
-        xml = {XML_NONE: "none", XML_READ_ONLY: "read-only", XML_WRITABLE: "writable (stdout)"}
+        xml = {
+            XML_NONE: "none",
+            XML_READ_ONLY: "read-only",
+            XML_WRITABLE: "writable (stdout)",
+            XML_DEVICE: "the device's element, read-only",
+        }
         lines.append(f"| {row.event} | {call} | {when} | {row.mode} | {veto} | {xml[row.xml]} |")
+    return "\n".join(lines) + "\n"
+
+
+def unfired_markdown() -> str:
+    """The VDSM events the bridge does not fire, and why, as docs/events.md shows them."""
+    lines = ["| VDSM event | why it does not fire here |", "|---|---|"]
+    lines += [f"| {event} | {why} |" for event, why in VDSM_ONLY_EVENTS.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -141,3 +141,11 @@ def test_job_round_trips_any_name() -> None:
     job = Job("after_vm_start", name, "u", b"<domain>\n\n</domain>")
     back = Job.decode(job.encode(), "p")
     assert (back.event, back.name, back.uuid, back.xml) == (job.event, name, "u", job.xml)
+    assert back.props is None
+
+
+def test_a_device_jobs_properties_round_trip() -> None:
+    props = {"extnet": "br-ext", "odd": "a\nb = ü"}
+    job = Job("after_nic_hotplug", "g1", "u", b"<interface/>", props=props)
+    back = Job.decode(job.encode(), "p")
+    assert (back.event, back.xml, back.props) == ("after_nic_hotplug", b"<interface/>", props)

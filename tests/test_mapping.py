@@ -13,6 +13,11 @@ def test_readme_shows_the_code_table() -> None:
     assert mapping.markdown_table() in README.read_text()
 
 
+def test_the_events_doc_lists_every_unfired_event_with_its_reason() -> None:
+    events_doc = README.parent / "docs" / "events.md"
+    assert mapping.unfired_markdown() in events_doc.read_text()
+
+
 def test_each_call_and_context_has_one_row() -> None:
     keys = [(r.driver, r.op, r.subop, r.context) for r in mapping.HOOK_TABLE]
     assert len(keys) == len(set(keys))
@@ -62,7 +67,7 @@ def test_release_reasons_of_newer_libvirt() -> None:
 
 
 def test_events_lists_every_event_once() -> None:
-    assert len(mapping.EVENTS) == len(set(mapping.EVENTS)) == 18
+    assert len(mapping.EVENTS) == len(set(mapping.EVENTS)) == 24
     assert not set(mapping.EVENTS) & set(mapping.VDSM_ONLY_EVENTS)
 
 

@@ -12,6 +12,7 @@ import textwrap
 from functools import partial
 
 from .. import catalogue, installation
+from .. import config as configmod
 from ..catalogue import CatalogueError
 from ..installation import Plan
 from . import options
@@ -39,7 +40,12 @@ def add_parser(add: AddParser) -> None:
             "the daemon has not picked them up yet. With --hooks, the named hooks "
             "shipped with the bridge (hooks.d) are copied into the first hooks root, one file "
             "per event each runs at, mode 0755 and owned by root; none is installed without "
-            "it. --hooks list lists them and installs nothing."
+            "it. --hooks list lists them and installs nothing. Without --config or "
+            f"${configmod.ENV_VAR}, the config is the one launchers already installed in "
+            "CONFDIR read (else the default), so that running install again keeps to it. "
+            "--if-installed does all this only where the bridge's launchers are installed "
+            "in CONFDIR already (the Debian package runs `install --if-installed "
+            "--no-listener` on upgrade, so that the launchers are the new version's)."
         ),
         epilog=(
             "examples: sudo libvirt-bridge install\n"
@@ -57,6 +63,12 @@ def add_parser(add: AddParser) -> None:
         "events then never fire)",
     )
     parser.add_argument(
+        "--if-installed",
+        action="store_true",
+        help="do nothing unless the bridge's launchers are installed in CONFDIR already "
+        "(to update an installation after an upgrade)",
+    )
+    parser.add_argument(
         "--hooks",
         nargs="+",
         metavar="NAME",
@@ -67,7 +79,7 @@ def add_parser(add: AddParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    config_path = options.config_path(args)
+    config_path = options.installed_config_path(args)
     names: list[str] = args.hooks or []
     if catalogue.LIST in names:
         if len(names) > 1:
@@ -78,6 +90,10 @@ def main(args: argparse.Namespace) -> int:
         print("install them with: libvirt-bridge install --hooks NAME [NAME...]")
         return 0
     selected = catalogue.select(names, catalogue.available()) if names else []
+    if args.if_installed and not installation.launchers_installed(args.confdir):
+        hooks_dir = os.path.join(args.confdir, "hooks")
+        print(f"nothing to update: no libvirt-bridge launcher in {hooks_dir}")
+        return 0
     plan = installation.plan_install(
         args.confdir, config_path, not args.no_listener, args.logrotate_dir
     )

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 
 from .. import config as configmod
-from .. import logrotate
+from .. import installation, logrotate
 from ..daemons import ETC_LIBVIRT
 
 # What a command module's ``add_parser`` is given: ``add_subparsers().add_parser``, with
@@ -84,6 +84,15 @@ def config_path(args: argparse.Namespace) -> str:
     """``--config``, else ``$LIBVIRT_BRIDGE_CONFIG``, else the default; absolute, since the
     installed launchers are run by libvirt with cwd /."""
     return os.path.abspath(args.config or configmod.config_path())
+
+
+def installed_config_path(args: argparse.Namespace) -> str:
+    """``--config``, else ``$LIBVIRT_BRIDGE_CONFIG``, else the config the launchers installed
+    in ``--confdir`` read, else the default: what install and uninstall work with, so that
+    running either again keeps to the config the bridge was installed with."""
+    if args.config or os.environ.get(configmod.ENV_VAR):
+        return config_path(args)
+    return installation.launchers_config(args.confdir) or config_path(args)
 
 
 def load_config(args: argparse.Namespace) -> configmod.Config:

@@ -11,7 +11,7 @@ import textwrap
 from .. import config
 from ..errors import FAILED, OK, BridgeError, UsageError
 from ..log import Log
-from ..mapping import DAEMON_EVENTS, EVENTS
+from ..mapping import DAEMON_EVENTS, DEVICE_EVENTS, EVENTS
 from . import options
 from .options import AddParser
 
@@ -36,7 +36,10 @@ def add_parser(add: AddParser) -> None:
             "stderr, and a unified diff of the XML they left. Nothing is applied to libvirt; "
             "the scripts' log lines go to the config's log_file, marked as a trial. With "
             "--xml, DOMAIN is only the name the trial uses and libvirt is not contacted; "
-            "before_vdsm_start and after_vdsm_stop take no domain. Exit status: 0 when every "
+            "before_vdsm_start and after_vdsm_stop take no domain. A device event "
+            "(after_nic_hotplug, ...) needs --device: its scripts get that device's element "
+            "alone, and its custom properties then the VM's, as the listener gives them. "
+            "Exit status: 0 when every "
             "script succeeded (or none would run), 1 when a script failed or the trial could "
             "not run, 2 for bad usage.",
             break_on_hyphens=False,
@@ -45,6 +48,7 @@ def add_parser(add: AddParser) -> None:
             "examples: libvirt-bridge run before_vm_start vm1\n"
             "          libvirt-bridge run before_vm_migrate_destination vm1 --xml vm1.xml\n"
             "          virsh dumpxml vm1 | libvirt-bridge run after_vm_start vm1 --xml -\n"
+            "          libvirt-bridge run after_nic_hotplug vm1 --device 52:54:00:12:34:56\n"
             "          libvirt-bridge run before_vdsm_start"
         ),
     )
@@ -59,6 +63,11 @@ def add_parser(add: AddParser) -> None:
         "--xml",
         metavar="FILE",
         help="run on the domain XML in FILE (- for stdin) instead of the domain's current XML",
+    )
+    parser.add_argument(
+        "--device",
+        metavar="ID",
+        help="for a device event: the device, by its MAC, disk target (vda) or alias",
     )
     parser.set_defaults(func=main)
 
@@ -80,19 +89,37 @@ def check_event(event: str) -> str | None:
 class _Source:
     """The XML a trial runs on, and the domain it stands for."""
 
-    def __init__(self, name: str, uuid: str, xml: bytes, origin: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        uuid: str,
+        xml: bytes,
+        origin: str,
+        properties: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.uuid = uuid
         self.xml = xml
         self.origin = origin
+        # A device event's; None: the domain XML's.
+        self.properties = properties
 
 
 def main(args: argparse.Namespace) -> int:
     reason = check_event(args.event)
     if reason:
         raise UsageError(reason)
+    if args.event in DEVICE_EVENTS and not args.device:
+        raise UsageError(
+            f"{args.event} is a device event: name the device with --device MAC|TARGET|ALIAS"
+        )
+    if args.device and args.event not in DEVICE_EVENTS:
+        raise UsageError(f"--device is for a device event, and {args.event} is none")
     cfg = options.load_config(args)
-    return trial(cfg, args.event, _source(args, cfg))
+    source = _source(args, cfg)
+    if args.device:
+        source = _device_source(source, args.device)
+    return trial(cfg, args.event, source)
 
 
 def _source(args: argparse.Namespace, cfg: config.Config) -> _Source:
@@ -159,6 +186,24 @@ def _from_libvirt(ident: str, uri: str) -> _Source:
     return _Source(name, uuid, xml, f"the current XML of {name} on {uri}")
 
 
+def _device_source(domain: _Source, ident: str) -> _Source:
+    """What a device event's scripts get of the device ``ident`` of ``domain``."""
+    from .. import devices, domxml
+
+    root = domxml.parse(domain.xml, remove_blank_text=True)
+    try:
+        element = devices.find(root, ident)
+    except devices.DeviceError as exc:
+        raise BridgeError(f"{exc} ({domain.origin})") from None
+    return _Source(
+        domain.name,
+        domain.uuid,
+        devices.event_xml(element),
+        f"the <{element.tag}> {ident} of {domain.origin}",
+        devices.event_properties(root, element),
+    )
+
+
 def trial(cfg: config.Config, event: str, source: _Source) -> int:
     from .. import domxml
     from ..discovery import find_scripts
@@ -167,7 +212,9 @@ def trial(cfg: config.Config, event: str, source: _Source) -> int:
 
     log = _ShowingLog(cfg.log_file)
     try:
-        properties = properties_of(source.xml)
+        properties = source.properties
+        if properties is None:
+            properties = properties_of(source.xml)
     except domxml.XMLError as exc:  # from libvirt: not expected
         raise BridgeError(f"the domain XML is not well-formed: {exc}") from None
     who = f"domain {source.name}" if source.name != "-" else "the daemon"

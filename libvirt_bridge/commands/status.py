@@ -213,10 +213,8 @@ def check_hooks_root(
         if entry.name in KNOWN_EVENTS:
             check_event_dir(report, entry.path)
         elif entry.name in mapping.VDSM_ONLY_EVENTS:
-            report.info(
-                f"{entry.path}: VDSM fires {entry.name} for an operation plain libvirt does "
-                "not have, so its scripts never run here"
-            )
+            why = mapping.VDSM_ONLY_EVENTS[entry.name]
+            report.info(f"{entry.path}: the bridge does not fire {entry.name} ({why})")
         else:
             report.problem(
                 f"{entry.path} is not named after a VDSM event, so its scripts never run",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import textwrap
 
 from .. import config as configmod
@@ -38,9 +37,7 @@ def add_parser(add: AddParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    config_path = options.config_path(args)
-    if not args.config and not os.environ.get(configmod.ENV_VAR):
-        config_path = installation.launchers_config(args.confdir) or config_path
+    config_path = options.installed_config_path(args)
     plan = installation.plan_uninstall(args.confdir, config_path, args.logrotate_dir)
     plan.execute(args.dry_run)
     return 0

@@ -1,5 +1,6 @@
 """What install and uninstall do for the Debian package: its logrotate entry is the
-package's, and uninstall without --config undoes install with the launchers' config."""
+package's; without --config, install and uninstall keep to the launchers' config; and
+``install --if-installed`` (the package's upgrade) updates only an installed bridge."""
 
 from __future__ import annotations
 
@@ -69,3 +70,45 @@ def test_uninstall_config_option_wins_over_the_launchers(host: Host, tmp_path: P
     status, out, err = run("uninstall", *args, "--config", str(other))
     assert status == 0, err
     assert f"the config {other};" in out
+
+
+def test_install_again_without_config_keeps_the_launchers_config(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    status, _, err = host.install()
+    assert status == 0, err
+    launchers = {p.name: p.read_text() for p in host.hooks.iterdir()}
+    monkeypatch.delenv(config.ENV_VAR, raising=False)
+    args = ["--confdir", str(host.confdir), "--logrotate-dir", str(host.logrotate_dir)]
+    status, out, err = run("install", *args, "--no-listener")
+    assert status == 0, err
+    assert f"up to date: {host.hooks / 'qemu'}" in out
+    assert f"up to date: {host.hooks / 'daemon'}" in out
+    assert {p.name: p.read_text() for p in host.hooks.iterdir()} == launchers
+
+
+def test_if_installed_installs_nothing_where_no_launcher_is(host: Host) -> None:
+    before = sorted(p for p in host.root.rglob("*"))
+    status, out, err = host.install("--if-installed")
+    assert status == 0, err
+    assert out == f"nothing to update: no libvirt-bridge launcher in {host.hooks}\n"
+    assert sorted(p for p in host.root.rglob("*")) == before
+
+
+def test_if_installed_updates_what_an_earlier_version_wrote(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    status, _, err = host.install()
+    assert status == 0, err
+    qemu = host.hooks / "qemu"
+    current = qemu.read_text()
+    qemu.write_text(current.replace("\n", "\n# an earlier version\n", 1))
+    fast = Path(fastpath.fastpath_path(str(host.config)))
+    fast.unlink()
+    monkeypatch.delenv(config.ENV_VAR, raising=False)
+    args = ["--confdir", str(host.confdir), "--logrotate-dir", str(host.logrotate_dir)]
+    status, out, err = run("install", *args, "--if-installed", "--no-listener")
+    assert status == 0, err
+    assert f"updated {qemu}" in out and f"up to date: {host.hooks / 'daemon'}" in out
+    assert qemu.read_text() == current
+    assert fast.exists()

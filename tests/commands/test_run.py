@@ -219,3 +219,63 @@ def test_current_xml_from_libvirt(bridge: Bridge, trial: Path) -> None:
     [record] = bridge.read_records()
     assert "<name>test</name>" in str(record["xml"])
     assert isinstance(record["env"], dict) and record["env"]["vmId"] in str(record["xml"])
+
+
+DEVICES = """
+  <metadata><ovirt-vm:vm xmlns:ovirt-vm="http://ovirt.org/vm/1.0">
+    <ovirt-vm:custom><ovirt-vm:owner>ops</ovirt-vm:owner></ovirt-vm:custom>
+    <ovirt-vm:device mac_address="52:54:00:12:34:56">
+      <ovirt-vm:custom><ovirt-vm:extnet>br-ext</ovirt-vm:extnet></ovirt-vm:custom>
+    </ovirt-vm:device>
+  </ovirt-vm:vm></metadata>
+  <devices>
+    <disk type='file' device='disk'><target dev='vda' bus='virtio'/></disk>
+    <interface type='bridge'>
+      <mac address='52:54:00:12:34:56'/><source bridge='br0'/><alias name='net0'/>
+    </interface>
+  </devices>"""
+
+
+@pytest.fixture
+def with_devices(bridge: Bridge, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LIBVIRT_BRIDGE_CONFIG", str(bridge.config))
+    path = tmp_path / "vm1.xml"
+    path.write_bytes(domain_xml("vm1", extra=DEVICES))
+    return path
+
+
+def test_a_device_event_gets_the_element_alone_and_the_devices_properties(
+    bridge: Bridge, with_devices: Path
+) -> None:
+    bridge.probe("after_nic_hotplug")
+    args = ["run", "after_nic_hotplug", "vm1", "--xml", str(with_devices)]
+    status, out, err = run(*args, "--device", "52:54:00:12:34:56")
+    assert (status, err) == (0, ""), out
+    assert f"  XML: the <interface> 52:54:00:12:34:56 of the file {with_devices}" in out
+    assert "    extnet=br-ext" in out and "    owner=ops" in out
+    [record] = bridge.read_records()
+    xml = str(record["xml"])
+    assert xml.startswith('<interface type="bridge">') and "<disk" not in xml
+    env = record["env"]
+    assert isinstance(env, dict)
+    assert (env["extnet"], env["owner"]) == ("br-ext", "ops")
+    assert env["vmId"] == uuid_of(with_devices.read_bytes())
+
+
+def test_a_device_event_needs_a_device_and_only_a_device_event_takes_one(
+    bridge: Bridge, with_devices: Path
+) -> None:
+    status, _, err = run("run", "after_disk_hotplug", "vm1", "--xml", str(with_devices))
+    assert status == 2
+    assert "after_disk_hotplug is a device event: name the device with --device" in err
+    args = ["run", "after_vm_start", "vm1", "--xml", str(with_devices), "--device", "vda"]
+    status, _, err = run(*args)
+    assert status == 2
+    assert "--device is for a device event, and after_vm_start is none" in err
+
+
+def test_a_device_that_is_not_there_is_an_error(bridge: Bridge, with_devices: Path) -> None:
+    args = ["run", "after_disk_hotunplug", "vm1", "--xml", str(with_devices), "--device", "sdz"]
+    status, _, err = run(*args)
+    assert status == 1
+    assert "no device of this domain has the MAC, disk target or alias 'sdz'" in err

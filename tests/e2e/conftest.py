@@ -100,6 +100,14 @@ def libvirt_host() -> None:
 
 
 @pytest.fixture
+def runnable_cell(libvirt_cell: Cell) -> Cell:
+    """The test's cell (``libvirt_cell``), for a test that starts its own daemons there (the
+    demo's); fails, with the reason, where that cell cannot run."""
+    require_libvirt_host(libvirt_cell)
+    return libvirt_cell
+
+
+@pytest.fixture
 def make_sandbox(tmp_path: Path, libvirt_cell: Cell) -> Iterator[Callable[[str], Sandbox]]:
     """A factory: ``make_sandbox(name)`` starts a sandbox under ``tmp_path / name``."""
     require_libvirt_host(libvirt_cell)

@@ -57,6 +57,40 @@ def test_daemon_events_have_no_domain(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("event", "xml", "device"),
+    [
+        (
+            "after_nic_hotplug",
+            b"<interface type='user'><mac address='52:54:00:00:00:01'/>"
+            b"<alias name='ua-nic1'/></interface>",
+            {"type": "interface", "alias": "ua-nic1", "mac": "52:54:00:00:00:01"},
+        ),
+        (
+            "after_memory_hotplug",
+            b"<devices><memory model='dimm'><alias name='dimm0'/></memory></devices>",
+            {"type": "memory", "alias": "dimm0"},
+        ),
+        (
+            "after_disk_hotunplug",
+            b"<disk type='file'><target dev='sdb' bus='usb'/></disk>",
+            {"type": "disk", "target": "sdb"},
+        ),
+    ],
+)
+def test_device_events_name_the_device(
+    tmp_path: Path, event: str, xml: bytes, device: dict[str, str]
+) -> None:
+    log = tmp_path / "audit.jsonl"
+    env = {"LIBVIRT_BRIDGE_AUDIT_LOG": str(log), "vmId": "0f0e0d0c-0000-0000-0000-000000000001"}
+    ran = run_hook(shipped(event, "audit"), xml, tmp_path, env)
+    assert ran.rc == 0, ran.stderr
+    [record] = records(log)
+    assert record["event"] == event
+    assert (record["domain"], record["uuid"]) == (None, env["vmId"])
+    assert record["device"] == device
+
+
 def test_concurrent_events_write_whole_lines(tmp_path: Path) -> None:
     log = tmp_path / "audit.jsonl"
     big = "x" * 20000  # a line longer than any pipe buffer

@@ -249,6 +249,45 @@ def test_install_use_remove_purge(deb: Path, world: PackageWorld) -> None:
     assert list(Path(sandbox.logrotate_dir).iterdir()) == []
 
 
+def test_an_upgrade_updates_the_installed_launchers(deb: Path, world: PackageWorld) -> None:
+    sandbox = world.sandbox
+    world.run(["dpkg", "--install", str(deb)])
+    write_config(sandbox)
+    install_bridge(sandbox)
+    qemu_hook = Path(sandbox.hooks_dir) / "qemu"
+    current = qemu_hook.read_text()
+    fast = Path(fastpath.fastpath_path(sandbox.config_path))
+    current_fast = fast.read_text()
+    # What an earlier version left: a launcher it wrote differently, no fast-path file.
+    qemu_hook.write_text(current.replace("\n", "\n# an earlier version\n", 1))
+    fast.unlink()
+
+    # dpkg runs postinst "configure <old version>" for an upgrade and a reinstall alike.
+    offset = sandbox.daemons.log_size()
+    out = world.run(["dpkg", "--install", str(deb)]).stdout
+    assert "updated /etc/libvirt/hooks/qemu" in out, out
+    assert "up to date: /etc/libvirt/hooks/daemon" in out, out
+    assert f"sent SIGHUP to libvirtd (pid {sandbox.libvirtd_pid()})" in out, out
+    sandbox.daemons.wait_reloaded(offset)
+    # With the config the launchers name (the fast-path file is beside it), not the default.
+    assert qemu_hook.read_text() == current
+    assert fast.read_text() == current_fast
+    probe = PackagedProbe(sandbox, EVENTS[:2])
+    sandbox.define_guest("g1")
+    sandbox.virsh("start", "g1")
+    assert probe.events(2) == ["before_vm_start", "after_vm_start"]
+    sandbox.virsh("destroy", "g1")
+
+    # Where no launcher is installed, an upgrade installs none.
+    world.run(["dpkg", "--remove", packaging.PACKAGE])
+    world.run(["dpkg", "--install", str(deb)])
+    out = world.run(["dpkg", "--install", str(deb)]).stdout
+    assert "nothing to update: no libvirt-bridge launcher in /etc/libvirt/hooks" in out, out
+    assert not (Path(sandbox.hooks_dir) / "qemu").exists()
+    world.run(["dpkg", "--purge", packaging.PACKAGE])
+    assert packaging.host_leftovers() == []
+
+
 def test_purge_keeps_a_changed_config(deb: Path, world: PackageWorld) -> None:
     world.run(["dpkg", "--install", str(deb)])
     world.run(["sh", "-c", "echo 'script_timeout = 60' >> /etc/libvirt-bridge.toml"])

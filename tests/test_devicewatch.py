@@ -1,0 +1,130 @@
+"""devicewatch: which VDSM event a libvirt device event fires, with the element and the
+properties its scripts get, kept while the device exists."""
+
+from __future__ import annotations
+
+from libvirt_bridge import mapping
+from libvirt_bridge.devicewatch import DeviceWatch
+
+ADDED, REMOVED, FAILED = mapping.DEVICE_ADDED, mapping.DEVICE_REMOVED, mapping.REMOVAL_FAILED
+
+LIVE = """<domain type='kvm'>
+  <name>g1</name>
+  <uuid>0f0e0d0c-0000-0000-0000-000000000001</uuid>
+  <metadata>
+    <ovirt-vm:vm xmlns:ovirt-vm="http://ovirt.org/vm/1.0">
+      <ovirt-vm:custom><ovirt-vm:extnet>vm-wins</ovirt-vm:extnet></ovirt-vm:custom>
+      <ovirt-vm:device mac_address="52:54:00:AA:00:01">
+        <ovirt-vm:custom>
+          <ovirt-vm:extnet>br-ext</ovirt-vm:extnet><ovirt-vm:vlan>7</ovirt-vm:vlan>
+        </ovirt-vm:custom>
+      </ovirt-vm:device>
+      <ovirt-vm:device devtype="disk" name="sdb">
+        <ovirt-vm:custom><ovirt-vm:tier>fast</ovirt-vm:tier></ovirt-vm:custom>
+      </ovirt-vm:device>
+    </ovirt-vm:vm>
+  </metadata>
+  <devices>
+    <disk type='file' device='disk'>
+      <source file='/images/extra.img'/>
+      <target dev='sdb' bus='usb'/>
+      <alias name='ua-disk1'/>
+    </disk>
+    <interface type='user'>
+      <mac address='52:54:00:aa:00:01'/>
+      <model type='usb-net'/>
+      <alias name='net0'/>
+    </interface>
+    <memory model='dimm'>
+      <target><size unit='KiB'>131072</size><node>0</node></target>
+      <alias name='dimm0'/>
+    </memory>
+    <controller type='usb' index='0'>
+      <alias name='usb'/>
+    </controller>
+  </devices>
+</domain>
+"""
+UUID = "0f0e0d0c-0000-0000-0000-000000000001"
+
+
+def watching() -> DeviceWatch:
+    watch = DeviceWatch()
+    watch.remember(UUID, LIVE)
+    return watch
+
+
+def test_an_added_nic_fires_nic_hotplug_with_its_element_and_properties() -> None:
+    fired = watching().fired(UUID, ADDED, "net0")
+    assert fired is not None
+    event, payload = fired
+    assert event == "after_nic_hotplug"
+    assert payload.xml.startswith(b'<interface type="user">\n  <mac address=')
+    assert b"<domain" not in payload.xml and b"<disk" not in payload.xml
+    # The device's properties, then the VM's, which win on a clash.
+    assert payload.props == {"extnet": "vm-wins", "vlan": "7"}
+
+
+def test_each_device_row_fires_its_event() -> None:
+    cases = {
+        (ADDED, "ua-disk1"): "after_disk_hotplug",
+        (ADDED, "dimm0"): "after_memory_hotplug",
+        (FAILED, "net0"): "after_nic_hotunplug_fail",
+        (REMOVED, "net0"): "after_nic_hotunplug",
+        (REMOVED, "ua-disk1"): "after_disk_hotunplug",
+    }
+    watch = watching()
+    fired = {}
+    for (op, alias), _ in cases.items():
+        found = watch.fired(UUID, op, alias)
+        fired[(op, alias)] = found[0] if found else None
+    assert fired == cases
+
+
+def test_a_memory_device_comes_wrapped_in_devices() -> None:
+    fired = watching().fired(UUID, ADDED, "dimm0")
+    assert fired is not None
+    assert fired[1].xml.startswith(b'<devices>\n  <memory model="dimm">')
+
+
+def test_a_disk_gets_its_own_properties_and_the_vms() -> None:
+    fired = watching().fired(UUID, REMOVED, "ua-disk1")
+    assert fired is not None
+    assert fired[1].props == {"tier": "fast", "extnet": "vm-wins"}
+
+
+def test_a_removed_device_is_forgotten_and_fires_once() -> None:
+    watch = watching()
+    assert watch.fired(UUID, REMOVED, "net0") is not None
+    assert not watch.knows(UUID, "net0")
+    assert watch.fired(UUID, REMOVED, "net0") is None
+    assert watch.knows(UUID, "ua-disk1")
+
+
+def test_devices_without_events_fire_nothing_but_are_known() -> None:
+    watch = watching()
+    assert watch.knows(UUID, "usb")
+    assert watch.fired(UUID, ADDED, "usb") is None
+    assert watch.fired(UUID, REMOVED, "usb") is None
+    # A disk's failed removal has no VDSM event (VDSM has none for disks).
+    assert watch.fired(UUID, FAILED, "ua-disk1") is None
+
+
+def test_unknown_domains_and_aliases() -> None:
+    watch = watching()
+    assert not watch.knows("other") and not watch.knows(UUID, "nope")
+    assert watch.fired("other", ADDED, "net0") is None
+    watch.forget(UUID)
+    assert not watch.knows(UUID)
+
+
+def test_every_device_row_is_fired_by_some_device() -> None:
+    device_events = {r.event for r in mapping.HOOK_TABLE if r.xml == mapping.XML_DEVICE}
+    assert device_events == {
+        "after_nic_hotplug",
+        "after_disk_hotplug",
+        "after_memory_hotplug",
+        "after_nic_hotunplug",
+        "after_disk_hotunplug",
+        "after_nic_hotunplug_fail",
+    }
