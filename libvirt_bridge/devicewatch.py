@@ -7,6 +7,10 @@ by then, so the listener keeps, per running domain, what each device's event wou
 its scripts, from the XML it read last (at the domain's start, a resync, an added device
 or a change of its metadata).
 
+libvirt names a hotplugged memory device in DEVICE_ADDED by its memory backend's alias,
+``mem`` and the device's (``memdimm0`` for the ``<memory>`` whose alias is ``dimm0``; seen
+on libvirt 9.0 and 11.3): that name is taken for the device's.
+
 Pure logic, no libvirt: the listener reads the XML and hands it here.
 """
 
@@ -18,11 +22,14 @@ from lxml import etree
 
 from . import devices, domxml, mapping
 
-# The device elements that have events, by libvirt event: the table's device rows.
+# The device elements that have events, by libvirt event: the listener's device rows.
 _ROWS: dict[tuple[str, str], str] = {
-    (row.op, row.subop): row.event for row in mapping.HOOK_TABLE if row.xml == mapping.XML_DEVICE
+    (row.op, row.subop): row.event
+    for row in mapping.HOOK_TABLE
+    if row.driver == "listener" and row.xml == mapping.XML_DEVICE
 }
 WATCHED_TAGS = frozenset(tag for _, tag in _ROWS)
+_MEMORY_BACKEND = "mem"
 
 
 class Payload(NamedTuple):
@@ -52,7 +59,7 @@ class DeviceWatch:
     def knows(self, uuid: str, alias: str | None = None) -> bool:
         """Whether the domain's devices (or its device ``alias``) were seen."""
         known = self.domains.get(uuid)
-        return known is not None and (alias is None or alias in known)
+        return known is not None and (alias is None or _device_alias(known, alias) in known)
 
     def fired(self, uuid: str, op: str, alias: str) -> tuple[str, Payload] | None:
         """The event libvirt's device event ``op`` of ``alias`` fires, with its payload.
@@ -61,11 +68,21 @@ class DeviceWatch:
         removed device is forgotten.
         """
         known = self.domains.get(uuid, {})
+        alias = _device_alias(known, alias)
         payload = known.pop(alias, None) if op == mapping.DEVICE_REMOVED else known.get(alias)
         if payload is None:
             return None
         event = _ROWS.get((op, payload.tag))
         return (event, payload) if event is not None else None
+
+
+def _device_alias(known: dict[str, Payload], alias: str) -> str:
+    """The device's own alias for the name a libvirt event gave (see the module doc)."""
+    if alias not in known and alias.startswith(_MEMORY_BACKEND):
+        device = alias[len(_MEMORY_BACKEND) :]
+        if device in known and known[device].tag == "memory":
+            return device
+    return alias
 
 
 def _payload(root: etree._Element, element: etree._Element) -> Payload:

@@ -196,8 +196,13 @@ def fire(
     if row.mode == mapping.ASYNC:
         return _queue(row, call, config, log, queue_key, name, uuid, data)
     scripts = find_scripts(config.hooks_dirs, row.event, log)
+    device_scripts = companion_scripts(row.event, config, log)
     status = 0
-    if scripts:
+    if device_scripts:
+        from .per_device import run_before
+
+        status, _ = run_before(row, config, log, name, uuid, data, device_scripts)
+    if scripts and not status:
         from .sync import run_sync
 
         status, output = run_sync(row, config, log, name, uuid, data, scripts)
@@ -244,17 +249,34 @@ def _queue(
     uuid: str,
     data: bytes,
 ) -> int:
-    if not find_scripts(config.hooks_dirs, row.event, log):
+    scripts = find_scripts(config.hooks_dirs, row.event, log)
+    device_scripts = companion_scripts(row.event, config, log)
+    if not scripts and not device_scripts:
         return 0
     from .asyncq import Job, enqueue, spawn_runner
 
-    try:
-        enqueue(config.state_dir, key, Job(row.event, name, uuid, data))
-    except OSError as exc:
-        log.error(f"{call}: cannot queue {row.event} in {config.state_dir}: {exc.strerror}; lost")
-        return 0
-    spawn_runner(config, log, key)
+    queued = 0
+    if scripts:
+        try:
+            enqueue(config.state_dir, key, Job(row.event, name, uuid, data))
+            queued += 1
+        except OSError as exc:
+            log.error(
+                f"{call}: cannot queue {row.event} in {config.state_dir}: {exc.strerror}; lost"
+            )
+    if device_scripts:
+        from .per_device import queue_after
+
+        queued += queue_after(row.event, config, log, key, name, uuid, data)
+    if queued:
+        spawn_runner(config, log, key)
     return 0
+
+
+def companion_scripts(event: str, config: Config, log: Log | None) -> list[str]:
+    """The scripts of ``event``'s per-device companion (``mapping.DEVICE_COMPANIONS``)."""
+    device_event = mapping.DEVICE_COMPANIONS.get(event)
+    return find_scripts(config.hooks_dirs, device_event, log) if device_event else []
 
 
 def _record_daemon_call(config: Config, log: Log, call: HookCall, parent: str) -> None:

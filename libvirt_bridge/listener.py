@@ -42,6 +42,7 @@ from .asyncq import Job, drain, enqueue, pending_keys
 from .connection import LibvirtFailure, message, open_connection
 from .devicewatch import DeviceWatch
 from .discovery import find_scripts
+from .dispatch import companion_scripts
 from .launcher import import_path
 from .serial import Serial
 from .service import write_status
@@ -440,11 +441,14 @@ class Listener:
         self, event: str, name: str, uuid: str, why: str, make_job: Callable[[], Job]
     ) -> None:
         scripts = find_scripts(self.config.hooks_dirs, event, self.log)
+        device_scripts = companion_scripts(event, self.config, self.log)
+        per_device = f", {len(device_scripts)} per device" if device_scripts else ""
         self.log.info(
-            f"listener: {event} domain={name!r} uuid={uuid} ({why}); {len(scripts)} script(s)"
+            f"listener: {event} domain={name!r} uuid={uuid} ({why}); "
+            f"{len(scripts)} script(s){per_device}"
         )
-        if scripts:
-            self.runners.submit(uuid, lambda: self._run(make_job))
+        if scripts or device_scripts:
+            self.runners.submit(uuid, lambda: self._run(make_job, bool(device_scripts)))
 
     # --- runners ------------------------------------------------------------------------
 
@@ -458,8 +462,9 @@ class Listener:
                 self.log.warning(f"listener: no XML for {name!r}: {message(exc)}")
         return Job(event, name, uuid, xml)
 
-    def _run(self, make_job: Callable[[], Job]) -> None:
-        """Queue the job ``make_job`` makes and drain its domain's queue (a runner's work)."""
+    def _run(self, make_job: Callable[[], Job], per_device: bool = False) -> None:
+        """Queue the job ``make_job`` makes (and, with ``per_device``, its per-device
+        companion's) and drain its domain's queue (a runner's work)."""
         job = make_job()
         try:
             enqueue(self.config.state_dir, job.uuid, job)
@@ -467,7 +472,10 @@ class Listener:
             self.log.error(
                 f"listener: cannot queue {job.event} for {job.name!r}: {exc.strerror}; lost"
             )
-            return
+        if per_device:
+            from .per_device import queue_after
+
+            queue_after(job.event, self.config, self.log, job.uuid, job.name, job.uuid, job.xml)
         self._drain(job.uuid)
 
     def _drain(self, key: str) -> None:

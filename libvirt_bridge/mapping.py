@@ -20,8 +20,10 @@ ASYNC = "async"
 XML_NONE = "none"
 XML_READ_ONLY = "read-only"
 XML_WRITABLE = "writable"
-# One device's element alone, not the domain (VDSM's device events; read-only).
+# One device's element alone, not the domain (VDSM's device events): read-only, or what
+# the scripts leave is what the verb applies.
 XML_DEVICE = "device"
+XML_DEVICE_WRITABLE = "device-writable"
 
 ANY = ""
 # Contexts of prepare/started (how a domain starts) and of stopped/release (how it stops).
@@ -36,6 +38,10 @@ MIGRATED = "migrated"
 DEVICE_ADDED = "device-added"
 DEVICE_REMOVED = "device-removed"
 REMOVAL_FAILED = "device-removal-failed"
+# Contexts of the device verbs' rows: before the change, and how it went.
+BEFORE = "before"
+DONE = "done"
+FAILED = "failed"
 
 
 class Row:
@@ -72,6 +78,8 @@ class Row:
             return f"event {self.op.upper().replace('-', '_')}, device <{self.subop}>"
         if self.driver == "listener":
             return f"event {self.op.upper()}/{self.subop.upper()}"
+        if self.driver == "verb" and self.xml in (XML_DEVICE, XML_DEVICE_WRITABLE):
+            return f"libvirt-bridge {self.op} DOMAIN <{self.subop}>"
         if self.driver == "verb":
             return f"libvirt-bridge {self.op} DOMAIN"
         extra = "REASON" if self.op == "release" else "-"
@@ -124,8 +132,38 @@ HOOK_TABLE: tuple[Row, ...] = (
     Row("verb", "save",    "-", ANY, "before_vm_hibernate",      SYNC, True,  XML_READ_ONLY),
     Row("verb", "migrate", "-", ANY, "before_vm_migrate_source", SYNC, True,  XML_READ_ONLY),
     Row("verb", "destroy", "-", ANY, "before_vm_destroy",        SYNC, False, XML_READ_ONLY),
+    # The device verbs, by the tag of the device's element: the "before" events, and the
+    # "after" events libvirt reports no event for (its device events fire the others).
+    Row("verb", "attach-device", "interface", BEFORE, "before_nic_hotplug",       SYNC,  True,  XML_DEVICE_WRITABLE),  # noqa: E501
+    Row("verb", "attach-device", "disk",      BEFORE, "before_disk_hotplug",      SYNC,  True,  XML_DEVICE_WRITABLE),  # noqa: E501
+    Row("verb", "attach-device", "memory",    BEFORE, "before_memory_hotplug",    SYNC,  True,  XML_DEVICE_WRITABLE),  # noqa: E501
+    Row("verb", "attach-device", "interface", FAILED, "after_nic_hotplug_fail",   ASYNC, False, XML_DEVICE),           # noqa: E501
+    Row("verb", "detach-device", "interface", BEFORE, "before_nic_hotunplug",     SYNC,  True,  XML_DEVICE),           # noqa: E501
+    Row("verb", "detach-device", "disk",      BEFORE, "before_disk_hotunplug",    SYNC,  True,  XML_DEVICE),           # noqa: E501
+    Row("verb", "detach-device", "interface", FAILED, "after_nic_hotunplug_fail", ASYNC, False, XML_DEVICE),           # noqa: E501
+    Row("verb", "update-device", "interface", BEFORE, "before_update_device",     SYNC,  True,  XML_DEVICE_WRITABLE),  # noqa: E501
+    Row("verb", "update-device", "interface", DONE,   "after_update_device",      ASYNC, False, XML_DEVICE),           # noqa: E501
+    Row("verb", "update-device", "interface", FAILED, "after_update_device_fail", ASYNC, False, XML_DEVICE),           # noqa: E501
 )
 # fmt: on
+
+# VDSM's per-device events beside a VM's: each fires once per device that has custom
+# properties (disks have none for device_create, as in VDSM), before the VM's event (a
+# before_*) or after it (an after_*), in the same way (sync or async, veto or not).
+DEVICE_COMPANIONS: dict[str, str] = {
+    "before_vm_start": "before_device_create",
+    "after_vm_start": "after_device_create",
+    "before_vm_destroy": "before_device_destroy",
+    "after_vm_destroy": "after_device_destroy",
+    "before_vm_migrate_source": "before_device_migrate_source",
+    "after_vm_migrate_source": "after_device_migrate_source",
+    "before_vm_migrate_destination": "before_device_migrate_destination",
+    "after_vm_migrate_destination": "after_device_migrate_destination",
+}
+# The one companion whose scripts' element is applied (where the VM's event's XML is).
+APPLIED_COMPANIONS = frozenset({"before_device_create"})
+# The companions that leave disks out (VDSM keeps a disk's properties elsewhere).
+NO_DISKS_COMPANIONS = frozenset({"before_device_create", "after_device_create"})
 
 # Calls libvirt makes that fire no VDSM event on purpose (documented, not "unknown").
 SILENT_CALLS: frozenset[tuple[str, str, str]] = frozenset(
@@ -189,6 +227,7 @@ def served_events(op: str, subop: str) -> tuple[str, ...]:
     events = list(call_events(op, subop))
     for later in DECIDES.get((op, subop), ()):
         events.extend(call_events(*later))
+    events += [DEVICE_COMPANIONS[e] for e in events if e in DEVICE_COMPANIONS]
     return tuple(dict.fromkeys(events))
 
 
@@ -198,10 +237,15 @@ QEMU_EVENTS: tuple[str, ...] = tuple(
 )
 
 # Every event the bridge can fire; the hooks root gets one directory for each.
-EVENTS: tuple[str, ...] = tuple(dict.fromkeys(row.event for row in HOOK_TABLE))
+EVENTS: tuple[str, ...] = tuple(
+    dict.fromkeys([*(row.event for row in HOOK_TABLE), *DEVICE_COMPANIONS.values()])
+)
+
 
 # Events of one device: their scripts get its element, and its properties then the VM's.
-DEVICE_EVENTS: frozenset[str] = frozenset(row.event for row in HOOK_TABLE if row.xml == XML_DEVICE)
+DEVICE_EVENTS: frozenset[str] = frozenset(
+    row.event for row in HOOK_TABLE if row.xml in (XML_DEVICE, XML_DEVICE_WRITABLE)
+) | frozenset(DEVICE_COMPANIONS.values())
 
 # Events that concern no domain: their scripts get no XML, no properties and no vmId.
 DAEMON_EVENTS: frozenset[str] = frozenset(row.event for row in HOOK_TABLE if row.xml == XML_NONE)
@@ -211,33 +255,13 @@ DAEMON_EVENTS: frozenset[str] = frozenset(row.event for row in HOOK_TABLE if row
 QEMU_DAEMONS: tuple[str, ...] = ("libvirtd", "virtqemud")
 
 # VDSM hook points the bridge does not fire, and why (``status`` and docs/events.md say it).
-_NOT_YET_VERBS = "before a device change: needs the device verbs, not built yet"
-_NOT_YET_PER_DEVICE = "per device at a VM's start, stop or migration: not built yet"
 
 
 def _vdsm_api(what: str) -> str:
     return f"a call of VDSM's own API ({what}) that plain libvirt has no counterpart of"
 
 
-_NOT_YET_UPDATE = "a NIC's live update: needs the update-device verb, not built yet"
 VDSM_ONLY_EVENTS: dict[str, str] = {
-    "before_device_create": _NOT_YET_PER_DEVICE,
-    "after_device_create": _NOT_YET_PER_DEVICE,
-    "before_device_destroy": _NOT_YET_PER_DEVICE,
-    "after_device_destroy": _NOT_YET_PER_DEVICE,
-    "before_device_migrate_source": _NOT_YET_PER_DEVICE,
-    "after_device_migrate_source": _NOT_YET_PER_DEVICE,
-    "before_device_migrate_destination": _NOT_YET_PER_DEVICE,
-    "after_device_migrate_destination": _NOT_YET_PER_DEVICE,
-    "before_nic_hotplug": _NOT_YET_VERBS,
-    "after_nic_hotplug_fail": "a failed attach: needs the attach-device verb, not built yet",
-    "before_nic_hotunplug": _NOT_YET_VERBS,
-    "before_disk_hotplug": _NOT_YET_VERBS,
-    "before_disk_hotunplug": _NOT_YET_VERBS,
-    "before_memory_hotplug": _NOT_YET_VERBS,
-    "before_update_device": _NOT_YET_UPDATE,
-    "after_update_device": _NOT_YET_UPDATE,
-    "after_update_device_fail": _NOT_YET_UPDATE,
     "before_set_num_of_cpus": _vdsm_api("setNumberOfCpus"),
     "after_set_num_of_cpus": _vdsm_api("setNumberOfCpus"),
     "before_vm_set_ticket": _vdsm_api("a display's password"),
@@ -297,6 +321,7 @@ def markdown_table() -> str:
             XML_READ_ONLY: "read-only",
             XML_WRITABLE: "writable (stdout)",
             XML_DEVICE: "the device's element, read-only",
+            XML_DEVICE_WRITABLE: "the device's element, writable",
         }
         lines.append(f"| {row.event} | {call} | {when} | {row.mode} | {veto} | {xml[row.xml]} |")
     return "\n".join(lines) + "\n"
@@ -317,4 +342,7 @@ CONTEXT_TEXT: dict[str, str] = {
     DESTROY: "destroy, shutdown, crash or failed start",
     SAVED: "save or managedsave",
     MIGRATED: "migrated out",
+    BEFORE: "before the change",
+    DONE: "libvirt made the change",
+    FAILED: "libvirt refused the change, or a removal timed out",
 }

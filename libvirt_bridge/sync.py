@@ -34,11 +34,15 @@ def run_sync(
     uuid: str,
     data: bytes,
     scripts: list[str],
+    properties: dict[str, str] | None = None,
 ) -> tuple[int, bytes]:
-    """Run ``row``'s scripts now; return (exit status for libvirt, XML for stdout)."""
+    """Run ``row``'s scripts now; return (exit status for libvirt, XML for stdout).
+
+    The scripts' custom properties are ``properties``, else those of the domain ``data``.
+    """
     label = event_label(row.event, name, uuid)
-    props: dict[str, str] = {}
-    if row.xml != mapping.XML_NONE:
+    props: dict[str, str] = properties or {}
+    if row.xml != mapping.XML_NONE and properties is None:
         try:
             props = domxml.properties_of(data)
         except domxml.XMLError as exc:
@@ -61,9 +65,9 @@ def run_sync(
         names = ", ".join(os.path.basename(r.script) for r in run.failures)
         log.error(f"{label}: operation vetoed by {names}")
         return 1, b""
-    if row.xml == mapping.XML_WRITABLE:
+    if row.xml in (mapping.XML_WRITABLE, mapping.XML_DEVICE_WRITABLE):
         return _writable_result(row, log, label, name, data, run)
-    if row.xml == mapping.XML_READ_ONLY and run.edits:
+    if row.xml in (mapping.XML_READ_ONLY, mapping.XML_DEVICE) and run.edits:
         changers = ", ".join(_semantic_editors(run))
         if changers and row.op == "prepare" and config.start_xml_changes == "refuse":
             say(

@@ -31,7 +31,7 @@ from . import fastpath, mapping
 from .config import Config
 from .connection import find_domain, message, open_connection
 from .discovery import find_scripts
-from .dispatch import HookCall, fire
+from .dispatch import HookCall, companion_scripts, fire
 from .errors import BridgeError
 from .log import Log, say
 from .mapping import DESTROY
@@ -100,22 +100,36 @@ class Verbs:
     ) -> bytes:
         """Run the verb's before_* event; return the XML its scripts left if it changed.
 
-        Raises Vetoed when a script vetoes (the scripts' stderr is already printed).
+        Its per-device companion (``per_device``) runs first, on each device with custom
+        properties, and the VM's event gets the domain XML with what it applied. Raises
+        Vetoed when a script vetoes (the scripts' stderr is already printed).
         """
         row = mapping.find_row("verb", verb, "-", mapping.ANY)
         assert row is not None, verb
         scripts = find_scripts(self.config.hooks_dirs, row.event, self.log)
-        if not scripts:
+        device_scripts = companion_scripts(row.event, self.config, self.log)
+        if not scripts and not device_scripts:
             return b""
         xml = dom.XMLDesc(flags).encode()
         name, uuid = dom.name(), dom.UUIDString()
+        status, data, output, refused_by = 0, xml, b"", row.event
         with hook_process_environment(extra_env):
-            status, output = run_sync(row, self.config, self.log, name, uuid, xml, scripts)
-        print(f"{row.event}: {len(scripts)} script(s) ran")
+            if device_scripts:
+                from .per_device import run_before
+
+                status, data = run_before(
+                    row, self.config, self.log, name, uuid, xml, device_scripts
+                )
+                refused_by = mapping.DEVICE_COMPANIONS[row.event]
+                print(f"{refused_by}: {len(device_scripts)} script(s) ran, per device")
+            if scripts and not status:
+                refused_by = row.event
+                status, output = run_sync(row, self.config, self.log, name, uuid, data, scripts)
+                print(f"{row.event}: {len(scripts)} script(s) ran")
         if status:
-            message = f"{row.event} refused to {verb} {name!r}; nothing was done"
-            raise Vetoed(message, row.event, xml)
-        return output
+            message = f"{refused_by} refused to {verb} {name!r}; nothing was done"
+            raise Vetoed(message, refused_by, xml)
+        return output or (data if data != xml else b"")
 
     def _call(self, what: str, action: object, *args: object) -> None:
         try:

@@ -81,6 +81,15 @@ def test_each_device_row_fires_its_event() -> None:
     assert fired == cases
 
 
+def test_a_memory_device_is_found_by_its_backends_alias_too() -> None:
+    # libvirt's DEVICE_ADDED of a DIMM names its memory backend: "mem" + the alias.
+    watch = watching()
+    assert watch.knows(UUID, "memdimm0")
+    fired = watch.fired(UUID, ADDED, "memdimm0")
+    assert fired is not None and fired[0] == "after_memory_hotplug"
+    assert not watch.knows(UUID, "memnet0"), "only a memory device's backend has that name"
+
+
 def test_a_memory_device_comes_wrapped_in_devices() -> None:
     fired = watching().fired(UUID, ADDED, "dimm0")
     assert fired is not None
@@ -118,8 +127,12 @@ def test_unknown_domains_and_aliases() -> None:
     assert not watch.knows(UUID)
 
 
-def test_every_device_row_is_fired_by_some_device() -> None:
-    device_events = {r.event for r in mapping.HOOK_TABLE if r.xml == mapping.XML_DEVICE}
+def test_the_listeners_device_rows() -> None:
+    device_events = {
+        r.event
+        for r in mapping.HOOK_TABLE
+        if r.driver == "listener" and r.xml == mapping.XML_DEVICE
+    }
     assert device_events == {
         "after_nic_hotplug",
         "after_disk_hotplug",

@@ -67,7 +67,7 @@ def test_release_reasons_of_newer_libvirt() -> None:
 
 
 def test_events_lists_every_event_once() -> None:
-    assert len(mapping.EVENTS) == len(set(mapping.EVENTS)) == 24
+    assert len(mapping.EVENTS) == len(set(mapping.EVENTS)) == 41
     assert not set(mapping.EVENTS) & set(mapping.VDSM_ONLY_EVENTS)
 
 
@@ -79,5 +79,6 @@ def test_what_a_call_decides_is_a_firing_call_after_it() -> None:
             assert decided in calls and decided != call
             assert set(mapping.call_events(*decided)) <= set(mapping.served_events(*call))
     served = {e for call in calls for e in mapping.served_events(*call)}
-    assert served == set(mapping.QEMU_EVENTS)
+    companions = {mapping.DEVICE_COMPANIONS.get(e) for e in mapping.QEMU_EVENTS} - {None}
+    assert served == set(mapping.QEMU_EVENTS) | companions
     assert mapping.served_events("start", "begin") == ()

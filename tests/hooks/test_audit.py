@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -120,6 +121,16 @@ def test_a_log_it_cannot_write_never_refuses_an_operation(
     )
     assert ran.rc == rc
     assert ran.stderr.startswith(f"audit: cannot write {event} to {path}: ")
+
+
+def test_every_event_that_can_veto_is_one_it_never_refuses() -> None:
+    # The script cannot import the bridge: its list is checked against the table here.
+    text = shipped("before_vm_start", "audit").read_text()
+    listed = text[text.index("CAN_REFUSE = (") : text.index(")", text.index("CAN_REFUSE = ("))]
+    names = set(re.findall(r'"([a-z_]+)"', listed))
+    vetoing = {row.event for row in mapping.HOOK_TABLE if row.veto}
+    vetoing |= {mapping.DEVICE_COMPANIONS[e] for e in vetoing if e in mapping.DEVICE_COMPANIONS}
+    assert names == vetoing
 
 
 def test_start_and_destroy_through_the_bridge(bridge: Bridge, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ EXPECTED = {
         "after_vm_hibernate",
         "after_vm_migrate_source",
     },
+    "nicnet": {"before_device_create", "before_nic_hotplug"},
     "pincpu": {"before_vm_start"},
     "vfio": {
         "before_vm_start",
@@ -98,7 +99,7 @@ def test_unknown_names_are_refused_with_the_list(host: Host) -> None:
     assert (status, out) == (1, "")
     assert err == (
         "libvirt-bridge install: error: no shipped hook named 'nosuch', 'other'; the shipped "
-        "hooks are: audit, cantmigrate, hugepages, pincpu, vfio (`libvirt-bridge install "
+        "hooks are: audit, cantmigrate, hugepages, nicnet, pincpu, vfio (`libvirt-bridge install "
         "--hooks list` describes them)\n"
     )
     assert tree(host.root) == before

@@ -1,0 +1,271 @@
+"""The device verbs: VDSM's "before" device events, then the change in libvirt.
+
+``libvirt-bridge attach-device|detach-device|update-device`` run the event of the device's
+element (before_nic_hotplug, before_disk_hotunplug, ...: the table's device verb rows) on
+that element alone, with the device's custom properties then the VM's, as VDSM does; a
+failing script stops the change. What the scripts of a hotplug or an update leave is what
+is attached or applied. libvirt reports an added or a removed device (DEVICE_ADDED,
+DEVICE_REMOVED), and the listener fires the after events from those, for these verbs and
+for plain virsh alike; the verbs fire the events libvirt reports nothing for: a refused
+attach or update (after_nic_hotplug_fail, after_update_device_fail), a done update
+(after_update_device), and a NIC still there when the wait for its removal ends
+(after_nic_hotunplug_fail).
+
+``attach-device --prop NAME=VALUE`` keeps the device's custom properties in the metadata
+(live and persistent), before the attach, so that its after event and every later one
+get them; a refused attach puts the metadata back as it was.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import libvirt
+from lxml import etree
+
+from . import devices, domxml, mapping, props
+from .asyncq import Job, enqueue, spawn_runner
+from .connection import message
+from .discovery import find_scripts
+from .mapping import BEFORE, DONE, FAILED
+from .sync import run_sync
+from .verbs import VerbError, Verbs, hook_process_environment
+
+# How long detach-device waits for libvirt to report the device gone (VDSM waits too).
+REMOVAL_WAIT = 30.0
+
+
+class Device(NamedTuple):
+    """A device of a running domain, as its events' scripts get it."""
+
+    element: etree._Element
+    props: dict[str, str]
+
+    @property
+    def xml(self) -> bytes:
+        return devices.event_xml(self.element)
+
+
+class DeviceVerbs:
+    """The device verbs on one connection (a :class:`Verbs`')."""
+
+    def __init__(self, verbs: Verbs) -> None:
+        self.verbs = verbs
+        self.config = verbs.config
+        self.log = verbs.log
+
+    # --- the verbs ---------------------------------------------------------------------
+
+    def attach(
+        self, ident: str, xml: bytes, new_props: Mapping[str, str], persistent: bool
+    ) -> None:
+        dom = self._running(ident)
+        element = _parse(xml)
+        row = self._row("attach-device", element.tag, BEFORE)
+        key = devices.key_of(element)
+        if new_props and key is None:
+            raise VerbError(
+                f"--prop needs the <{element.tag}> to have a MAC, a target or an alias to "
+                "keep its properties under"
+            )
+        root = _live_root(dom)
+        device = Device(element, _properties(root, element, new_props))
+        element = self._before(row, dom, device)
+        kept = self._keep_props(dom, element, new_props)
+        flags = _flags(persistent)
+        try:
+            dom.attachDeviceFlags(etree.tostring(element).decode(), flags)
+        except libvirt.libvirtError as exc:
+            self._restore_metadata(dom, kept)
+            self._after(dom, "attach-device", FAILED, Device(element, device.props))
+            raise VerbError(f"attaching the <{element.tag}> failed: {message(exc)}") from None
+        print(f"attached the <{element.tag}> to {dom.name()!r}{_also(persistent)}")
+
+    def detach(self, ident: str, device_ident: str, persistent: bool, wait: float) -> None:
+        dom = self._running(ident)
+        root = _live_root(dom)
+        element = _find(root, device_ident)
+        row = self._row("detach-device", element.tag, BEFORE)
+        device = Device(element, _properties(root, element, {}))
+        self._before(row, dom, device)
+        alias = _alias(element)
+        try:
+            dom.detachDeviceFlags(etree.tostring(element).decode(), _flags(persistent))
+        except libvirt.libvirtError as exc:
+            self._after(dom, "detach-device", FAILED, device)
+            raise VerbError(f"detaching the <{element.tag}> failed: {message(exc)}") from None
+        if alias and not _gone(dom, alias, wait):
+            self._after(dom, "detach-device", FAILED, device)
+            raise VerbError(
+                f"the <{element.tag}> {alias!r} is still there {wait:.0f} s after libvirt "
+                "was asked to detach it (the guest has not released it)"
+            )
+        print(f"detached the <{element.tag}> from {dom.name()!r}{_also(persistent)}")
+
+    def update(self, ident: str, xml: bytes, persistent: bool) -> None:
+        dom = self._running(ident)
+        element = _parse(xml)
+        row = self._row("update-device", element.tag, BEFORE)
+        root = _live_root(dom)
+        key = devices.key_of(element)
+        if key is None or key.kind != devices.NIC:
+            raise VerbError("update-device takes a NIC: the <interface> needs its <mac>")
+        _find(root, key.value)  # it must be there
+        device = Device(element, _properties(root, element, {}))
+        element = self._before(row, dom, device)
+        device = Device(element, device.props)
+        try:
+            dom.updateDeviceFlags(etree.tostring(element).decode(), _flags(persistent))
+        except libvirt.libvirtError as exc:
+            self._after(dom, "update-device", FAILED, device)
+            raise VerbError(f"updating the <{element.tag}> failed: {message(exc)}") from None
+        self._after(dom, "update-device", DONE, device)
+        print(f"updated the <{element.tag}> of {dom.name()!r}{_also(persistent)}")
+
+    # --- the events ----------------------------------------------------------------------
+
+    def _running(self, ident: str) -> libvirt.virDomain:
+        dom = self.verbs.domain(ident)
+        if not dom.isActive():
+            raise VerbError(
+                f"domain {dom.name()!r} is not running: change its persistent definition "
+                "with virsh (--config); no VDSM event fires for that"
+            )
+        return dom
+
+    def _row(self, verb: str, tag: str, context: str) -> mapping.Row:
+        row = mapping.find_row("verb", verb, tag, context)
+        if row is None:
+            tags = sorted({r.subop for r in mapping.HOOK_TABLE if r.op == verb})
+            raise VerbError(
+                f"{verb} takes a device VDSM has events for ({', '.join(f'<{t}>' for t in tags)}),"
+                f" not a <{tag}>: use virsh {verb} for that"
+            )
+        return row
+
+    def _before(self, row: mapping.Row, dom: libvirt.virDomain, device: Device) -> etree._Element:
+        """Run the verb's before event; the element to apply (the scripts' if they changed it).
+
+        Raises VerbError when a script refuses (its stderr is already printed).
+        """
+        scripts = find_scripts(self.config.hooks_dirs, row.event, self.log)
+        if not scripts:
+            return device.element
+        name, uuid = dom.name(), dom.UUIDString()
+        with hook_process_environment():
+            status, output = run_sync(
+                row, self.config, self.log, name, uuid, device.xml, scripts, device.props
+            )
+        print(f"{row.event}: {len(scripts)} script(s) ran")
+        if status:
+            raise VerbError(f"{row.event} refused to {row.op} the <{row.subop}>; nothing was done")
+        if not output:
+            return device.element
+        try:
+            changed = devices.parse_element(output)
+        except (domxml.XMLError, devices.DeviceError) as exc:
+            raise VerbError(
+                f"{row.event} left no device element ({exc}); nothing was done"
+            ) from None
+        if changed.tag != device.element.tag:
+            raise VerbError(
+                f"{row.event} turned the <{device.element.tag}> into a <{changed.tag}>; "
+                "nothing was done"
+            )
+        return changed
+
+    def _after(self, dom: libvirt.virDomain, verb: str, context: str, device: Device) -> None:
+        """Queue the verb's after event of this outcome, if the table has one."""
+        row = mapping.find_row("verb", verb, device.element.tag, context)
+        if row is None or not find_scripts(self.config.hooks_dirs, row.event, self.log):
+            return
+        uuid = dom.UUIDString()
+        job = Job(row.event, dom.name(), uuid, device.xml, props=device.props)
+        try:
+            enqueue(self.config.state_dir, uuid, job)
+        except OSError as exc:
+            self.log.error(f"cannot queue {row.event} for {dom.name()!r}: {exc.strerror}; lost")
+            return
+        with hook_process_environment():
+            spawn_runner(self.config, self.log, uuid)
+
+    # --- the device's properties ----------------------------------------------------------
+
+    def _keep_props(
+        self, dom: libvirt.virDomain, element: etree._Element, new_props: Mapping[str, str]
+    ) -> list[tuple[int, str | None]]:
+        """Write ``new_props`` as the device's; return each definition's metadata before."""
+        key = devices.key_of(element)
+        if not new_props or key is None:
+            return []
+        kept = [(flag, props.read_element(dom, flag)) for _, flag in props.definitions(dom)]
+        props.change(dom, new_props, [], key, str(element.tag))
+        return kept
+
+    def _restore_metadata(self, dom: libvirt.virDomain, kept: list[tuple[int, str | None]]) -> None:
+        for flag, xml in kept:
+            try:
+                props.write_element(dom, flag, xml)
+            except props.PropsError as exc:
+                self.log.error(f"putting back the metadata of {dom.name()!r}: {exc}")
+
+
+def _parse(xml: bytes) -> etree._Element:
+    try:
+        return devices.parse_element(xml)
+    except domxml.XMLError as exc:
+        raise VerbError(f"the device file is not well-formed XML: {exc}") from None
+    except devices.DeviceError as exc:
+        raise VerbError(f"the device file holds no device: {exc}") from None
+
+
+def _live_root(dom: libvirt.virDomain) -> etree._Element:
+    try:
+        return domxml.parse(dom.XMLDesc(0).encode(), remove_blank_text=True)
+    except libvirt.libvirtError as exc:
+        raise VerbError(f"cannot read the XML of {dom.name()!r}: {message(exc)}") from None
+
+
+def _find(root: etree._Element, ident: str) -> etree._Element:
+    try:
+        return devices.find(root, ident)
+    except devices.DeviceError as exc:
+        raise VerbError(str(exc)) from None
+
+
+def _properties(
+    root: etree._Element, element: etree._Element, new_props: Mapping[str, str]
+) -> dict[str, str]:
+    """The device's properties (its metadata's, then ``new_props``), then the VM's."""
+    key = devices.key_of(element)
+    found = dict(devices.metadata_properties(root).get(key, {})) if key is not None else {}
+    found.update(new_props)
+    found.update(domxml.custom_properties(root))
+    return found
+
+
+def _alias(element: etree._Element) -> str:
+    alias = element.find("alias")
+    return str(alias.get("name") or "") if alias is not None else ""
+
+
+def _gone(dom: libvirt.virDomain, alias: str, wait: float) -> bool:
+    """Whether the device ``alias`` leaves the live XML within ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        if alias not in devices.by_alias(_live_root(dom)):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+
+
+def _flags(persistent: bool) -> int:
+    flags: int = libvirt.VIR_DOMAIN_AFFECT_LIVE
+    return flags | libvirt.VIR_DOMAIN_AFFECT_CONFIG if persistent else flags
+
+
+def _also(persistent: bool) -> str:
+    return " (and its persistent definition)" if persistent else ""
