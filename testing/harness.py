@@ -15,7 +15,7 @@ import sys
 import textwrap
 import time
 import uuid as uuidlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from libvirt_bridge import asyncq, launcher
@@ -58,6 +58,33 @@ def queues_empty(state_dir: str) -> bool:
     return True
 
 
+def ovirt_vm(
+    properties: Mapping[str, str] | None = None,
+    *,
+    nics: Mapping[str, Mapping[str, str]] | None = None,
+    disks: Mapping[str, Mapping[str, str]] | None = None,
+) -> str:
+    """oVirt's ``ovirt-vm:vm`` metadata element: the VM's custom properties, and devices'
+    (``nics`` by MAC, ``disks`` by target), as oVirt 4.2+ writes them."""
+
+    def custom(props: Mapping[str, str]) -> str:
+        items = "".join(f"<ovirt-vm:{k}>{v}</ovirt-vm:{k}>" for k, v in props.items())
+        return f"<ovirt-vm:custom>{items}</ovirt-vm:custom>"
+
+    entries = [
+        f'<ovirt-vm:device mac_address="{mac}">{custom(props)}</ovirt-vm:device>'
+        for mac, props in (nics or {}).items()
+    ] + [
+        f'<ovirt-vm:device devtype="disk" name="{target}">{custom(props)}</ovirt-vm:device>'
+        for target, props in (disks or {}).items()
+    ]
+    vm = custom(properties) if properties is not None else ""
+    return (
+        f'<ovirt-vm:vm xmlns:ovirt-vm="http://ovirt.org/vm/1.0">{vm}{"".join(entries)}'
+        "</ovirt-vm:vm>"
+    )
+
+
 def domain_xml(
     name: str = "vm1",
     uuid: str | None = None,
@@ -66,13 +93,7 @@ def domain_xml(
 ) -> bytes:
     """A libvirt-style domain XML with optional oVirt custom properties."""
     uuid = uuid or str(uuidlib.uuid4())
-    metadata = ""
-    if properties is not None:
-        items = "".join(f"<ovirt-vm:{k}>{v}</ovirt-vm:{k}>" for k, v in properties.items())
-        metadata = (
-            '<metadata><ovirt-vm:vm xmlns:ovirt-vm="http://ovirt.org/vm/1.0">'
-            f"<ovirt-vm:custom>{items}</ovirt-vm:custom></ovirt-vm:vm></metadata>"
-        )
+    metadata = f"<metadata>{ovirt_vm(properties)}</metadata>" if properties is not None else ""
     text = (
         f"<domain type='kvm' id='1'>\n  <name>{escape(name)}</name>\n  <uuid>{uuid}</uuid>\n"
         f"  {metadata}\n  <memory unit='KiB'>65536</memory>\n  <vcpu>1</vcpu>\n"

@@ -6,21 +6,15 @@ from __future__ import annotations
 from lxml import etree
 
 from libvirt_bridge import mapping
-from testing.harness import Bridge, domain_xml, uuid_of
+from testing.harness import Bridge, domain_xml, ovirt_vm, uuid_of
 
-DEVICES = """
-  <metadata><ovirt-vm:vm xmlns:ovirt-vm="http://ovirt.org/vm/1.0">
-    <ovirt-vm:custom><ovirt-vm:owner>ops</ovirt-vm:owner></ovirt-vm:custom>
-    <ovirt-vm:device mac_address="52:54:00:00:00:01">
-      <ovirt-vm:custom><ovirt-vm:extnet>br-a</ovirt-vm:extnet></ovirt-vm:custom>
-    </ovirt-vm:device>
-    <ovirt-vm:device mac_address="52:54:00:00:00:02">
-      <ovirt-vm:custom><ovirt-vm:extnet>br-b</ovirt-vm:extnet></ovirt-vm:custom>
-    </ovirt-vm:device>
-    <ovirt-vm:device devtype="disk" name="vda">
-      <ovirt-vm:custom><ovirt-vm:tier>fast</ovirt-vm:tier></ovirt-vm:custom>
-    </ovirt-vm:device>
-  </ovirt-vm:vm></metadata>
+METADATA = ovirt_vm(
+    {"owner": "ops"},
+    nics={"52:54:00:00:00:01": {"extnet": "br-a"}, "52:54:00:00:00:02": {"extnet": "br-b"}},
+    disks={"vda": {"tier": "fast"}},
+)
+DEVICES = f"""
+  <metadata>{METADATA}</metadata>
   <devices>
     <disk type='file' device='disk'><target dev='vda' bus='virtio'/></disk>
     <interface type='bridge'><mac address='52:54:00:00:00:01'/><source bridge='br0'/></interface>

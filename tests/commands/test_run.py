@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from libvirt_bridge.runner import COMPAT_DIR, LIBVIRT_PASSED_ENV
-from testing.harness import Bridge, domain_xml, uuid_of
+from testing.harness import Bridge, domain_xml, ovirt_vm, uuid_of
 from testing.hosts import run
 
 PROPS = {"pincpu": "1-4", "label": "web &amp; db"}
@@ -221,13 +221,9 @@ def test_current_xml_from_libvirt(bridge: Bridge, trial: Path) -> None:
     assert isinstance(record["env"], dict) and record["env"]["vmId"] in str(record["xml"])
 
 
-DEVICES = """
-  <metadata><ovirt-vm:vm xmlns:ovirt-vm="http://ovirt.org/vm/1.0">
-    <ovirt-vm:custom><ovirt-vm:owner>ops</ovirt-vm:owner></ovirt-vm:custom>
-    <ovirt-vm:device mac_address="52:54:00:12:34:56">
-      <ovirt-vm:custom><ovirt-vm:extnet>br-ext</ovirt-vm:extnet></ovirt-vm:custom>
-    </ovirt-vm:device>
-  </ovirt-vm:vm></metadata>
+METADATA = ovirt_vm({"owner": "ops"}, nics={"52:54:00:12:34:56": {"extnet": "br-ext"}})
+DEVICES = f"""
+  <metadata>{METADATA}</metadata>
   <devices>
     <disk type='file' device='disk'><target dev='vda' bus='virtio'/></disk>
     <interface type='bridge'>

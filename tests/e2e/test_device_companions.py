@@ -16,18 +16,13 @@ from lxml import etree
 
 from libvirt_bridge.sandbox import Sandbox
 from testing.e2e import ListenedProbe, Probe, Record, bridge_cli, listened, probed
+from testing.harness import ovirt_vm
 
 pytestmark = pytest.mark.libvirt
 
 MAC = "52:54:00:cc:00:01"
 NIC = f"<interface type='user'><mac address='{MAC}'/><model type='virtio'/></interface>"
-METADATA = (
-    '<ovirt-vm:vm xmlns:ovirt-vm="http://ovirt.org/vm/1.0">'
-    "<ovirt-vm:custom><ovirt-vm:owner>ops</ovirt-vm:owner></ovirt-vm:custom>"
-    f'<ovirt-vm:device mac_address="{MAC}">'
-    "<ovirt-vm:custom><ovirt-vm:extnet>br-test</ovirt-vm:extnet></ovirt-vm:custom>"
-    "</ovirt-vm:device></ovirt-vm:vm>"
-)
+METADATA = ovirt_vm({"owner": "ops"}, nics={MAC: {"extnet": "br-test"}})
 LINK_DOWN = """#!/bin/sh
 sed -i "s|</interface>|<link state='down'/></interface>|" "$_hook_domxml"
 """

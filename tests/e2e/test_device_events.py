@@ -18,6 +18,7 @@ from lxml import etree
 
 from libvirt_bridge.sandbox import Sandbox
 from testing.e2e import ListenedProbe, Record, listened
+from testing.harness import ovirt_vm
 
 pytestmark = pytest.mark.libvirt
 
@@ -39,15 +40,9 @@ NIC = f"""<interface type='user'>
 </interface>
 """
 # The VM's property, and each device's, oVirt's way (the NIC's MAC in upper case).
-METADATA = f"""<ovirt-vm:vm xmlns:ovirt-vm="http://ovirt.org/vm/1.0">
-  <ovirt-vm:custom><ovirt-vm:owner>ops</ovirt-vm:owner></ovirt-vm:custom>
-  <ovirt-vm:device mac_address="{MAC.upper()}">
-    <ovirt-vm:custom><ovirt-vm:extnet>br-test</ovirt-vm:extnet></ovirt-vm:custom>
-  </ovirt-vm:device>
-  <ovirt-vm:device devtype="disk" name="sdb">
-    <ovirt-vm:custom><ovirt-vm:tier>fast</ovirt-vm:tier></ovirt-vm:custom>
-  </ovirt-vm:device>
-</ovirt-vm:vm>"""
+METADATA = ovirt_vm(
+    {"owner": "ops"}, nics={MAC.upper(): {"extnet": "br-test"}}, disks={"sdb": {"tier": "fast"}}
+)
 DEVICE_EVENTS = (
     "after_disk_hotplug",
     "after_disk_hotunplug",

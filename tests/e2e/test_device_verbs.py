@@ -14,6 +14,7 @@ from lxml import etree
 
 from libvirt_bridge.sandbox import Sandbox
 from testing.e2e import ListenedProbe, Record, bridge_cli, listened
+from testing.harness import ovirt_vm
 
 from .test_device_events import DISK, MAC, NIC, make_image
 
@@ -35,10 +36,7 @@ EVENTS = (
     "after_update_device_fail",
 )
 SENTINEL = ("after_vm_pause", "after_vm_cont")
-VM_METADATA = (
-    '<ovirt-vm:vm xmlns:ovirt-vm="http://ovirt.org/vm/1.0">'
-    "<ovirt-vm:custom><ovirt-vm:owner>ops</ovirt-vm:owner></ovirt-vm:custom></ovirt-vm:vm>"
-)
+VM_METADATA = ovirt_vm({"owner": "ops"})
 # A before_* script that turns the NIC's link down: what gets attached or applied is what
 # the scripts leave.
 LINK_DOWN = """#!/bin/sh

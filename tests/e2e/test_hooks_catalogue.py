@@ -19,20 +19,13 @@ from lxml import etree
 from libvirt_bridge import catalogue
 from libvirt_bridge.sandbox import Sandbox, override_conf
 from testing.e2e import bridge_cli, queues_empty, wait_until
+from testing.harness import ovirt_vm
 
 pytestmark = pytest.mark.libvirt
 
 HOOKS = catalogue.available()
 PAGES_2M = Path("/sys/kernel/mm/hugepages/hugepages-2048kB")
 HUGETLBFS = "/var/lib/libvirt/hugepages"  # inside the sandbox: its own var/lib/libvirt
-
-
-def properties(**props: str) -> str:
-    items = "".join(f"<ovirt-vm:{k}>{v}</ovirt-vm:{k}>" for k, v in props.items())
-    return (
-        '<ovirt-vm:vm xmlns:ovirt-vm="http://ovirt.org/vm/1.0">'
-        f"<ovirt-vm:custom>{items}</ovirt-vm:custom></ovirt-vm:vm>"
-    )
 
 
 def install_hook(sandbox: Sandbox, name: str, settings: dict[str, str] | None = None) -> None:
@@ -54,8 +47,8 @@ def test_cantmigrate_refuses_a_virsh_migrate(make_sandbox: Callable[[str], Sandb
     for sandbox in (source, destination):
         sandbox.install_bridge()
         install_hook(sandbox, "cantmigrate")
-    source.define_guest("db1", metadata=properties(cantmigrate="true"))
-    source.define_guest("web1", metadata=properties(cantmigrate="0"))
+    source.define_guest("db1", metadata=ovirt_vm({"cantmigrate": "true"}))
+    source.define_guest("web1", metadata=ovirt_vm({"cantmigrate": "0"}))
     source.virsh("start", "db1")
     source.virsh("start", "web1")
 
@@ -201,7 +194,7 @@ def test_hugepages_reserved_for_each_guest_and_given_back(
 def test_audit_records_a_start_and_destroy(sandbox: Sandbox) -> None:
     sandbox.install_bridge()
     install_hook(sandbox, "audit")
-    uuid = sandbox.define_guest("g1", metadata=properties(owner="ops", pincpu="0"))
+    uuid = sandbox.define_guest("g1", metadata=ovirt_vm({"owner": "ops", "pincpu": "0"}))
     # The default log, /var/log/libvirt/..., is the sandbox's own var/log/libvirt.
     log = Path(sandbox.log_dir) / "libvirt-bridge-audit.jsonl"
 
@@ -239,7 +232,7 @@ def cpuset(xml: str) -> str | None:
 def test_pincpu_pins_a_guest_started_by_libvirt_bridge_start(sandbox: Sandbox) -> None:
     sandbox.install_bridge()
     install_hook(sandbox, "pincpu")
-    sandbox.define_guest("g1", metadata=properties(pincpu="0"))
+    sandbox.define_guest("g1", metadata=ovirt_vm({"pincpu": "0"}))
 
     result = bridge_cli(sandbox, "start", "--connect", sandbox.uri, "g1")
     assert result.returncode == 0, result.stderr
@@ -258,7 +251,7 @@ def test_pincpu_pins_a_guest_started_by_libvirt_bridge_start(sandbox: Sandbox) -
     sandbox.virsh("destroy", "g1")
 
     # A malformed value refuses either start, naming the property.
-    sandbox.define_guest("g2", metadata=properties(pincpu="1-"))
+    sandbox.define_guest("g2", metadata=ovirt_vm({"pincpu": "1-"}))
     refused = bridge_cli(sandbox, "start", "--connect", sandbox.uri, "g2")
     assert refused.returncode == 1
     assert "invalid custom property pincpu='1-'" in refused.stderr
@@ -274,12 +267,7 @@ NICNET_NIC = (
     f"<interface type='user'><mac address='{NICNET_MAC}'/><model type='usb-net'/>"
     "<alias name='ua-nic1'/></interface>"
 )
-NICNET_METADATA = (
-    '<ovirt-vm:vm xmlns:ovirt-vm="http://ovirt.org/vm/1.0">'
-    f'<ovirt-vm:device mac_address="{NICNET_MAC}">'
-    "<ovirt-vm:custom><ovirt-vm:nicnet>network:lab-net</ovirt-vm:nicnet></ovirt-vm:custom>"
-    "</ovirt-vm:device></ovirt-vm:vm>"
-)
+NICNET_METADATA = ovirt_vm(nics={NICNET_MAC: {"nicnet": "network:lab-net"}})
 # The sandbox's daemon has no network (defining one would make a bridge and firewall rules
 # on the host), so libvirt refuses the NIC the hook placed on 'lab-net': its error, naming
 # that network, shows what reached libvirt.
