@@ -29,7 +29,7 @@ from . import devices, domxml, mapping, props
 from .asyncq import Job, enqueue, spawn_runner
 from .connection import message
 from .discovery import find_scripts
-from .mapping import BEFORE, DONE, FAILED
+from .mapping import BEFORE, DONE, FAILED, NOT_REMOVED
 from .sync import run_sync
 from .verbs import VerbError, Verbs, hook_process_environment
 
@@ -94,10 +94,10 @@ class DeviceVerbs:
         try:
             dom.detachDeviceFlags(etree.tostring(element).decode(), _flags(persistent))
         except libvirt.libvirtError as exc:
-            self._after(dom, "detach-device", FAILED, device)
+            self._after(dom, "detach-device", NOT_REMOVED, device)
             raise VerbError(f"detaching the <{element.tag}> failed: {message(exc)}") from None
         if alias and not _gone(dom, alias, wait):
-            self._after(dom, "detach-device", FAILED, device)
+            self._after(dom, "detach-device", NOT_REMOVED, device)
             raise VerbError(
                 f"the <{element.tag}> {alias!r} is still there {wait:.0f} s after libvirt "
                 "was asked to detach it (the guest has not released it)"

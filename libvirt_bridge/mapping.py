@@ -42,6 +42,7 @@ REMOVAL_FAILED = "device-removal-failed"
 BEFORE = "before"
 DONE = "done"
 FAILED = "failed"
+NOT_REMOVED = "not-removed"
 
 
 class Row:
@@ -140,7 +141,7 @@ HOOK_TABLE: tuple[Row, ...] = (
     Row("verb", "attach-device", "interface", FAILED, "after_nic_hotplug_fail",   ASYNC, False, XML_DEVICE),           # noqa: E501
     Row("verb", "detach-device", "interface", BEFORE, "before_nic_hotunplug",     SYNC,  True,  XML_DEVICE),           # noqa: E501
     Row("verb", "detach-device", "disk",      BEFORE, "before_disk_hotunplug",    SYNC,  True,  XML_DEVICE),           # noqa: E501
-    Row("verb", "detach-device", "interface", FAILED, "after_nic_hotunplug_fail", ASYNC, False, XML_DEVICE),           # noqa: E501
+    Row("verb", "detach-device", "interface", NOT_REMOVED, "after_nic_hotunplug_fail", ASYNC, False, XML_DEVICE),      # noqa: E501
     Row("verb", "update-device", "interface", BEFORE, "before_update_device",     SYNC,  True,  XML_DEVICE_WRITABLE),  # noqa: E501
     Row("verb", "update-device", "interface", DONE,   "after_update_device",      ASYNC, False, XML_DEVICE),           # noqa: E501
     Row("verb", "update-device", "interface", FAILED, "after_update_device_fail", ASYNC, False, XML_DEVICE),           # noqa: E501
@@ -344,5 +345,6 @@ CONTEXT_TEXT: dict[str, str] = {
     MIGRATED: "migrated out",
     BEFORE: "before the change",
     DONE: "libvirt made the change",
-    FAILED: "libvirt refused the change, or a removal timed out",
+    FAILED: "libvirt refused the change",
+    NOT_REMOVED: "libvirt refused the detach, or the device is still there after the wait",
 }
