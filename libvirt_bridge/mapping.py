@@ -255,7 +255,7 @@ DAEMON_EVENTS: frozenset[str] = frozenset(row.event for row in HOOK_TABLE if row
 # hook, and only these fire before_vdsm_start and after_vdsm_stop.
 QEMU_DAEMONS: tuple[str, ...] = ("libvirtd", "virtqemud")
 
-# VDSM hook points the bridge does not fire, and why (``status`` and docs/events.md say it).
+# VDSM hook points the bridge does not fire, and why (``status`` and the README say it).
 
 
 def _vdsm_api(what: str) -> str:
@@ -329,7 +329,7 @@ def markdown_table() -> str:
 
 
 def unfired_markdown() -> str:
-    """The VDSM events the bridge does not fire, and why, as docs/events.md shows them."""
+    """The VDSM events the bridge does not fire, and why, as the README shows them."""
     lines = ["| VDSM event | why it does not fire here |", "|---|---|"]
     lines += [f"| {event} | {why} |" for event, why in VDSM_ONLY_EVENTS.items()]
     return "\n".join(lines) + "\n"
