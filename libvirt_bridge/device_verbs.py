@@ -71,7 +71,7 @@ class DeviceVerbs:
                 "keep its properties under"
             )
         root = _live_root(dom)
-        device = Device(element, _properties(root, element, new_props))
+        device = Device(element, devices.event_properties(root, element, new_props))
         element = self._before(row, dom, device)
         kept = self._keep_props(dom, element, new_props)
         flags = _flags(persistent)
@@ -88,7 +88,7 @@ class DeviceVerbs:
         root = _live_root(dom)
         element = _find(root, device_ident)
         row = self._row("detach-device", element.tag, BEFORE)
-        device = Device(element, _properties(root, element, {}))
+        device = Device(element, devices.event_properties(root, element))
         self._before(row, dom, device)
         alias = _alias(element)
         try:
@@ -113,7 +113,7 @@ class DeviceVerbs:
         if key is None or key.kind != devices.NIC:
             raise VerbError("update-device takes a NIC: the <interface> needs its <mac>")
         _find(root, key.value)  # it must be there
-        device = Device(element, _properties(root, element, {}))
+        device = Device(element, devices.event_properties(root, element))
         element = self._before(row, dom, device)
         device = Device(element, device.props)
         try:
@@ -233,17 +233,6 @@ def _find(root: etree._Element, ident: str) -> etree._Element:
         return devices.find(root, ident)
     except devices.DeviceError as exc:
         raise VerbError(str(exc)) from None
-
-
-def _properties(
-    root: etree._Element, element: etree._Element, new_props: Mapping[str, str]
-) -> dict[str, str]:
-    """The device's properties (its metadata's, then ``new_props``), then the VM's."""
-    key = devices.key_of(element)
-    found = dict(devices.metadata_properties(root).get(key, {})) if key is not None else {}
-    found.update(new_props)
-    found.update(domxml.custom_properties(root))
-    return found
 
 
 def _alias(element: etree._Element) -> str:

@@ -18,6 +18,7 @@ A device event's script gets the device's element alone in ``$_hook_domxml``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 from lxml import etree
@@ -137,10 +138,14 @@ def by_alias(root: etree._Element) -> dict[str, etree._Element]:
     return found
 
 
-def event_properties(root: etree._Element, element: etree._Element) -> dict[str, str]:
-    """A device event's custom properties: the device's, then the VM's (which win)."""
+def event_properties(
+    root: etree._Element, element: etree._Element, given: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """A device event's custom properties: the device's (its metadata's, then ``given``,
+    properties not written yet), then the VM's (which win)."""
     key = key_of(element)
     props = dict(metadata_properties(root).get(key, {})) if key is not None else {}
+    props.update(given or {})
     props.update(custom_properties(root))
     return props
 
