@@ -14,10 +14,11 @@ is renamed ``.running`` while its scripts run; a ``.running`` left by a runner t
 
 from __future__ import annotations
 
-import os
+import posix
 import time
 
 from .files import write_atomic
+from .plainos import join, makedirs, split
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -79,17 +80,17 @@ class Job:
 
 
 def queue_dir(state_dir: str, key: str) -> str:
-    return os.path.join(state_dir, "queue", key)
+    return join(state_dir, "queue", key)
 
 
 def enqueue(state_dir: str, key: str, job: Job) -> str:
     """Write ``job`` at the tail of queue ``key``; return its path. Raises OSError."""
     directory = queue_dir(state_dir, key)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    makedirs(directory, 0o700)
     # CLOCK_MONOTONIC is one clock for every process of the host, so the hook and the
     # listener queue into one order.
-    stem = f"{time.monotonic_ns():020d}-{os.getpid()}"
-    path = os.path.join(directory, stem + JOB)
+    stem = f"{time.monotonic_ns():020d}-{posix.getpid()}"
+    path = join(directory, stem + JOB)
     write_atomic(path, job.encode(), 0o600)
     return path
 
@@ -97,7 +98,7 @@ def enqueue(state_dir: str, key: str, job: Job) -> str:
 def spawn_runner(config: Config, log: Log, key: str) -> None:
     """Fork a detached process that drains queue ``key``; return at once."""
     try:
-        pid = os.fork()
+        pid = posix.fork()
     except OSError as exc:
         log.error(f"cannot start the async runner for {key}: {exc.strerror}; queued jobs wait")
         return
@@ -105,17 +106,17 @@ def spawn_runner(config: Config, log: Log, key: str) -> None:
         return
     status = 0
     try:
-        os.setsid()
-        devnull = os.open(os.devnull, os.O_RDWR)
+        posix.setsid()
+        devnull = posix.open("/dev/null", posix.O_RDWR)
         for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        os.closerange(3, 65536)
+            posix.dup2(devnull, fd)
+        posix.closerange(3, 65536)
         drain(config, log, key)
     except BaseException as exc:  # the child must never return into the hook's code
         log.error(f"async runner for {key} failed: {exc!r}")
         status = 1
     finally:
-        os._exit(status)
+        posix._exit(status)
 
 
 def run_queue(config_path: str, key: str) -> int:
@@ -150,7 +151,9 @@ def drain(config: Config, log: Log, key: str, stop: Callable[[], bool] | None = 
 
     directory = queue_dir(config.state_dir, key)
     try:
-        lock_fd = os.open(directory + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        lock_fd = posix.open(
+            directory + ".lock", posix.O_RDWR | posix.O_CREAT | posix.O_CLOEXEC, 0o600
+        )
     except FileNotFoundError:
         # No queue directory: nothing was ever queued here (enqueue creates it), or the
         # state dir was wiped with its jobs. Nothing to run either way.
@@ -163,20 +166,20 @@ def drain(config: Config, log: Log, key: str, stop: Callable[[], bool] | None = 
                 return
             _run_job(config, log, job)
     finally:
-        os.close(lock_fd)
+        posix.close(lock_fd)
 
 
 def pending_keys(state_dir: str) -> list[str]:
     """The queues that hold a job, queued or left running by a runner that died."""
-    root = os.path.join(state_dir, "queue")
+    root = join(state_dir, "queue")
     try:
-        keys = os.listdir(root)
+        keys = posix.listdir(root)
     except OSError:
         return []
     pending = []
     for key in keys:
         try:
-            names = os.listdir(os.path.join(root, key))
+            names = posix.listdir(join(root, key))
         except OSError:
             continue  # a lock file, or a queue gone meanwhile
         if any(name.endswith((JOB, RUNNING)) for name in names):
@@ -186,11 +189,11 @@ def pending_keys(state_dir: str) -> list[str]:
 
 def _next_job(directory: str, log: Log) -> Job | None:
     try:
-        names = sorted(n for n in os.listdir(directory) if n.endswith((JOB, RUNNING)))
+        names = sorted(n for n in posix.listdir(directory) if n.endswith((JOB, RUNNING)))
     except FileNotFoundError:
         return None
     for name in names:
-        path = os.path.join(directory, name)
+        path = join(directory, name)
         if name.endswith(RUNNING):
             job = _load(path)
             what = f"{job.event} of {job.name!r} ({job.uuid})" if job else name
@@ -199,7 +202,7 @@ def _next_job(directory: str, log: Log) -> Job | None:
             continue
         running = path[: -len(JOB)] + RUNNING
         try:
-            os.rename(path, running)
+            posix.rename(path, running)
         except FileNotFoundError:
             continue
         job = _load(running)
@@ -247,15 +250,15 @@ def _stem(path: str) -> str:
 
 def _remove_job(path: str) -> None:
     """A job file and the XML file its runner was using, if any."""
-    directory, stem = os.path.split(_stem(path))
-    for name in os.listdir(directory):
+    directory, stem = split(_stem(path))
+    for name in posix.listdir(directory):
         if name.startswith(stem + ".") and name.endswith(".xml"):
-            _unlink(os.path.join(directory, name))
+            _unlink(join(directory, name))
     _unlink(path)
 
 
 def _unlink(path: str) -> None:
     try:
-        os.unlink(path)
+        posix.unlink(path)
     except FileNotFoundError:
         pass

@@ -9,9 +9,10 @@ cannot be written is not an error: the file is then parsed on each call.
 from __future__ import annotations
 
 import marshal
-import os
+import posix
 
 from .errors import BridgeError
+from .plainos import environ, join, split
 
 DEFAULT_PATH = "/etc/libvirt-bridge.toml"
 ENV_VAR = "LIBVIRT_BRIDGE_CONFIG"
@@ -78,17 +79,16 @@ class Config:
         self.start_xml_changes = str(values["start_xml_changes"])
 
 
-def config_path(environ: dict[str, str] | os._Environ[str] | None = None) -> str:
+def config_path() -> str:
     """The config file in force: $LIBVIRT_BRIDGE_CONFIG, else the default path."""
-    env = os.environ if environ is None else environ
-    return env.get(ENV_VAR) or DEFAULT_PATH
+    return environ().get(ENV_VAR) or DEFAULT_PATH
 
 
 def load(path: str | None = None) -> Config:
     """Read the config at ``path`` (a missing file means defaults)."""
     path = path or config_path()
     try:
-        st = os.stat(path)
+        st = posix.stat(path)
     except FileNotFoundError:
         return Config(dict(DEFAULTS), path)
     except OSError as exc:
@@ -163,8 +163,8 @@ def _suggest(key: str) -> str:
 
 
 def _cache_path(path: str) -> str:
-    head, tail = os.path.split(path)
-    return os.path.join(head, f".{tail}.cache")
+    head, tail = split(path)
+    return join(head, f".{tail}.cache")
 
 
 def _read_cache(cache: str, key: tuple[int, ...]) -> dict[str, object] | None:

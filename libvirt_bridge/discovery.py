@@ -15,8 +15,10 @@ On the hook's fast path: an event with no scripts costs one ``scandir`` per root
 
 from __future__ import annotations
 
-import os
+import posix
 import stat
+
+from .plainos import join
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -37,7 +39,7 @@ WRITABLE = "writable"
 def why_not_run(path: str) -> tuple[str, str] | None:
     """Why the entry at ``path`` of an event directory does not run, or None when it runs."""
     try:
-        st = os.stat(path)
+        st = posix.stat(path)
     except FileNotFoundError:
         return DANGLING, "dangling symlink"
     except OSError as exc:
@@ -46,10 +48,10 @@ def why_not_run(path: str) -> tuple[str, str] | None:
         return DIRECTORY, "a directory"
     if not stat.S_ISREG(st.st_mode):
         return NOT_REGULAR, "not a regular file"
-    if not os.access(path, os.X_OK):
+    if not posix.access(path, posix.X_OK):
         return NOT_EXECUTABLE, "not executable (chmod +x it to run it)"
     # Scripts run as root.
-    if st.st_uid not in (0, os.geteuid()):
+    if st.st_uid not in (0, posix.geteuid()):
         return FOREIGN_OWNER, f"refused: owned by uid {st.st_uid}, not by root"
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         return WRITABLE, (
@@ -65,12 +67,12 @@ def find_scripts(roots: list[str], event: str, log: Log | None = None) -> list[s
     found: list[tuple[str, int, str]] = []
     for index, root in enumerate(roots):
         try:
-            entries = list(os.scandir(os.path.join(root, event)))
+            entries = list(posix.scandir(join(root, event)))
         except (FileNotFoundError, NotADirectoryError):
             continue
         except OSError as exc:
             if log:
-                log.error(f"{event}: cannot list {os.path.join(root, event)}: {exc.strerror}")
+                log.error(f"{event}: cannot list {join(root, event)}: {exc.strerror}")
             continue
         for entry in entries:
             if entry.name.startswith("."):

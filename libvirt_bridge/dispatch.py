@@ -14,13 +14,14 @@ launchers call; the verbs fire calls through ``fire`` too.
 
 from __future__ import annotations
 
-import os
+import posix
 
 from . import fastpath, mapping
 from .config import ConfigError, load
 from .discovery import find_scripts
 from .log import Log, say
 from .mapping import DESTROY, FRESH, MIGRATE, QEMU_DAEMONS, RESTORE
+from .plainos import join, makedirs
 from .state import (
     DESTROYED_BY_VERB,
     STARTED_BY_VERB,
@@ -50,7 +51,7 @@ def run(
         say(f"{driver} hook: expected 4 arguments (object op subop extra), got {len(argv)}")
         return 2
     obj, op, subop, extra = argv
-    call = HookCall(driver, obj, op, subop, extra, daemon=os.getppid())
+    call = HookCall(driver, obj, op, subop, extra, daemon=posix.getppid())
     try:
         config = load(config_path)
     except ConfigError as exc:
@@ -224,7 +225,7 @@ def _is_read_later(config: Config, call: HookCall) -> bool:
 
 
 def _set_marker(config: Config, log: Log, call: HookCall, uuid: str) -> None:
-    if os.getppid() != call.daemon:
+    if posix.getppid() != call.daemon:
         # The daemon died while the scripts ran: its operation is gone, and a marker
         # would make the next cold boot of this domain look like a restore.
         log.error(f"{call}: libvirt's daemon went away during the hook; no {call.op} marker")
@@ -288,17 +289,17 @@ def _record_daemon_call(config: Config, log: Log, call: HookCall, parent: str) -
     if call.op not in ("start", "reload"):
         return
     try:
-        directory = os.path.join(config.state_dir, "daemon")
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        with open(os.path.join(directory, parent), "w") as f:
-            f.write(f"pid={os.getppid()}\nop={call.op}\n")
+        directory = join(config.state_dir, "daemon")
+        makedirs(directory, 0o700)
+        with open(join(directory, parent), "w") as f:
+            f.write(f"pid={posix.getppid()}\nop={call.op}\n")
     except OSError as exc:
         log.error(f"{call}: cannot record the daemon call in {config.state_dir}: {exc.strerror}")
 
 
 def _parent_name() -> str:
     try:
-        with open(f"/proc/{os.getppid()}/comm") as f:
+        with open(f"/proc/{posix.getppid()}/comm") as f:
             return f.read().strip()
     except OSError:
         return "?"

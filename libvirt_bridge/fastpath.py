@@ -20,10 +20,11 @@ daemon hook, an unknown operation) always goes to Python.
 
 from __future__ import annotations
 
-import os
+import posix
 
 from . import mapping
 from .config import Config
+from .plainos import abspath, join, split
 
 # Bumped when the file's shape changes: a launcher only reads the format it was written for.
 FORMAT = 3
@@ -33,14 +34,14 @@ _HEADER = f"# libvirt-bridge fast path {FORMAT}"
 
 def fastpath_path(config_path: str) -> str:
     """Where the file for the config at ``config_path`` lives."""
-    head, tail = os.path.split(os.path.abspath(config_path))
-    return os.path.join(head, f".{tail}.fastpath")
+    head, tail = split(abspath(config_path))
+    return join(head, f".{tail}.fastpath")
 
 
 def render(config: Config) -> str:
     """The sh text of the file for ``config``; defines ``lb_nothing_to_run OP SUBOP``."""
     q = sh_quote
-    config_path = os.path.abspath(config.path)
+    config_path = abspath(config.path)
     if config.mtime_ns is None:
         current = f"    [ -e {q(config_path)} ] && return 1\n"
     else:
@@ -79,7 +80,7 @@ def render(config: Config) -> str:
 
 def _served_dirs(config: Config, op: str, subop: str) -> list[str]:
     return [
-        os.path.join(root, event)
+        join(root, event)
         for root in config.hooks_dirs
         for event in mapping.served_events(op, subop)
     ]
@@ -93,7 +94,7 @@ def nothing_to_run(config: Config, op: str, subop: str) -> bool:
     """
     for directory in _served_dirs(config, op, subop):
         try:
-            with os.scandir(directory) as entries:
+            with posix.scandir(directory) as entries:
                 if any(not entry.name.startswith(".") for entry in entries):
                     return False
         except (FileNotFoundError, NotADirectoryError):
@@ -144,6 +145,6 @@ def refresh(config: Config) -> None:
 def remove(config_path: str) -> None:
     """Remove the file for the config at ``config_path``, if there."""
     try:
-        os.unlink(fastpath_path(config_path))
+        posix.unlink(fastpath_path(config_path))
     except FileNotFoundError:
         pass

@@ -9,12 +9,14 @@ so a reader sees the old file or the new one, never a part. On the hook's path: 
 
 from __future__ import annotations
 
-import os
+import posix
+
+from .plainos import join, split
 
 
 def temp_path(path: str) -> str:
-    directory, name = os.path.split(path)
-    return os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+    directory, name = split(path)
+    return join(directory, f".{name}.{posix.getpid()}.tmp")
 
 
 def write_atomic(
@@ -33,22 +35,24 @@ def write_atomic(
     content = data.encode() if isinstance(data, str) else data
     try:
         # Truncated, not exclusive: a temp file a killed writer of the same pid left is reused.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+        fd = posix.open(
+            tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_NOFOLLOW, mode
+        )
         try:
             view = memoryview(content)
             while view:
-                view = view[os.write(fd, view) :]
-            os.fchmod(fd, mode)  # the umask narrowed the mode given to open
-            if root_owned and os.geteuid() == 0:
-                os.fchown(fd, 0, 0)
+                view = view[posix.write(fd, view) :]
+            posix.fchmod(fd, mode)  # the umask narrowed the mode given to open
+            if root_owned and posix.geteuid() == 0:
+                posix.fchown(fd, 0, 0)
         finally:
-            os.close(fd)
+            posix.close(fd)
         if mtime_ns is not None:
-            os.utime(tmp, ns=(mtime_ns, mtime_ns))
-        os.replace(tmp, path)
+            posix.utime(tmp, ns=(mtime_ns, mtime_ns))
+        posix.replace(tmp, path)
     except OSError:
         try:
-            os.unlink(tmp)
+            posix.unlink(tmp)
         except OSError:
             pass
         raise

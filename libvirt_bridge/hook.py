@@ -16,12 +16,13 @@ would run the bridge a second time per call, or without end when a copy names it
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 
 from .config import ConfigError, load
 from .dispatch import HookCall, run
 from .log import Log, say
+from .plainos import environ, exists
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def launch(driver: str, argv: list[str], config_path: str, legacy: str = "") -> 
             stream.flush()
         except (OSError, ValueError):
             pass
-    os._exit(status)
+    posix._exit(status)
 
 
 def run_launcher(driver: str, argv: list[str], config_path: str, legacy: str = "") -> int:
@@ -65,7 +66,7 @@ def run_launcher(driver: str, argv: list[str], config_path: str, legacy: str = "
 
     ``legacy`` is the foreign hook the installer kept beside the launcher, if any.
     """
-    outer = os.environ.get(RUNNING_LEGACY)
+    outer = environ().get(RUNNING_LEGACY)
     if outer is not None:
         log_for(config_path).error(
             f"{describe(driver, argv)}: called as the earlier hook {outer} of a libvirt-bridge "
@@ -73,7 +74,7 @@ def run_launcher(driver: str, argv: list[str], config_path: str, legacy: str = "
             "earlier hook; libvirt-bridge install repairs that"
         )
         return 0
-    if legacy and os.path.exists(legacy):
+    if legacy and exists(legacy):
         if not is_launcher(legacy):
             return run_with_legacy(driver, argv, config_path, legacy)
         log_for(config_path).error(
@@ -100,7 +101,7 @@ def run_with_legacy(driver: str, argv: list[str], config_path: str, legacy: str)
     import subprocess
 
     data = sys.stdin.buffer.read()
-    env = {**os.environ, RUNNING_LEGACY: legacy}
+    env = {**environ(), RUNNING_LEGACY: legacy}
     try:
         earlier = subprocess.run([legacy, *argv], input=data, capture_output=True, cwd="/", env=env)
     except OSError as exc:

@@ -7,7 +7,7 @@ calls running at the same time do not interleave.
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 import time
 
@@ -24,22 +24,24 @@ class Log:
     def line(self, level: str, message: str) -> None:
         now = time.time()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
-        text = f"{stamp}.{int(now % 1 * 1000):03d} {os.getpid()} {level} {message}"
+        text = f"{stamp}.{int(now % 1 * 1000):03d} {posix.getpid()} {level} {message}"
         text = text.replace("\n", "\\n") + "\n"
         if not self.path:  # no config to name a log file
             _stderr(text)
             return
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            fd = posix.open(
+                self.path, posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT | posix.O_CLOEXEC, 0o640
+            )
         except OSError as exc:
             self._fallback(text, exc)
             return
         try:
-            os.write(fd, text.encode("utf-8", "backslashreplace"))
+            posix.write(fd, text.encode("utf-8", "backslashreplace"))
         except OSError as exc:
             self._fallback(text, exc)
         finally:
-            os.close(fd)
+            posix.close(fd)
 
     def info(self, message: str) -> None:
         self.line("INFO", message)

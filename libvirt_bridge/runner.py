@@ -22,8 +22,10 @@ from __future__ import annotations
 # would pay. typeshed has no stub for it; the names used are those of ``signal``.
 import _signal  # type: ignore[import-not-found]
 import _thread
-import os
+import posix
 import time
+
+from .plainos import abspath, basename, dirname, environ, join, split
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 
 CAPTURE_LIMIT = 64 * 1024
 KILL_GRACE = 2.0
-COMPAT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "compat")
+COMPAT_DIR = join(dirname(abspath(__file__)), "compat")
 
 
 class ScriptResult:
@@ -98,7 +100,8 @@ def libvirt_hook_environment() -> dict[str, str]:
     behaves as it does under virsh.
     """
     env = {"LC_ALL": "C"}
-    env.update((key, os.environ[key]) for key in LIBVIRT_PASSED_ENV if key in os.environ)
+    current = environ()
+    env.update((key, current[key]) for key in LIBVIRT_PASSED_ENV if key in current)
     return env
 
 
@@ -109,7 +112,7 @@ def script_environment(
 
     ``base``: what it starts from, this process's environment unless given.
     """
-    env = dict(os.environ if base is None else base)
+    env = dict(environ() if base is None else base)
     env.update(properties)
     if vm_id:
         env["vmId"] = vm_id
@@ -146,7 +149,7 @@ def run_event(
         try:
             _write_all(fd, data)
         finally:
-            os.close(fd)
+            posix.close(fd)
         env = dict(env, _hook_domxml=path)
         before = data
         for script in scripts:
@@ -158,12 +161,12 @@ def run_event(
                 outcome.edits.append((script, before, after))
                 before = after
             if result.rc == 2:
-                log.info(f"{label}: {os.path.basename(script)} exited 2, later scripts skipped")
+                log.info(f"{label}: {basename(script)} exited 2, later scripts skipped")
                 break
         outcome.data = before
     finally:
         try:
-            os.unlink(path)
+            posix.unlink(path)
         except OSError:
             pass
     return outcome
@@ -171,7 +174,7 @@ def run_event(
 
 # Where $TMPDIR is not usable, the places ``tempfile`` would try next (not the cwd).
 _TMP_DIRS = ("/tmp", "/var/tmp", "/usr/tmp")
-_XML_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_XML_FLAGS = posix.O_RDWR | posix.O_CREAT | posix.O_EXCL | posix.O_NOFOLLOW | posix.O_CLOEXEC
 
 
 def _xml_file(tmp_prefix: str) -> tuple[int, str]:
@@ -181,9 +184,9 @@ def _xml_file(tmp_prefix: str) -> tuple[int, str]:
     cost every hook call with a script would pay.
     """
     if tmp_prefix:
-        directory, prefix = os.path.split(tmp_prefix)
+        directory, prefix = split(tmp_prefix)
         return _create_in(directory or ".", prefix)
-    candidates = [os.environ.get(name, "") for name in ("TMPDIR", "TEMP", "TMP")]
+    candidates = [environ().get(name, "") for name in ("TMPDIR", "TEMP", "TMP")]
     candidates += _TMP_DIRS
     error: OSError | None = None
     for directory in candidates:
@@ -198,9 +201,9 @@ def _xml_file(tmp_prefix: str) -> tuple[int, str]:
 
 def _create_in(directory: str, prefix: str) -> tuple[int, str]:
     for _ in range(100):
-        path = os.path.join(directory, f"{prefix}{os.urandom(6).hex()}.xml")
+        path = join(directory, f"{prefix}{posix.urandom(6).hex()}.xml")
         try:
-            return os.open(path, _XML_FLAGS, 0o600), path
+            return posix.open(path, _XML_FLAGS, 0o600), path
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temp file name in {directory}")
@@ -209,7 +212,7 @@ def _create_in(directory: str, prefix: str) -> tuple[int, str]:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        view = view[posix.write(fd, view) :]
 
 
 def _no_inherited_fds() -> None:
@@ -219,15 +222,15 @@ def _no_inherited_fds() -> None:
     ran a verb, say), so that no script holds them, nor keeps its caller waiting on one.
     """
     try:
-        names = os.listdir("/proc/self/fd")
+        names = posix.listdir("/proc/self/fd")
     except OSError:
         return
     for name in names:
         fd = int(name)
         if fd > 2:
             try:
-                if os.get_inheritable(fd):
-                    os.set_inheritable(fd, False)
+                if posix.get_inheritable(fd):
+                    posix.set_inheritable(fd, False)
             except OSError:
                 pass  # the listing's own descriptor, closed since
 
@@ -256,14 +259,14 @@ def _spawn(script: str, env: dict[str, str], out_w: int, err_w: int) -> int:
 
 
 def _posix_spawn(script: str, env: dict[str, str], out_w: int, err_w: int) -> int:
-    return os.posix_spawn(
+    return posix.posix_spawn(
         script,
         [script],
         env,
         file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, out_w, 1),
-            (os.POSIX_SPAWN_DUP2, err_w, 2),
+            (posix.POSIX_SPAWN_OPEN, 0, "/dev/null", posix.O_RDONLY, 0),
+            (posix.POSIX_SPAWN_DUP2, out_w, 1),
+            (posix.POSIX_SPAWN_DUP2, err_w, 2),
         ],
         setsid=True,
         setsigdef=_DEFAULT_SIGNALS,
@@ -272,7 +275,7 @@ def _posix_spawn(script: str, env: dict[str, str], out_w: int, err_w: int) -> in
 
 def _at_root() -> bool:
     try:
-        here, root = os.stat("."), os.stat("/")
+        here, root = posix.stat("."), posix.stat("/")
     except OSError:
         return False
     return (here.st_dev, here.st_ino) == (root.st_dev, root.st_ino)
@@ -281,10 +284,10 @@ def _at_root() -> bool:
 def _enter_root() -> int:
     """chdir to ``/``; a descriptor of the cwd left (-1 when it cannot be opened)."""
     try:
-        back = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        back = posix.open(".", posix.O_PATH | posix.O_DIRECTORY | posix.O_CLOEXEC)
     except OSError:
         back = -1
-    os.chdir("/")
+    posix.chdir("/")
     return back
 
 
@@ -292,11 +295,11 @@ def _leave_root(back: int) -> None:
     if back < 0:
         return
     try:
-        os.fchdir(back)
+        posix.fchdir(back)
     except OSError:
         pass
     finally:
-        os.close(back)
+        posix.close(back)
 
 
 # Signals Python ignores, which an exec'd program would otherwise inherit ignored.
@@ -324,8 +327,8 @@ def run_script(script: str, env: dict[str, str], timeout: float) -> ScriptResult
             result.duration = time.monotonic() - started
             return result
         finally:
-            os.close(out_w)
-            os.close(err_w)
+            posix.close(out_w)
+            posix.close(err_w)
         try:
             poller = select.poll()
             stderr, stdout_size, result.timed_out = _collect(poller, pid, out_r, err_r, timeout)
@@ -334,8 +337,8 @@ def run_script(script: str, env: dict[str, str], timeout: float) -> ScriptResult
             raise
         result.rc = _wait(pid)
     finally:
-        os.close(out_r)
-        os.close(err_r)
+        posix.close(out_r)
+        posix.close(err_r)
     result.stderr = stderr
     result.stdout_size = stdout_size
     result.duration = time.monotonic() - started
@@ -346,7 +349,7 @@ def run_script(script: str, env: dict[str, str], timeout: float) -> ScriptResult
 
 def _pipe() -> tuple[int, int]:
     """A close-on-exec pipe whose ends are above stderr (so a spawn's dup2 moves them)."""
-    read_fd, write_fd = os.pipe()
+    read_fd, write_fd = posix.pipe()
     if read_fd > 2 and write_fd > 2:
         return read_fd, write_fd
     # This process runs with a standard stream closed: keep clear of 0-2.
@@ -355,17 +358,17 @@ def _pipe() -> tuple[int, int]:
     moved = []
     for fd in (read_fd, write_fd):
         moved.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3))
-        os.close(fd)
+        posix.close(fd)
     return moved[0], moved[1]
 
 
 def _wait(pid: int) -> int:
     """The exit code of child ``pid`` as ``Popen.returncode`` gives it (-N: signal N)."""
     try:
-        _, status = os.waitpid(pid, 0)
+        _, status = posix.waitpid(pid, 0)
     except ChildProcessError:
         return 0  # reaped elsewhere (SIGCHLD ignored): its status is lost, as for Popen
-    return os.waitstatus_to_exitcode(status)
+    return posix.waitstatus_to_exitcode(status)
 
 
 def _collect(
@@ -374,7 +377,7 @@ def _collect(
     """Read stderr (kept) and stdout (counted) until the script exits; kill it on timeout."""
     from select import POLLIN
 
-    pidfd = os.pidfd_open(pid)
+    pidfd = posix.pidfd_open(pid)
     kept = bytearray()
     counted = 0
     timed_out = False
@@ -408,7 +411,7 @@ def _collect(
                 if fd == pidfd:
                     exited = True
                     continue
-                chunk = os.read(fd, 65536)
+                chunk = posix.read(fd, 65536)
                 if not chunk:
                     poller.unregister(fd)
                 elif fd == err_fd:
@@ -418,10 +421,10 @@ def _collect(
         # The script is gone; take what it wrote before exiting, but never wait for
         # children that inherited the pipes.
         for fd in (out_fd, err_fd):
-            os.set_blocking(fd, False)
+            posix.set_blocking(fd, False)
             for _ in range(64):
                 try:
-                    chunk = os.read(fd, 65536)
+                    chunk = posix.read(fd, 65536)
                 except BlockingIOError:
                     break
                 if not chunk:
@@ -431,7 +434,7 @@ def _collect(
                 else:
                     counted += len(chunk)
     finally:
-        os.close(pidfd)
+        posix.close(pidfd)
     if timed_out:
         _signal_group(pid, _signal.SIGKILL)
     return bytes(kept), counted, timed_out
@@ -451,7 +454,7 @@ def _exit_on_sigterm() -> None:
 
 def _signal_group(pid: int, sig: int) -> None:
     try:
-        os.killpg(pid, sig)
+        posix.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
 

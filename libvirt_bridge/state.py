@@ -19,10 +19,11 @@ On the hook's fast path: standard library only, plain file operations.
 
 from __future__ import annotations
 
-import os
+import posix
 import time
 
 from .mapping import DESTROY, FRESH, MIGRATE, MIGRATED, RESTORE, SAVED
+from .plainos import isdir, join, makedirs
 
 # restore/migrate begin and their prepare are one libvirt operation, seconds apart at most.
 MARKER_TTL = 30.0
@@ -82,14 +83,14 @@ class State:
         self.root = root
 
     def _path(self, kind: str, name: str) -> str:
-        return os.path.join(self.root, kind, name)
+        return join(self.root, kind, name)
 
     def _write(self, kind: str, name: str, value: str) -> None:
-        directory = os.path.join(self.root, kind)
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        directory = join(self.root, kind)
+        makedirs(directory, 0o700)
         from .files import write_atomic  # not imported by the calls that only read
 
-        write_atomic(os.path.join(directory, name), value, 0o600)
+        write_atomic(join(directory, name), value, 0o600)
 
     def _read(self, kind: str, name: str) -> str | None:
         try:
@@ -100,7 +101,7 @@ class State:
 
     def _remove(self, kind: str, name: str) -> None:
         try:
-            os.unlink(self._path(kind, name))
+            posix.unlink(self._path(kind, name))
         except FileNotFoundError:
             pass
 
@@ -118,7 +119,7 @@ class State:
         """
         path = self._path("markers", uuid)
         try:
-            age = time.time() - os.stat(path).st_mtime
+            age = time.time() - posix.stat(path).st_mtime
         except (FileNotFoundError, NotADirectoryError):
             return None
         kind, _, owner = (self._read("markers", uuid) or "").partition(" ")
@@ -134,16 +135,16 @@ class State:
     def remove_stale_markers(self, ttl: float = MARKER_TTL) -> list[str]:
         """Remove markers older than ``ttl``; return their UUIDs."""
         removed: list[str] = []
-        directory = os.path.join(self.root, "markers")
+        directory = join(self.root, "markers")
         try:
-            entries = list(os.scandir(directory))
+            entries = list(posix.scandir(directory))
         except (FileNotFoundError, NotADirectoryError):
             return removed
         now = time.time()
         for entry in entries:
             try:
                 if now - entry.stat().st_mtime > ttl:
-                    os.unlink(entry.path)
+                    posix.unlink(entry.path)
                     removed.append(entry.name)
             except FileNotFoundError:
                 pass
@@ -164,17 +165,17 @@ class State:
     # -- the listener's knowledge: each domain's last known (state, reason) --------------
 
     def known_dir(self) -> str:
-        return os.path.join(self.root, KNOWN)
+        return join(self.root, KNOWN)
 
     def has_known(self) -> bool:
         """Whether a listener kept states here before (its directory exists)."""
-        return os.path.isdir(self.known_dir())
+        return isdir(self.known_dir())
 
     def known_states(self) -> dict[str, tuple[str, str]]:
         """Every domain's last known ``(state, reason)``; unreadable entries are skipped."""
         known: dict[str, tuple[str, str]] = {}
         try:
-            names = os.listdir(self.known_dir())
+            names = posix.listdir(self.known_dir())
         except OSError:
             return known
         for uuid in names:
@@ -198,7 +199,7 @@ class State:
 
     def start_known(self) -> None:
         """Mark that a listener has looked at the host. Raises OSError."""
-        os.makedirs(self.known_dir(), mode=0o700, exist_ok=True)
+        makedirs(self.known_dir(), 0o700)
 
 
 def start_kind_from_status(status_xml: bytes) -> str:
@@ -278,7 +279,7 @@ def read_status_file(name: str, status_dir: str = QEMU_STATUS_DIR) -> bytes | No
     if not safe_domain_name(name):
         return None
     try:
-        with open(os.path.join(status_dir, f"{name}.xml"), "rb") as f:
+        with open(join(status_dir, f"{name}.xml"), "rb") as f:
             return f.read(65536)
     except OSError:
         return None

@@ -12,10 +12,9 @@
 
 from __future__ import annotations
 
-import os
-
 from . import domxml, mapping
 from .log import say
+from .plainos import basename
 from .runner import EventRun, event_label, run_event, script_environment
 
 TYPE_CHECKING = False
@@ -62,7 +61,7 @@ def run_sync(
         for result in run.failures:
             detail = result.stderr_text()[:STDERR_IN_ERROR]
             say(f"{row.event} refused by {result.script} ({result.describe()}): {detail}")
-        names = ", ".join(os.path.basename(r.script) for r in run.failures)
+        names = ", ".join(basename(r.script) for r in run.failures)
         log.error(f"{label}: operation vetoed by {names}")
         return 1, b""
     if row.xml in (mapping.XML_WRITABLE, mapping.XML_DEVICE_WRITABLE):
@@ -117,5 +116,5 @@ def _semantic_editors(run: EventRun) -> list[str]:
         except domxml.XMLError:
             changed = True
         if changed:
-            names.append(os.path.basename(script))
+            names.append(basename(script))
     return names

@@ -358,8 +358,10 @@ def test_fast_path_imports_nothing_heavy(bridge: Bridge) -> None:
 
 
 # What a hook call that runs scripts must not import: each costs a sizeable part of an
-# interpreter start (subprocess, tempfile and what they pull in; lxml, libvirt, tomllib).
+# interpreter start (subprocess, tempfile and what they pull in; lxml, libvirt, tomllib;
+# os and the _collections_abc it needs for os.environ: libvirt_bridge/plainos.py).
 HEAVY_ON_THE_HOOK_PATH = {
+    "_collections_abc",
     "bz2",
     "collections",
     "contextlib",
@@ -371,6 +373,8 @@ HEAVY_ON_THE_HOOK_PATH = {
     "logging",
     "lxml",
     "lzma",
+    "os",
+    "posixpath",
     "random",
     "re",
     "selectors",
