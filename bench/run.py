@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             run(3, "Start then destroy a guest", lambda: live.cycles(bench, plan.cycles))
             names: list[str] = []
             if parts & {4, 5}:
-                names = live.start_guests(bench, plan.guests)
+                names, settled = live.start_guests(bench, plan.guests)
+                durations.append([f"{plan.guests} guests: start, until idle", f"{settled:.0f}"])
             run(
                 4,
                 f"Daemon restart with {plan.guests} running guests",
