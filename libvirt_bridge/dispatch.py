@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import posix
 
-from . import fastpath, mapping
+from . import domxml, fastpath, mapping
 from .config import ConfigError, load
 from .discovery import find_scripts
 from .log import Log, say
@@ -197,7 +197,7 @@ def fire(
     if row.mode == mapping.ASYNC:
         return _queue(row, call, config, log, queue_key, name, uuid, data)
     scripts = find_scripts(config.hooks_dirs, row.event, log)
-    device_scripts = companion_scripts(row.event, config, log)
+    device_scripts = _companion_scripts_for(row.event, config, log, data)
     status = 0
     if device_scripts:
         from .per_device import run_before
@@ -251,7 +251,7 @@ def _queue(
     data: bytes,
 ) -> int:
     scripts = find_scripts(config.hooks_dirs, row.event, log)
-    device_scripts = companion_scripts(row.event, config, log)
+    device_scripts = _companion_scripts_for(row.event, config, log, data)
     if not scripts and not device_scripts:
         return 0
     from .asyncq import Job, enqueue, spawn_runner
@@ -278,6 +278,13 @@ def companion_scripts(event: str, config: Config, log: Log | None) -> list[str]:
     """The scripts of ``event``'s per-device companion (``mapping.DEVICE_COMPANIONS``)."""
     device_event = mapping.DEVICE_COMPANIONS.get(event)
     return find_scripts(config.hooks_dirs, device_event, log) if device_event else []
+
+
+def _companion_scripts_for(event: str, config: Config, log: Log, xml: bytes) -> list[str]:
+    """``companion_scripts``, none for a domain whose devices cannot have properties."""
+    if not domxml.has_ovirt_metadata(xml):
+        return []
+    return companion_scripts(event, config, log)
 
 
 def _record_daemon_call(config: Config, log: Log, call: HookCall, parent: str) -> None:

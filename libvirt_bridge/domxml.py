@@ -79,6 +79,16 @@ def custom_properties(root: etree._Element) -> dict[str, str]:
     return props
 
 
+def has_ovirt_metadata(xml: bytes) -> bool:
+    """Whether ``xml`` may hold oVirt metadata: without it, no device has properties.
+
+    libvirt writes a namespace's name as it is (never with character references), so its
+    bytes tell without parsing: a hook call then skips the per-device events, whose
+    parse with lxml would cost it more than an interpreter start.
+    """
+    return OVIRT_VM_NS.encode() in xml
+
+
 def properties_of(xml: bytes) -> dict[str, str]:
     """``custom_properties(parse(xml))``, without lxml for the XML libvirt writes.
 

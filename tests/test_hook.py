@@ -429,6 +429,27 @@ def test_an_event_with_a_script_imports_nothing_heavy(
     assert len(runs) == 2 and all("50_exit0 rc=0" in line for line in runs)
 
 
+@pytest.mark.parametrize(
+    ("event", "companion"),
+    [("before_vm_start", "before_device_create"), ("after_vm_start", "after_device_create")],
+)
+def test_a_domain_without_ovirt_metadata_skips_the_per_device_events_without_lxml(
+    bridge: Bridge, tmp_path: Path, event: str, companion: str
+) -> None:
+    """No device of a domain without oVirt metadata has properties: nothing to parse."""
+    for name in (event, companion):
+        bridge.script(name, "50_exit0", "#!/bin/sh\nexit 0\n")
+    xml = domain_xml("vm1")
+    assert b"ovirt" not in xml
+    op = "prepare" if event == "before_vm_start" else "started"
+    for _ in range(2):  # the first call writes the config cache, the second uses it
+        modules = imported_by_launcher(bridge, tmp_path, op, xml)
+    assert not modules & HEAVY_ON_THE_HOOK_PATH
+    bridge.wait_async()
+    runs = [line for line in bridge.log_text().splitlines() if "script=" in line]
+    assert len(runs) == 2 and all(f"{event} domain='vm1'" in line for line in runs)
+
+
 def test_start_by_the_verb_skips_before_vm_start_at_prepare(bridge: Bridge) -> None:
     from libvirt_bridge.state import STARTED_BY_VERB, State
 
