@@ -341,7 +341,9 @@ class Listener:
     ) -> None:
         event_name = EVENT_NAMES.get(event, str(event))
         detail_name = DETAIL_NAMES.get(event, {}).get(detail, str(detail))
-        current = self._state(dom)
+        with self.tracker_lock:
+            implied = self.tracker.implied_state(uuid, event_name, detail_name)
+        current = implied or self._state(dom)
         with self.tracker_lock:
             fired = self.tracker.observe(uuid, event_name, detail_name, current)
             known = self.tracker.known.get(uuid)

@@ -73,6 +73,18 @@ class Tracker:
         state = self.known.get(uuid)
         return state is not None and _is_pause(state)
 
+    def implied_state(self, uuid: str, event: str, detail: str) -> DomainState | None:
+        """The state this event alone shows, so that none need be read; None: read it.
+
+        A RESUMED/UNPAUSED of a domain known paused for a pause reason is a resume of that
+        pause: libvirt's other resumes (a boot's, a restore's, a cancelled save's) come to
+        a domain not paused that way, or with another detail. Reading the state in a burst
+        of resumes waits for the daemon's workers, which the resumes themselves keep busy.
+        """
+        if event == "resumed" and detail == "unpaused" and self.paused_for_pause(uuid):
+            return ("running", "unpaused")
+        return None
+
     def observe(self, uuid: str, event: str, detail: str, current: DomainState) -> str | None:
         """The VDSM event that this lifecycle event fires (or None); remembers the result."""
         state, reason = current

@@ -13,9 +13,11 @@ SHUTOFF = ("shutoff", "saved")
 
 
 def play(tracker: Tracker, steps: list[tuple[str, str, tuple[str, str]]]) -> list[str]:
+    """The events fired, the state read as ``current`` where the listener reads it."""
     fired = []
     for event, detail, current in steps:
-        result = tracker.observe(U, event, detail, current)
+        implied = tracker.implied_state(U, event, detail)
+        result = tracker.observe(U, event, detail, implied or current)
         if result:
             fired.append(result)
     return fired
@@ -183,3 +185,14 @@ def test_a_first_look_fires_no_migration_but_a_following_event_does() -> None:
     t = Tracker()
     assert t.resync(U, RUNNING_MIGRATED, after_gap=False) is None
     assert play(t, [("resumed", "migrated", RUNNING_MIGRATED)]) == ["after_vm_migrate_destination"]
+
+
+def test_only_the_resume_of_a_pause_needs_no_state_read() -> None:
+    paused = Tracker({U: PAUSED_USER})
+    assert paused.implied_state(U, "resumed", "unpaused") == RUNNING_UNPAUSED
+    assert paused.implied_state(U, "resumed", "migrated") is None
+    assert paused.implied_state(U, "suspended", "paused") is None
+    # A boot's, a restore's, a cancelled save's resume: the state tells what it is.
+    for known in (("shutoff", "destroyed"), PAUSED_SAVE, ("paused", "start"), RUNNING_BOOTED):
+        assert Tracker({U: known}).implied_state(U, "resumed", "unpaused") is None, known
+    assert Tracker().implied_state(U, "resumed", "unpaused") is None
