@@ -36,10 +36,12 @@ class Job:
     """One queued event: what to run and on what.
 
     ``props``: the scripts' custom properties, for an event whose XML is not the domain's
-    (a device event's); None: they are read from ``xml``.
+    (a device event's); None: they are read from ``xml``. ``per_device``: the event fires
+    once per device of the domain ``xml`` that has custom properties (``per_device``);
+    the runner finds them, so that the hook call that queues it parses nothing.
     """
 
-    __slots__ = ("event", "name", "path", "props", "uuid", "xml")
+    __slots__ = ("event", "name", "path", "per_device", "props", "uuid", "xml")
 
     def __init__(
         self,
@@ -49,6 +51,7 @@ class Job:
         xml: bytes,
         path: str = "",
         props: dict[str, str] | None = None,
+        per_device: bool = False,
     ) -> None:
         self.event = event
         self.name = name
@@ -56,6 +59,7 @@ class Job:
         self.xml = xml
         self.path = path
         self.props = props
+        self.per_device = per_device
 
     def encode(self) -> bytes:
         # The name is hex-encoded: a domain name may hold newlines or any other character.
@@ -64,6 +68,8 @@ class Job:
             import json  # not at import: the hook's jobs carry no properties (fast path)
 
             header += f"props={json.dumps(self.props).encode().hex()}\n"
+        if self.per_device:
+            header += "per_device=1\n"
         return header.encode() + b"\n" + self.xml
 
     @classmethod
@@ -76,7 +82,10 @@ class Job:
             import json  # not at import, as in encode
 
             props = json.loads(bytes.fromhex(fields["props"]))
-        return cls(fields.get("event", ""), name, fields.get("uuid", ""), xml, path, props)
+        per_device = fields.get("per_device") == "1"
+        return cls(
+            fields.get("event", ""), name, fields.get("uuid", ""), xml, path, props, per_device
+        )
 
 
 def queue_dir(state_dir: str, key: str) -> str:
@@ -229,17 +238,23 @@ def _run_job(config: Config, log: Log, job: Job) -> None:
     try:
         # The hook already logged what it skipped in the event's directories.
         scripts = find_scripts(config.hooks_dirs, job.event)
-        run_scripts_for(
-            config,
-            log,
-            job.event,
-            job.name,
-            job.uuid,
-            job.xml,
-            scripts,
-            _stem(job.path) + ".",
-            job.props,
-        )
+        tmp_prefix = _stem(job.path) + "."
+        if job.per_device:
+            from .per_device import run_after
+
+            run_after(config, log, job.event, job.name, job.uuid, job.xml, scripts, tmp_prefix)
+        else:
+            run_scripts_for(
+                config,
+                log,
+                job.event,
+                job.name,
+                job.uuid,
+                job.xml,
+                scripts,
+                tmp_prefix,
+                job.props,
+            )
     finally:
         _unlink(job.path)
 

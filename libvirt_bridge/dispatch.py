@@ -266,9 +266,7 @@ def _queue(
                 f"{call}: cannot queue {row.event} in {config.state_dir}: {exc.strerror}; lost"
             )
     if device_scripts:
-        from .per_device import queue_after
-
-        queued += queue_after(row.event, config, log, key, name, uuid, data)
+        queued += queue_companion(row.event, config, log, key, name, uuid, data)
     if queued:
         spawn_runner(config, log, key)
     return 0
@@ -278,6 +276,22 @@ def companion_scripts(event: str, config: Config, log: Log | None) -> list[str]:
     """The scripts of ``event``'s per-device companion (``mapping.DEVICE_COMPANIONS``)."""
     device_event = mapping.DEVICE_COMPANIONS.get(event)
     return find_scripts(config.hooks_dirs, device_event, log) if device_event else []
+
+
+def queue_companion(
+    event: str, config: Config, log: Log, key: str, name: str, uuid: str, xml: bytes
+) -> int:
+    """Queue ``event``'s per-device companion for the domain ``xml`` behind what is queued;
+    how many jobs (0 or 1). The runner finds the devices (``per_device.run_after``)."""
+    from .asyncq import Job, enqueue
+
+    device_event = mapping.DEVICE_COMPANIONS[event]
+    try:
+        enqueue(config.state_dir, key, Job(device_event, name, uuid, xml, per_device=True))
+    except OSError as exc:
+        log.error(f"cannot queue {device_event} of {name!r}: {exc.strerror}; lost")
+        return 0
+    return 1
 
 
 def _companion_scripts_for(event: str, config: Config, log: Log, xml: bytes) -> list[str]:

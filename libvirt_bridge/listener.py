@@ -42,7 +42,7 @@ from .asyncq import Job, drain, enqueue, pending_keys
 from .connection import LibvirtFailure, message, open_connection
 from .devicewatch import DeviceWatch
 from .discovery import find_scripts
-from .dispatch import companion_scripts
+from .dispatch import companion_scripts, queue_companion
 from .launcher import import_path
 from .serial import Serial
 from .service import write_status
@@ -475,9 +475,7 @@ class Listener:
                 f"listener: cannot queue {job.event} for {job.name!r}: {exc.strerror}; lost"
             )
         if per_device:
-            from .per_device import queue_after
-
-            queue_after(job.event, self.config, self.log, job.uuid, job.name, job.uuid, job.xml)
+            queue_companion(job.event, self.config, self.log, job.uuid, job.name, job.uuid, job.xml)
         self._drain(job.uuid)
 
     def _drain(self, key: str) -> None:

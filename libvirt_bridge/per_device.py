@@ -5,26 +5,28 @@ _destination fire once per device of the domain that has custom properties in it
 metadata (not disks for device_create), each with that device's element alone and its
 properties then the VM's, as VDSM's do. A before_* one runs, per device in ``<devices>``
 order, before the VM's event, and a failure of one that can veto refuses the operation
-without running the VM's event; an after_* one is queued, per device, behind the VM's.
+without running the VM's event; an after_* one is queued as one job behind the VM's
+(``dispatch.queue_companion``), and the runner that drains it runs it per device.
 
 Only before_device_create's element is applied: where the VM's event's XML is (the
 ``start`` verb), the element its scripts leave replaces the device, and before_vm_start
 gets the domain XML with it; under libvirt's ``prepare`` call, as for before_vm_start, a
 change is logged (or refused, with ``start_xml_changes = "refuse"``).
 
-Imported only when a companion event has scripts: it parses the XML with lxml.
+Imported only when a companion event has scripts. Finding the devices parses the XML with
+lxml, which costs a hook call more than an interpreter start: queueing an after_* one
+parses nothing.
 """
 
 from __future__ import annotations
 
-from lxml import etree
-
-from . import devices, domxml, mapping
-from .asyncq import Job, enqueue
+from . import domxml, mapping
 from .sync import run_sync
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from lxml import etree
+
     from .config import Config
     from .log import Log
 
@@ -40,6 +42,8 @@ def companion(row: mapping.Row) -> mapping.Row | None:
 
 
 def _devices(event: str, root: etree._Element) -> list[tuple[etree._Element, dict[str, str]]]:
+    from . import devices
+
     found = devices.with_properties(root)
     if event in mapping.NO_DISKS_COMPANIONS:
         found = [(element, props) for element, props in found if element.tag != "disk"]
@@ -59,6 +63,10 @@ def run_before(
 
     The XML is ``xml`` unless an applied companion's scripts changed a device's element.
     """
+    from lxml import etree
+
+    from . import devices
+
     device_row = companion(row)
     assert device_row is not None, row
     try:
@@ -85,23 +93,26 @@ def run_before(
     return 0, (etree.tostring(root) if changed else xml)
 
 
-def queue_after(
-    event: str, config: Config, log: Log, key: str, name: str, uuid: str, xml: bytes
-) -> int:
-    """Queue ``event``'s companion for each device, behind what is queued; how many."""
-    device_event = mapping.DEVICE_COMPANIONS[event]
+def run_after(
+    config: Config,
+    log: Log,
+    event: str,
+    name: str,
+    uuid: str,
+    xml: bytes,
+    scripts: list[str],
+    tmp_prefix: str,
+) -> None:
+    """Run a queued companion ``event`` (``dispatch.queue_companion``) on each device of
+    the domain ``xml`` that has custom properties, in order."""
+    from . import devices
+    from .events import run_scripts_for
+
     try:
         root = domxml.parse(xml, remove_blank_text=True)
     except domxml.XMLError as exc:
-        log.error(f"{device_event} domain={name!r}: the domain XML is not well-formed ({exc})")
-        return 0
-    queued = 0
-    for element, props in _devices(device_event, root):
-        job = Job(device_event, name, uuid, devices.event_xml(element), props=props)
-        try:
-            enqueue(config.state_dir, key, job)
-        except OSError as exc:
-            log.error(f"cannot queue {device_event} of {name!r}: {exc.strerror}; lost")
-            continue
-        queued += 1
-    return queued
+        log.error(f"{event} domain={name!r}: the domain XML is not well-formed ({exc})")
+        return
+    for element, props in _devices(event, root):
+        data = devices.event_xml(element)
+        run_scripts_for(config, log, event, name, uuid, data, scripts, tmp_prefix, props)

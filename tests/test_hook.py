@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from libvirt_bridge import mapping
-from testing.harness import Bridge, domain_xml, uuid_of
+from testing.harness import Bridge, domain_xml, ovirt_vm, uuid_of
 
 STATUS_SAVE = b"<domstatus state='paused' reason='save' pid='1'>\n<domain type='kvm'/>\n"
 STATUS_MIGRATED = (
@@ -448,6 +448,26 @@ def test_a_domain_without_ovirt_metadata_skips_the_per_device_events_without_lxm
     bridge.wait_async()
     runs = [line for line in bridge.log_text().splitlines() if "script=" in line]
     assert len(runs) == 2 and all(f"{event} domain='vm1'" in line for line in runs)
+
+
+def test_queueing_a_per_device_event_parses_nothing_in_the_hook_call(
+    bridge: Bridge, tmp_path: Path
+) -> None:
+    """The runner finds the devices: the hook call only queues the domain's XML."""
+    bridge.probe("after_device_create")
+    metadata = ovirt_vm(nics={"52:54:00:00:00:01": {"extnet": "br-a"}})
+    nics = "".join(
+        f"<interface type='bridge'><mac address='52:54:00:00:00:0{n}'/></interface>" for n in (1, 2)
+    )
+    xml = domain_xml("vm1", extra=f"<metadata>{metadata}</metadata><devices>{nics}</devices>")
+    for _ in range(2):  # the first call writes the config cache, the second uses it
+        modules = imported_by_launcher(bridge, tmp_path, "started", xml)
+    assert not modules & HEAVY_ON_THE_HOOK_PATH
+    records = bridge.wait_async(2)
+    assert [r["event"] for r in records] == ["after_device_create"] * 2
+    assert all("52:54:00:00:00:01" in str(r["xml"]) for r in records)
+    env = records[0]["env"]
+    assert isinstance(env, dict) and env["extnet"] == "br-a"
 
 
 def test_start_by_the_verb_skips_before_vm_start_at_prepare(bridge: Bridge) -> None:
