@@ -97,7 +97,7 @@ def isdir(path: str) -> bool:
 
 
 def makedirs(path: str, mode: int = 0o777) -> None:
-    """``os.makedirs(path, mode, exist_ok=True)``."""
+    """``os.makedirs(path, mode, exist_ok=True)``: the missing parents get the default mode."""
     try:
         posix.mkdir(path, mode)
     except FileExistsError:
@@ -107,9 +107,5 @@ def makedirs(path: str, mode: int = 0o777) -> None:
         parent = dirname(path)
         if not parent or parent == path:
             raise
-        makedirs(parent, mode)
-        try:
-            posix.mkdir(path, mode)
-        except FileExistsError:
-            if not isdir(path):
-                raise
+        makedirs(parent)
+        makedirs(path, mode)

@@ -74,6 +74,24 @@ def test_pause_and_resume_fire_once_each(
     assert sentinel(bridge, dom, 2) == ["after_vm_pause", "after_vm_cont"] * 2
 
 
+def test_the_resume_of_a_known_pause_reads_no_state(
+    listening: tuple[Bridge, Listener, libvirt.virConnect],
+) -> None:
+    bridge, listener, conn = listening
+    settle(listener)  # its first resync reads every state
+    read = listener._state
+    reads: list[str] = []
+
+    def counted(dom: libvirt.virDomain) -> tuple[str, str]:
+        reads.append(dom.name())
+        return read(dom)
+
+    listener._state = counted  # type: ignore[method-assign]
+    dom = conn.lookupByName("test")
+    assert sentinel(bridge, dom, 0) == ["after_vm_pause", "after_vm_cont"]
+    assert reads == ["test"]  # the pause's: its reason tells a user's pause from a save's
+
+
 def test_the_listener_runs_the_scripts_itself_no_process_per_event(
     listening: tuple[Bridge, Listener, libvirt.virConnect], tmp_path: Path
 ) -> None:

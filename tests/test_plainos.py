@@ -62,6 +62,10 @@ def test_makedirs_makes_parents_and_takes_an_existing_directory(tmp_path: Path) 
     plainos.makedirs(str(target), 0o700)
     plainos.makedirs(str(target), 0o700)
     assert target.is_dir() and target.stat().st_mode & 0o777 == 0o700
+    # The parents it made have the modes os.makedirs gives them.
+    os.makedirs(tmp_path / "o" / "b" / "c", 0o700)
+    for made, reference in ((tmp_path / "a", tmp_path / "o"), (target.parent, tmp_path / "o/b")):
+        assert made.stat().st_mode == reference.stat().st_mode
     (tmp_path / "file").write_text("")
     with pytest.raises(FileExistsError):
         plainos.makedirs(str(tmp_path / "file"), 0o700)
