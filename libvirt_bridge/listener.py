@@ -13,12 +13,12 @@
   and metadata changes go to the same per-domain handlers; ``devicewatch`` says which
   VDSM device event each fires, and keeps, from the live XML, what a device's event gives
   its scripts (the device is gone from the XML once it is removed).
-- The runners are threads of the listener too, per domain: a runner fetches the XML,
-  queues the event into the domain's async queue, the same one the hook uses (so a
-  pause's event never overtakes the start's ``after_vm_start``), and drains that queue
-  itself, as the hook's runners do: no process starts per event but the scripts. A
-  listener that stops hands the queues left to detached runners; one that starts drains
-  what a listener killed before it left queued.
+- The handler that fires an event fetches the domain's XML, queues the event into the
+  domain's async queue, the same one the hook uses (so a pause's event never overtakes
+  the start's ``after_vm_start``), and hands the queue to the listener's drainer
+  (``drainer``), one long-lived process that runs the scripts: no process starts per
+  event but the scripts, and none of their work slows the listener's threads. A listener
+  that starts has its drainer run what a listener killed before it left queued.
 - The connection is watched (close callback, keepalive); when it drops, the listener
   reconnects with back-off, registers its callbacks again and resynchronises: what it knew
   of each domain is compared with the domain's state now, which also covers what changed
@@ -30,19 +30,17 @@ from __future__ import annotations
 import functools
 import os
 import queue
-import subprocess
-import sys
 import threading
-import time
 
 import libvirt
 
 from . import mapping
-from .asyncq import Job, drain, enqueue, pending_keys
+from .asyncq import Job, enqueue
 from .connection import LibvirtFailure, message, open_connection
 from .devicewatch import DeviceWatch
 from .discovery import find_scripts
 from .dispatch import companion_scripts, queue_companion
+from .drainer import Drainer
 from .launcher import import_path
 from .serial import Serial
 from .service import write_status
@@ -61,12 +59,11 @@ KEEPALIVE_COUNT = 3
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 15.0
 RESYNC = "resync"
-# Seconds a stopping listener waits for the events being handled and the scripts its
-# runners are running (uninstall sends SIGKILL 10 s after SIGTERM); a job still running
-# then is left to the detached runner that takes its queue over, which logs it as
-# interrupted (its script, in a session of its own, goes on).
+# Seconds a stopping listener waits for the events being handled (uninstall sends SIGKILL
+# 10 s after SIGTERM); the drainer, a process of its own, runs the scripts to their end.
 STOP_GRACE = 5.0
-# Domains whose lifecycle events are handled at once (each handler reads a state).
+# Domains whose lifecycle events are handled at once (each handler reads a state and the
+# XML of the event it fires).
 HANDLERS = 16
 
 # A lifecycle event as the callback queues it: (uuid, name, domain, event, detail).
@@ -123,21 +120,6 @@ REASON_NAMES = {
     libvirt.VIR_DOMAIN_SHUTOFF: _names("VIR_DOMAIN_SHUTOFF_"),
 }
 
-# The async runner the listener execs. Not the CLI: it imports every command (argparse,
-# libvirt, lxml) and costs more than the rest of an event. The
-# import path comes in argv, not in the environment, which the hook scripts inherit.
-RUNNER_BOOTSTRAP = """import sys
-sys.path[:0] = sys.argv[3:]
-from libvirt_bridge.asyncq import run_queue
-sys.exit(run_queue(sys.argv[1], sys.argv[2]))
-"""
-
-
-def runner_argv(config_path: str, key: str, paths: list[str]) -> list[str]:
-    """The command of a runner that drains queue ``key``, importing from ``paths``."""
-    return [sys.executable, "-I", "-S", "-c", RUNNER_BOOTSTRAP, config_path, key, *paths]
-
-
 _loop_started = False
 _loop_lock = threading.Lock()
 
@@ -165,7 +147,7 @@ def state_names(state: list[int]) -> DomainState:
 
 
 class Listener:
-    """One listener process: connection, callbacks, worker, async-queue hand-off."""
+    """One listener process: connection, callbacks, worker, hand-off to its drainer."""
 
     def __init__(self, config: Config, log: Log) -> None:
         self.config = config
@@ -185,10 +167,7 @@ class Listener:
         # for the handlers).
         self.devices = DeviceWatch()
         self.handlers = Serial(log, "handler", HANDLERS)
-        self.runners = Serial(log, "runner")
-        self.stopping_runners = threading.Event()
-        self.detached: list[subprocess.Popen[bytes]] = []
-        self.import_path = import_path()
+        self.drainer = Drainer(config.path, config.state_dir, import_path(), log)
 
     # --- connection -----------------------------------------------------------------
 
@@ -199,8 +178,7 @@ class Listener:
         worker.start()
         # What a listener killed before this one left queued (nothing is run twice: a job
         # it left running is logged as interrupted and dropped).
-        for key in pending_keys(self.config.state_dir):
-            self.runners.submit(key, functools.partial(self._drain, key))
+        self.drainer.hand_over_pending()
         backoff = BACKOFF_FIRST
         try:
             while not self.stopping.is_set():
@@ -218,13 +196,8 @@ class Listener:
         finally:
             self.queue.put(None)
             worker.join(timeout=10)
-            deadline = time.monotonic() + STOP_GRACE
             self.handlers.wait_idle(STOP_GRACE)
-            self.stopping_runners.set()
-            self.runners.wait_idle(max(0.0, deadline - time.monotonic()))
-            # Jobs still queued are not left waiting for the domain's next event.
-            for key in pending_keys(self.config.state_dir):
-                self._spawn_runner(key)
+            self.drainer.close()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -312,7 +285,7 @@ class Listener:
                 # What came before the resync is handled before it.
                 self.handlers.wait_idle()
                 self._guarded(self._resync)
-            self._reap()
+            self.drainer.reap()
             # So that ``queue.join()`` tells when all that came has been handled.
             self.queue.task_done()
             if item is None:
@@ -450,12 +423,12 @@ class Listener:
             f"{len(scripts)} script(s){per_device}"
         )
         if scripts or device_scripts:
-            self.runners.submit(uuid, lambda: self._run(make_job, bool(device_scripts)))
+            self._queue(make_job(), bool(device_scripts))
 
-    # --- runners ------------------------------------------------------------------------
+    # --- jobs -----------------------------------------------------------------------------
 
     def _domain_job(self, event: str, name: str, uuid: str, dom: libvirt.virDomain | None) -> Job:
-        """The job of a domain's event: the domain's XML as it is now (a runner's work)."""
+        """The job of a domain's event: the domain's XML as it is now."""
         xml = b""
         if dom is not None:
             try:
@@ -464,10 +437,9 @@ class Listener:
                 self.log.warning(f"listener: no XML for {name!r}: {message(exc)}")
         return Job(event, name, uuid, xml)
 
-    def _run(self, make_job: Callable[[], Job], per_device: bool = False) -> None:
-        """Queue the job ``make_job`` makes (and, with ``per_device``, its per-device
-        companion's) and drain its domain's queue (a runner's work)."""
-        job = make_job()
+    def _queue(self, job: Job, per_device: bool = False) -> None:
+        """Queue ``job`` (and, with ``per_device``, its per-device companion's) and hand
+        its domain's queue to the drainer."""
         try:
             enqueue(self.config.state_dir, job.uuid, job)
         except OSError as exc:
@@ -476,31 +448,7 @@ class Listener:
             )
         if per_device:
             queue_companion(job.event, self.config, self.log, job.uuid, job.name, job.uuid, job.xml)
-        self._drain(job.uuid)
-
-    def _drain(self, key: str) -> None:
-        drain(self.config, self.log, key, self.stopping_runners.is_set)
-
-    def _spawn_runner(self, key: str) -> None:
-        """A detached runner (a process of its own) for queue ``key``."""
-        # A fork of this multi-threaded process must exec at once.
-        argv = runner_argv(os.path.abspath(self.config.path), key, self.import_path)
-        try:
-            self.detached.append(
-                subprocess.Popen(
-                    argv,
-                    cwd="/",
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            )
-        except OSError as exc:
-            self.log.error(f"listener: cannot start the async runner: {exc.strerror}")
-
-    def _reap(self) -> None:
-        self.detached = [p for p in self.detached if p.poll() is None]
+        self.drainer.hand_over(job.uuid)
 
     # --- known states, kept across restarts (in the state dir, through State) -----------
 

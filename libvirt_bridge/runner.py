@@ -30,6 +30,7 @@ from .plainos import abspath, basename, dirname, environ, join, split
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import select
+    from collections.abc import Callable
 
     from .log import Log
 
@@ -258,8 +259,21 @@ def _spawn(script: str, env: dict[str, str], out_w: int, err_w: int) -> int:
     return _posix_spawn(script, env, out_w, err_w)
 
 
+# What spawns: os.posix_spawn, or the one of spawn_nogil (see spawn_without_gil).
+_SPAWN: Callable[..., int] = posix.posix_spawn
+
+
+def spawn_without_gil() -> None:
+    """Spawn scripts with the GIL released, for a process whose threads run scripts side
+    by side (``spawn_nogil`` says why); a hook call's single thread has no use for it."""
+    global _SPAWN
+    from .spawn_nogil import posix_spawn
+
+    _SPAWN = posix_spawn
+
+
 def _posix_spawn(script: str, env: dict[str, str], out_w: int, err_w: int) -> int:
-    return posix.posix_spawn(
+    return _SPAWN(
         script,
         [script],
         env,

@@ -92,20 +92,21 @@ def test_the_resume_of_a_known_pause_reads_no_state(
     assert reads == ["test"]  # the pause's: its reason tells a user's pause from a save's
 
 
-def test_the_listener_runs_the_scripts_itself_no_process_per_event(
-    listening: tuple[Bridge, Listener, libvirt.virConnect], tmp_path: Path
+def test_one_drainer_process_runs_the_scripts_not_one_process_per_event(
+    listening: tuple[Bridge, Listener, libvirt.virConnect],
 ) -> None:
-    bridge, _, conn = listening
-    parent = tmp_path / "parent"
-    bridge.script("after_vm_pause", "60_parent", f"#!/bin/sh\necho $PPID > {parent}\n")
+    bridge, listener, conn = listening
     dom = conn.lookupByName("test")
     dom.suspend()
     bridge.wait_async(1)
-    # The listener runs in this process here: its runner threads spawn the scripts, in /.
-    assert int(parent.read_text()) == os.getpid()
-    assert [r["cwd"] for r in bridge.read_records()] == ["/"]
     dom.resume()
-    assert [r["event"] for r in bridge.wait_async(2)] == ["after_vm_pause", "after_vm_cont"]
+    records = bridge.wait_async(2)
+    assert [r["event"] for r in records] == ["after_vm_pause", "after_vm_cont"]
+    assert listener.drainer.process is not None
+    # The listener runs in this process here; its drainer, a child, spawned both, in /.
+    assert {r["ppid"] for r in records} == {listener.drainer.process.pid}
+    assert listener.drainer.process.pid != os.getpid()
+    assert {r["cwd"] for r in records} == {"/"}
 
 
 def test_save_and_restore_fire_nothing(
@@ -240,12 +241,9 @@ def test_a_listener_runs_what_a_killed_one_left_queued_and_nothing_twice(bridge:
         assert "was interrupted: its runner died; not run again" in bridge.log_text()
 
 
-def test_a_stopping_listener_hands_its_queues_to_detached_runners(
-    bridge: Bridge, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_stopping_listener_leaves_its_drainer_to_finish_what_it_was_handed(
+    bridge: Bridge, tmp_path: Path
 ) -> None:
-    from libvirt_bridge import listener as listener_module
-
-    monkeypatch.setattr(listener_module, "STOP_GRACE", 0.2)
     bridge.write_config(libvirt_uri="test:///default")
     started = tmp_path / "started"
     bridge.probe(
@@ -263,10 +261,14 @@ def test_a_stopping_listener_hands_its_queues_to_detached_runners(
         while not started.exists():
             assert time.monotonic() < deadline, "the queued pause did not start"
             time.sleep(0.02)
+        drainer = listener.drainer.process
+        assert drainer is not None
         listener.stop()
         thread.join(10)
+        assert not thread.is_alive()
+        # The listener is gone; its drainer runs the pause to its end, then the continue.
         records = bridge.wait_async(2)
         assert [r["event"] for r in records] == ["after_vm_pause", "after_vm_cont"]
-        # The pause ran in the listener; the continue waited for it, in a detached runner.
-        assert records[0]["ppid"] == os.getpid()
-        assert records[1]["ppid"] != os.getpid()
+        assert {r["ppid"] for r in records} == {drainer.pid}
+        assert drainer.wait(10) == 0
+        assert "interrupted" not in bridge.log_text()
