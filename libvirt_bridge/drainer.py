@@ -7,8 +7,8 @@ side by side). Its scripts' spawns and their output cost the listener nothing, a
 process of their own, with a GIL of their own: under a burst of events, the listener's
 threads keep handling events while the drainer starts scripts.
 
-- The listener starts its drainer when it first has a key to hand over, and starts a
-  new one when the last is gone; a new drainer is handed every queue that holds a job,
+- The listener starts its drainer as it starts, and starts a new one when it has a key
+  to hand over and the last is gone; a new drainer is handed every queue that holds a job,
   so a drainer killed midway loses nothing (its running job is logged as interrupted by
   the next drain, as for any runner; ``asyncq``).
 - A listener that stops closes its drainer's stdin: the drainer drains what it was handed
@@ -78,11 +78,12 @@ class Drainer:
             if not self._start():
                 self._detach(key)
 
-    def hand_over_pending(self) -> None:
-        """Have every queue that holds a job drained (a listener's start)."""
-        keys = pending_keys(self.state_dir)
-        if keys:
-            self.hand_over(keys[0])  # a new drainer is handed them all
+    def start(self) -> None:
+        """Start the drainer, handed every queue that holds a job (a listener's start)."""
+        with self.lock:
+            if not self._start():
+                for key in pending_keys(self.state_dir):
+                    self._detach(key)
 
     def close(self) -> None:
         """No more keys: the drainer drains what it has and exits (not waited for).

@@ -178,7 +178,7 @@ class Listener:
         worker.start()
         # What a listener killed before this one left queued (nothing is run twice: a job
         # it left running is logged as interrupted and dropped).
-        self.drainer.hand_over_pending()
+        self.drainer.start()
         backoff = BACKOFF_FIRST
         try:
             while not self.stopping.is_set():

@@ -96,16 +96,18 @@ def test_one_drainer_process_runs_the_scripts_not_one_process_per_event(
     listening: tuple[Bridge, Listener, libvirt.virConnect],
 ) -> None:
     bridge, listener, conn = listening
+    started = listener.drainer.process
+    assert started is not None  # as the listener started: no event waits for its start
     dom = conn.lookupByName("test")
     dom.suspend()
     bridge.wait_async(1)
     dom.resume()
     records = bridge.wait_async(2)
     assert [r["event"] for r in records] == ["after_vm_pause", "after_vm_cont"]
-    assert listener.drainer.process is not None
     # The listener runs in this process here; its drainer, a child, spawned both, in /.
-    assert {r["ppid"] for r in records} == {listener.drainer.process.pid}
-    assert listener.drainer.process.pid != os.getpid()
+    assert listener.drainer.process is started
+    assert {r["ppid"] for r in records} == {started.pid}
+    assert started.pid != os.getpid()
     assert {r["cwd"] for r in records} == {"/"}
 
 
