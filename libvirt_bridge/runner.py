@@ -216,12 +216,22 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[posix.write(fd, view) :]
 
 
+# Whether this process has made the descriptors it was given close-on-exec.
+_GIVEN_FDS_CLOSED: list[bool] = []
+
+
 def _no_inherited_fds() -> None:
     """Make every descriptor above stderr close-on-exec, as ``close_fds`` did.
 
     The bridge opens its own that way; this catches those it was given (by a shell that
     ran a verb, say), so that no script holds them, nor keeps its caller waiting on one.
+    Those are there from the process's start, so once per process is enough: Python opens
+    every descriptor close-on-exec (PEP 446), and the drainer, whose threads run many
+    events at once, would otherwise list and test all its pipes for each of them.
     """
+    if _GIVEN_FDS_CLOSED:
+        return
+    _GIVEN_FDS_CLOSED.append(True)
     try:
         names = posix.listdir("/proc/self/fd")
     except OSError:

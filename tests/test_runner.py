@@ -423,3 +423,26 @@ vdsm_hooking.exit_hook("fine", return_code=0)
     bridge.script("before_vm_start", "50_uses_hooking", body)
     result = prepare(bridge, domain_xml("vm1"))
     assert result.returncode == 0, result.stderr
+
+
+def test_descriptors_the_process_was_given_never_reach_a_script(tmp_path: Path) -> None:
+    # In a process of its own: one given an inheritable descriptor, as by a shell, that
+    # runs two events (the check is made once per process, at its first event).
+    out = tmp_path / "out"
+    script = tmp_path / "fds"
+    script.write_text(
+        f'#!/bin/sh\n[ -e /proc/$$/fd/"$GIVEN" ] && echo open >> {out}\necho ran >> {out}\n'
+    )
+    script.chmod(0o755)
+    program = f"""
+import os
+from libvirt_bridge.log import Log
+from libvirt_bridge.runner import run_event
+read_fd, write_fd = os.pipe()
+os.set_inheritable(write_fd, True)
+env = dict(os.environ, GIVEN=str(write_fd))
+for _ in range(2):
+    run_event([{str(script)!r}], b"<domain/>", env, 10, Log(""), "test")
+"""
+    subprocess.run([sys.executable, "-c", program], check=True, timeout=60)
+    assert out.read_text() == "ran\nran\n"
