@@ -131,7 +131,8 @@ def spawn_runner(config: Config, log: Log, key: str) -> None:
 def run_queue(config_path: str, key: str) -> int:
     """Drain queue ``key`` with the config at ``config_path``; the exit status.
 
-    The body of the runner the listener execs (the hook forks its runners instead): it
+    The body of the detached runner the listener execs when its drainer cannot start
+    (``drainer``; the hook forks its runners instead): it
     imports only the config, log and state modules, so it starts about as fast as a bare
     interpreter.
     """
