@@ -107,15 +107,9 @@ class Drainer:
             self.detached = [p for p in self.detached if p.poll() is None]
 
     def _start(self) -> bool:
-        # A fork of this multi-threaded process must exec at once: Popen does.
         try:
-            self.process = subprocess.Popen(
-                drainer_argv(self.config_path, self.paths),
-                cwd="/",
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
+            self.process = _session_child(
+                drainer_argv(self.config_path, self.paths), subprocess.PIPE
             )
         except OSError as exc:
             self.log.error(f"listener: cannot start its drainer: {exc.strerror}")
@@ -135,20 +129,26 @@ class Drainer:
     def _detach(self, key: str) -> None:
         try:
             self.detached.append(
-                subprocess.Popen(
-                    runner_argv(self.config_path, key, self.paths),
-                    cwd="/",
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
+                _session_child(runner_argv(self.config_path, key, self.paths), subprocess.DEVNULL)
             )
         except OSError as exc:
             self.log.error(
                 f"listener: cannot start the async runner for {key}: {exc.strerror}; "
                 "its jobs wait for the domain's next event"
             )
+
+
+def _session_child(argv: list[str], stdin: int) -> subprocess.Popen[bytes]:
+    """``argv`` in a session of its own, at ``/``, its output on /dev/null. Raises OSError."""
+    # A fork of this multi-threaded process must exec at once: Popen does.
+    return subprocess.Popen(
+        argv,
+        cwd="/",
+        stdin=stdin,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def serve(config_path: str) -> int:
