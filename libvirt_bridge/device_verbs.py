@@ -29,6 +29,7 @@ from . import devices, domxml, mapping, props
 from .asyncq import Job, enqueue, spawn_runner
 from .connection import message
 from .discovery import find_scripts
+from .dispatch import take_deferred
 from .mapping import BEFORE, DONE, FAILED, NOT_REMOVED
 from .sync import run_sync
 from .verbs import VerbError, Verbs, hook_process_environment
@@ -183,12 +184,14 @@ class DeviceVerbs:
             return
         uuid = dom.UUIDString()
         job = Job(row.event, dom.name(), uuid, device.xml, props=device.props)
-        try:
-            enqueue(self.config.state_dir, uuid, job)
-        except OSError as exc:
-            self.log.error(f"cannot queue {row.event} for {dom.name()!r}: {exc.strerror}; lost")
-            return
         with hook_process_environment():
+            # The domain's hook calls the launcher deferred happened before this change.
+            take_deferred(self.config, self.log, name=dom.name())
+            try:
+                enqueue(self.config.state_dir, uuid, job)
+            except OSError as exc:
+                self.log.error(f"cannot queue {row.event} for {dom.name()!r}: {exc.strerror}; lost")
+                return
             spawn_runner(self.config, self.log, uuid)
 
     # --- the device's properties ----------------------------------------------------------

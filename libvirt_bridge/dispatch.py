@@ -4,7 +4,9 @@ libvirt calls ``<driver> <object> <op> <subop> <extra>`` with the domain XML on 
 waits, holding the domain's lock. This module maps the call to a VDSM event through
 ``mapping.HOOK_TABLE``, keeps the bookkeeping that tells a cold boot from a restore or an
 incoming migration (``state``), then either runs the event's scripts here (sync: they can
-veto or rewrite the XML) or queues them for a detached runner (async) and returns.
+veto or rewrite the XML) or queues them for a detached runner (async) and returns. An async
+call the launcher deferred (``inbox``) goes through the same code later, from
+``take_deferred``.
 
 Nothing here calls libvirt. Nothing heavy is imported until a script is known to run: an
 event with no scripts costs about one interpreter start, and when no qemu event has a
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import posix
 
-from . import domxml, fastpath, mapping
+from . import domxml, fastpath, inbox, mapping
 from .config import ConfigError, load
 from .discovery import find_scripts
 from .log import Log, say
@@ -34,9 +36,13 @@ from .state import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import BinaryIO
 
     from .config import Config
+
+    # Starts what drains queue ``key``: a forked runner (the hook), the drainer (listener).
+    RunnerStart = Callable[[Config, Log, str], None]
 
 
 def run(
@@ -63,6 +69,8 @@ def run(
         fastpath.refresh(config)
     log = Log(config.log_file)
     try:
+        # Calls the launcher deferred came first: their bookkeeping and jobs go first.
+        take_deferred(config, log)
         status = _dispatch(call, config, log, stdin, stdout)
     except Exception as exc:
         import traceback
@@ -76,15 +84,30 @@ def run(
 class HookCall:
     """One call from libvirt, as its argv gives it."""
 
-    __slots__ = ("daemon", "driver", "extra", "obj", "op", "subop")
+    __slots__ = ("daemon", "deferred", "driver", "extra", "obj", "op", "subop")
 
     def __init__(
-        self, driver: str, obj: str, op: str, subop: str, extra: str, daemon: int = 0
+        self,
+        driver: str,
+        obj: str,
+        op: str,
+        subop: str,
+        extra: str,
+        daemon: int = 0,
+        deferred: inbox.Deferred | None = None,
     ) -> None:
         self.driver, self.obj, self.op, self.subop, self.extra = driver, obj, op, subop, extra
         # The pid of the libvirt daemon that called; 0 when the bridge fires the call's
-        # events itself (the verbs).
+        # events itself (the verbs) or the call was deferred.
         self.daemon = daemon
+        # The call as the launcher saved it in the inbox, when it was deferred.
+        self.deferred = deferred
+
+    def status_file(self, status_dir: str) -> bytes | None:
+        """libvirt's status file of the domain as it was during the call."""
+        if self.deferred is not None:
+            return self.deferred.status
+        return read_status_file(self.obj, status_dir)
 
     def can_veto(self) -> bool:
         return any(
@@ -128,7 +151,14 @@ def _daemon_call(call: HookCall, config: Config, log: Log) -> int:
     return fire(row, call, config, log, "daemon", "", b"", None)
 
 
-def _qemu_call(call: HookCall, config: Config, log: Log, stdin: BinaryIO, stdout: BinaryIO) -> int:
+def _qemu_call(
+    call: HookCall,
+    config: Config,
+    log: Log,
+    stdin: BinaryIO,
+    stdout: BinaryIO | None,
+    start_runner: RunnerStart | None = None,
+) -> int:
     key = ("qemu", call.op, call.subop)
     if key in mapping.SILENT_CALLS:
         return 0
@@ -145,7 +175,36 @@ def _qemu_call(call: HookCall, config: Config, log: Log, stdin: BinaryIO, stdout
     row = mapping.find_row(*key, context)
     if row is None:
         return 0
-    return fire(row, call, config, log, uuid or call.obj, uuid or "", xml, stdout)
+    return fire(row, call, config, log, uuid or call.obj, uuid or "", xml, stdout, start_runner)
+
+
+def take_deferred(
+    config: Config, log: Log, start_runner: RunnerStart | None = None, name: str | None = None
+) -> None:
+    """Queue the async calls the launcher deferred (``inbox``), each domain's in order.
+
+    Whatever queues a job or records bookkeeping for a domain calls this first, so that a
+    deferred call goes before what happened after it. ``start_runner``: as for ``fire``;
+    ``name``: only that domain's calls (the others are left to the hook's processes, whose
+    environment their scripts get).
+    """
+    import io
+
+    if not inbox.has_calls(config.state_dir):
+        return
+    try:
+        for deferred in inbox.take(config.state_dir, log, name):
+            call = HookCall(
+                "qemu", deferred.name, deferred.op, deferred.subop, deferred.extra, 0, deferred
+            )
+            try:
+                _qemu_call(call, config, log, io.BytesIO(deferred.xml), None, start_runner)
+            except Exception:
+                import traceback
+
+                log.error(f"{call} (deferred): internal error: {traceback.format_exc()}")
+    except OSError as exc:
+        log.error(f"cannot read the deferred hook calls in {config.state_dir}: {exc}")
 
 
 def _context(call: HookCall, config: Config, log: Log, uuid: str, xml: bytes) -> str:
@@ -158,10 +217,10 @@ def _context(call: HookCall, config: Config, log: Log, uuid: str, xml: bytes) ->
             kinds = (RESTORE, MIGRATE, STARTED_BY_VERB)
             return state.take_marker(uuid, kinds, call.daemon) or FRESH
         if call.op == "started":
-            status = read_status_file(call.obj, config.qemu_status_dir)
+            status = call.status_file(config.qemu_status_dir)
             return start_kind_from_status(status) if status else FRESH
         if call.op == "stopped":
-            status = read_status_file(call.obj, config.qemu_status_dir)
+            status = call.status_file(config.qemu_status_dir)
             kind = stop_kind_from_status(status) if status else DESTROY
             if _is_read_later(config, call):
                 state.set_stop_kind(uuid, kind)
@@ -190,12 +249,17 @@ def fire(
     uuid: str,
     xml: bytes,
     stdout: BinaryIO | None,
+    start_runner: RunnerStart | None = None,
 ) -> int:
-    """Run (sync) or queue (async) the row's event; the exit status libvirt gets."""
+    """Run (sync) or queue (async) the row's event; the exit status libvirt gets.
+
+    ``start_runner``: what starts the runner of an async event's queue (default: a forked
+    runner, ``asyncq.spawn_runner``).
+    """
     name = call.obj
     data = xml if row.xml != mapping.XML_NONE else b""
     if row.mode == mapping.ASYNC:
-        return _queue(row, call, config, log, queue_key, name, uuid, data)
+        return _queue(row, call, config, log, queue_key, name, uuid, data, start_runner)
     scripts = find_scripts(config.hooks_dirs, row.event, log)
     device_scripts = _companion_scripts_for(row.event, config, log, data)
     status = 0
@@ -249,6 +313,7 @@ def _queue(
     name: str,
     uuid: str,
     data: bytes,
+    start_runner: RunnerStart | None,
 ) -> int:
     scripts = find_scripts(config.hooks_dirs, row.event, log)
     device_scripts = _companion_scripts_for(row.event, config, log, data)
@@ -268,7 +333,7 @@ def _queue(
     if device_scripts:
         queued += queue_companion(row.event, config, log, key, name, uuid, data)
     if queued:
-        spawn_runner(config, log, key)
+        (start_runner or spawn_runner)(config, log, key)
     return 0
 
 

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import posix
 
-from . import mapping
+from . import inbox, mapping
 from .config import Config
 from .plainos import abspath, join, split
 
 # Bumped when the file's shape changes: a launcher only reads the format it was written for.
-FORMAT = 3
+FORMAT = 4
 FUNCTION = "lb_nothing_to_run"
 _HEADER = f"# libvirt-bridge fast path {FORMAT}"
 
@@ -39,7 +39,11 @@ def fastpath_path(config_path: str) -> str:
 
 
 def render(config: Config) -> str:
-    """The sh text of the file for ``config``; defines ``lb_nothing_to_run OP SUBOP``."""
+    """The sh text of the file for ``config``.
+
+    It defines ``lb_nothing_to_run OP SUBOP`` and ``lb_defer NAME OP SUBOP EXTRA`` (see
+    ``_defer``).
+    """
     q = sh_quote
     config_path = abspath(config.path)
     if config.mtime_ns is None:
@@ -61,8 +65,12 @@ def render(config: Config) -> str:
     return (
         f"{_HEADER} {stamp(config)}\n"
         f"# Written by libvirt-bridge from {config_path}; rewritten when stale. Do not edit.\n"
-        f"{FUNCTION}() {{\n"
+        f"lb_current() {{\n"
         f"{current}"
+        f"    return 0\n"
+        f"}}\n"
+        f"{FUNCTION}() {{\n"
+        f"    lb_current || return 1\n"
         f'    case "$1 $2" in\n'
         f"    {silent}) return 0 ;;\n"
         f"{calls}"
@@ -74,6 +82,64 @@ def render(config: Config) -> str:
         f"        done\n"
         f"    done\n"
         f"    return 0\n"
+        f"}}\n"
+        f"{_defer(config)}"
+    )
+
+
+def _defer(config: Config) -> str:
+    """``lb_defer NAME OP SUBOP EXTRA``: save an async call in the inbox (``inbox.py``).
+
+    Returns 0 when the call is the inbox's now (or its XML could not be saved whole, which
+    it says on stderr: its stdin is gone), 1 when Python must run it as usual: not a
+    deferred call, a name that cannot be a file name, a stale file, no inbox to write in.
+    """
+    q = sh_quote
+    inbox_dir = q(inbox.inbox_dir(abspath(config.state_dir)))
+    deferred = "|".join(q(f"{op} {subop}") for op, subop in mapping.DEFERRED_CALLS)
+    status = "|".join(
+        q(f"{op} {subop}")
+        for op, subop in mapping.DEFERRED_CALLS
+        if (op, subop) in mapping.READS_STATUS_FILE
+    )
+    copy_status = (
+        f'    case "$2 $3" in\n'
+        f"    {status})\n"
+        f'        cat {q(config.qemu_status_dir)}/"$1.xml" > "$lb_call.status" 2>/dev/null ;;\n'
+        f"    esac\n"
+        if status
+        else ""
+    )
+    digits = "[1-9]" + "[0-9]" * (len(str(inbox.FIRST_SEQ)) - 1)
+    return (
+        f"lb_defer() {{\n"
+        f'    case "$2 $3" in\n'
+        f"    {deferred}) ;;\n"
+        f"    *) return 1 ;;\n"
+        f"    esac\n"
+        f'    case "$1" in\n'
+        f"    ''|.*|*/*) return 1 ;;\n"
+        f"    esac\n"
+        f"    lb_current || return 1\n"
+        f"    lb_seq={inbox.FIRST_SEQ - 1}\n"
+        f'    for lb_file in {inbox_dir}/"$1#"*; do\n'
+        f"        lb_n=${{lb_file##*#}}\n"
+        f"        lb_n=${{lb_n%%.*}}\n"
+        f"        case $lb_n in\n"
+        f'        {digits}) [ "$lb_n" -gt "$lb_seq" ] && lb_seq=$lb_n ;;\n'
+        f"        esac\n"
+        f"    done\n"
+        f'    lb_call={inbox_dir}/"$1#$((lb_seq + 1))"\n'
+        # `true`, not `:`: a failed redirection of a special built-in ends the shell.
+        f'    {{ true > "$lb_call.xml"; }} 2>/dev/null || return 1\n'
+        f'    if ! cat > "$lb_call.xml"; then\n'
+        f'        echo "libvirt-bridge: cannot save the call $2 $3 of $1 in $lb_call.xml; '
+        f'its events are lost" >&2\n'
+        f"        return 0\n"
+        f"    fi\n"
+        f"{copy_status}"
+        f'    printf \'%s\\n\' "$2" "$3" "$4" > "$lb_call.call" || echo "libvirt-bridge: '
+        f'cannot save the call $2 $3 of $1 in $lb_call.call; its events are lost" >&2\n'
         f"}}\n"
     )
 

@@ -21,6 +21,7 @@ import sys
 
 from .config import ConfigError, load
 from .dispatch import HookCall, run
+from .dispatch import take_deferred as queue_deferred
 from .log import Log, say
 from .plainos import environ, exists
 
@@ -58,6 +59,28 @@ def launch(driver: str, argv: list[str], config_path: str, legacy: str = "") -> 
             stream.flush()
         except (OSError, ValueError):
             pass
+    posix._exit(status)
+
+
+def take_deferred(config_path: str) -> NoReturn:
+    """What a launcher starts in the background once it has deferred an async call (its
+    stdio on /dev/null): queue every deferred call, start their runners, and exit.
+
+    A call it cannot queue (no config) stays in the inbox for the next hook call.
+    """
+    status = 0
+    try:
+        posix.setsid()
+    except OSError:
+        pass  # a session leader already
+    try:
+        config = load(config_path)
+        queue_deferred(config, Log(config.log_file))
+    except ConfigError:
+        status = 1
+    except Exception as exc:
+        log_for(config_path).error(f"queueing the deferred hook calls failed: {exc!r}")
+        status = 1
     posix._exit(status)
 
 

@@ -39,7 +39,7 @@ from .asyncq import Job, enqueue
 from .connection import LibvirtFailure, message, open_connection
 from .devicewatch import DeviceWatch
 from .discovery import find_scripts
-from .dispatch import companion_scripts, queue_companion
+from .dispatch import companion_scripts, queue_companion, take_deferred
 from .drainer import Drainer
 from .launcher import import_path
 from .serial import Serial
@@ -177,8 +177,9 @@ class Listener:
         worker = threading.Thread(target=self._work, name="listener-worker", daemon=True)
         worker.start()
         # What a listener killed before this one left queued (nothing is run twice: a job
-        # it left running is logged as interrupted and dropped).
+        # it left running is logged as interrupted and dropped), and what the hook deferred.
         self.drainer.start()
+        take_deferred(self.config, self.log, self._hand_over)
         backoff = BACKOFF_FIRST
         try:
             while not self.stopping.is_set():
@@ -440,6 +441,8 @@ class Listener:
     def _queue(self, job: Job, per_device: bool = False) -> None:
         """Queue ``job`` (and, with ``per_device``, its per-device companion's) and hand
         its domain's queue to the drainer."""
+        # The domain's hook calls the launcher deferred happened before this event.
+        take_deferred(self.config, self.log, self._hand_over, job.name)
         try:
             enqueue(self.config.state_dir, job.uuid, job)
         except OSError as exc:
@@ -449,6 +452,10 @@ class Listener:
         if per_device:
             queue_companion(job.event, self.config, self.log, job.uuid, job.name, job.uuid, job.xml)
         self.drainer.hand_over(job.uuid)
+
+    def _hand_over(self, config: Config, log: Log, key: str) -> None:
+        """Start the runner of queue ``key`` (``dispatch.take_deferred``): the drainer."""
+        self.drainer.hand_over(key)
 
     # --- known states, kept across restarts (in the state dir, through State) -----------
 

@@ -207,6 +207,25 @@ DECIDES: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
     ("stopped", "end"): (("release", "end"),),
 }
 
+# Calls that read libvirt's status file of the domain during the call, to tell which of
+# their rows applies (see dispatch._context).
+READS_STATUS_FILE: frozenset[tuple[str, str]] = frozenset(
+    {("started", "begin"), ("stopped", "end")}
+)
+
+# qemu calls whose every row is async and whose bookkeeping no later call reads: with work
+# to do, the launcher saves them in the inbox and returns at once (see inbox.py).
+DEFERRED_CALLS: tuple[tuple[str, str], ...] = tuple(
+    (op, subop)
+    for op, subop in QEMU_FIRING_CALLS
+    if (op, subop) not in DECIDES
+    and all(
+        row.mode == ASYNC
+        for row in HOOK_TABLE
+        if row.driver == "qemu" and (row.op, row.subop) == (op, subop)
+    )
+)
+
 
 def call_events(op: str, subop: str) -> tuple[str, ...]:
     """The events the qemu call ``op subop`` fires, in one context or another."""

@@ -31,7 +31,7 @@ from . import fastpath, mapping
 from .config import Config
 from .connection import find_domain, message, open_connection
 from .discovery import find_scripts
-from .dispatch import HookCall, companion_scripts, fire
+from .dispatch import HookCall, companion_scripts, fire, take_deferred
 from .errors import BridgeError
 from .log import Log, say
 from .mapping import DESTROY
@@ -157,7 +157,7 @@ class Verbs:
             changed = self._before_start(dom, {RUN_DIR_VARIABLE: run_dir})
             flags = _load_launch_flags(flags_file, flags)
             state = State(self.config.state_dir)
-            self._mark(state, uuid, STARTED_BY_VERB, ("prepare", "begin"))
+            self._mark(state, name, uuid, STARTED_BY_VERB, ("prepare", "begin"))
             try:
                 if changed:
                     self._call(f"starting {name!r}", self.conn.createXML, changed.decode(), flags)
@@ -194,19 +194,25 @@ class Verbs:
         the domain's other async events, with the XML before_vm_start was given.
         """
         with hook_process_environment():
+            take_deferred(self.config, self.log, name=name)
             for op in ("stopped", "release"):
                 row = mapping.find_row("qemu", op, "end", DESTROY)
                 assert row is not None, op
                 call = HookCall("qemu", name, op, "end", "-")
                 fire(row, call, self.config, self.log, uuid, uuid, xml, None)
 
-    def _mark(self, state: State, uuid: str, kind: str, taken_at: tuple[str, str]) -> None:
+    def _mark(
+        self, state: State, name: str, uuid: str, kind: str, taken_at: tuple[str, str]
+    ) -> None:
         """Tell the hook's call ``taken_at`` that this verb already ran its before_* event.
 
         Not when the launcher will answer that call without the hook (nothing to run): the
         marker would outlive the operation.
         """
         if not fastpath.nothing_to_run(self.config, *taken_at):
+            # A deferred release of the domain's last run would clear the marker.
+            with hook_process_environment():
+                take_deferred(self.config, self.log, name=name)
             state.set_marker(uuid, kind)
 
     def pause(self, name: str) -> None:
@@ -253,7 +259,7 @@ class Verbs:
         uuid = dom.UUIDString()
         self.before("destroy", dom)
         state = State(self.config.state_dir)
-        self._mark(state, uuid, DESTROYED_BY_VERB, ("stopped", "end"))
+        self._mark(state, name, uuid, DESTROYED_BY_VERB, ("stopped", "end"))
         try:
             self._call(f"destroying {name!r}", dom.destroy)
         except VerbError:

@@ -18,7 +18,7 @@ import uuid as uuidlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from libvirt_bridge import asyncq, launcher
+from libvirt_bridge import asyncq, inbox, launcher
 
 LIBVIRT_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LC_ALL": "C"}
 
@@ -51,7 +51,11 @@ with open({record!r}, "a") as f:
 
 
 def queues_empty(state_dir: str) -> bool:
-    """No async job of the bridge is queued or running under ``state_dir``."""
+    """No async job of the bridge is queued or running under ``state_dir``, and no hook
+    call waits in its inbox."""
+    waiting = inbox.inbox_dir(state_dir)
+    if os.path.isdir(waiting) and os.listdir(waiting):
+        return False
     for _, _, files in os.walk(os.path.join(state_dir, "queue")):
         if any(f.endswith((asyncq.JOB, asyncq.RUNNING)) for f in files):
             return False

@@ -132,7 +132,7 @@ def test_cycles_fire_each_event_once_and_leave_nothing(
     figures["end"] = listener_figures(listener)
     # What may stay, each bounded: the listener's pid and status files, its known state
     # of each domain, the record of each daemon that looked for hooks, one queue lock per
-    # domain (and the daemon's). Anything else is residue.
+    # domain (and the daemon's), the inbox's lock. Anything else is residue.
     kept = state_files(sandbox.state_dir)
     bounded = {
         "listener.pid",
@@ -141,6 +141,7 @@ def test_cycles_fire_each_event_once_and_leave_nothing(
         "daemon/libvirtd",
         f"queue/{uuid}.lock",
         "queue/daemon.lock",
+        "inbox.lock",
     }
     assert set(kept) <= bounded, f"files left in the state dir: {set(kept) - bounded}"
     fds_warm, rss_warm = figures["warm"]
