@@ -10,6 +10,8 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterable, Sequence
 
+from libvirt_bridge import asyncq, inbox
+
 # What libvirt gives a hook: PATH, HOME and LC_ALL=C only (cwd /).
 HOOK_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -97,6 +99,18 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def bridge_idle(state_dir: str) -> bool:
+    """No hook call waits in the bridge's inbox under ``state_dir``, and no async job is
+    queued or running."""
+    for _, _, names in os.walk(inbox.inbox_dir(state_dir)):
+        if names:
+            return False
+    for _, _, names in os.walk(os.path.join(state_dir, "queue")):
+        if any(name.endswith((asyncq.JOB, asyncq.RUNNING)) for name in names):
+            return False
+    return True
 
 
 def domain_xml(name: str = "bench1", size: int = 10 * 1024) -> bytes:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from common import (
     PYTHON,
+    bridge_idle,
     domain_xml,
     interleave,
     median,
@@ -23,7 +24,7 @@ from common import (
     table,
 )
 
-from libvirt_bridge import inbox, launcher
+from libvirt_bridge import launcher
 
 NAME = "bench1"
 SCRIPT_COUNTS = (1, 10, 50)
@@ -183,19 +184,11 @@ def _deferred_call(path: str, state_dir: str, xml: bytes) -> Callable[[], float]
 
     def run() -> float:
         took = spawn_wait([path, NAME, "release", "end", "-"], xml)
-        while _busy(inbox.inbox_dir(state_dir)) or _busy(os.path.join(state_dir, "queue")):
+        while not bridge_idle(state_dir):
             time.sleep(0.002)
         return took
 
     return run
-
-
-def _busy(directory: str) -> bool:
-    """Whether a deferred call or an async job waits (or runs) under ``directory``."""
-    for _, _, names in os.walk(directory):
-        if any(not name.endswith(".lock") for name in names):
-            return True
-    return False
 
 
 def _direct(paths: list[str]) -> Callable[[], float]:

@@ -18,10 +18,10 @@ from contextlib import contextmanager
 
 import libvirt
 import libvirt_qemu
-from common import median, ms, quantile, ratio, spread, table
+from common import bridge_idle, median, ms, quantile, ratio, spread, table
 from hookcalls import BASH_DISPATCHER
 
-from libvirt_bridge import inbox, launcher, log, mapping
+from libvirt_bridge import launcher, log, mapping
 from libvirt_bridge.sandbox import Sandbox
 
 TARGET_CYCLE_RATIO = 1.03
@@ -161,28 +161,11 @@ class Bench:
 
     def wait_queues(self, state_dir: str = "", timeout: float = 30.0) -> None:
         """Until no async job of the bridge is queued or running, nor waits in its inbox."""
-        queues = os.path.join(state_dir or self.state_dir, "queue")
-        waiting = inbox.inbox_dir(state_dir or self.state_dir)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if os.path.isdir(waiting) and os.listdir(waiting):
-                time.sleep(0.01)  # a hook call the launcher deferred, not yet queued
-                continue
-            try:
-                keys = [os.path.join(queues, k) for k in os.listdir(queues)]
-            except FileNotFoundError:
-                return
-            jobs = [
-                name
-                for key in keys
-                if os.path.isdir(key)
-                for name in os.listdir(key)
-                if name.endswith((".job", ".running"))
-            ]
-            if not jobs:
-                return
+        while not bridge_idle(state_dir or self.state_dir):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"async jobs still queued after {timeout} s")
             time.sleep(0.01)
-        raise RuntimeError(f"async jobs still queued in {queues} after {timeout} s")
 
 
 VARIANTS = {

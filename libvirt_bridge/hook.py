@@ -29,6 +29,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn
 
+# How much a launcher nices the Python that queues a call it deferred (see take_deferred).
+DEFERRED_NICE = 10
 # Set in the environment of the earlier hook while a launcher runs it.
 RUNNING_LEGACY = "LIBVIRT_BRIDGE_RUNNING_LEGACY"
 # The second line of every launcher (install/launcher.in): how a launcher is recognised,
@@ -62,12 +64,17 @@ def launch(driver: str, argv: list[str], config_path: str, legacy: str = "") -> 
     posix._exit(status)
 
 
-def take_deferred(config_path: str) -> NoReturn:
-    """What a launcher starts in the background once it has deferred an async call (its
-    stdio on /dev/null): queue every deferred call, start their runners, and exit.
+def take_deferred(config_path: str, daemon: int) -> NoReturn:
+    """What a launcher starts in the background, niced by ``DEFERRED_NICE``, once it has
+    deferred an async call (its stdio on /dev/null): queue every deferred call, start their
+    runners, and exit.
 
-    A call it cannot queue (no config) stays in the inbox for the next hook call.
+    ``daemon``: the pid of the libvirt daemon that made the call; the runners get its
+    priority, which the scripts of a hook call have always had. A call it cannot queue (no
+    config) stays in the inbox for the next hook call.
     """
+    from .asyncq import spawn_runner
+
     status = 0
     try:
         posix.setsid()
@@ -75,13 +82,31 @@ def take_deferred(config_path: str) -> NoReturn:
         pass  # a session leader already
     try:
         config = load(config_path)
-        queue_deferred(config, Log(config.log_file))
+        log = Log(config.log_file)
+        keys: list[str] = []
+        queue_deferred(config, log, lambda _config, _log, key: keys.append(key))
+        _take_priority_of(daemon)
+        for key in dict.fromkeys(keys):
+            spawn_runner(config, log, key)
     except ConfigError:
         status = 1
     except Exception as exc:
         log_for(config_path).error(f"queueing the deferred hook calls failed: {exc!r}")
         status = 1
     posix._exit(status)
+
+
+def _take_priority_of(pid: int) -> None:
+    """This process's priority (its niceness) becomes process ``pid``'s, or, with ``pid``
+    gone, what it was before the launcher niced it."""
+    try:
+        niceness = posix.getpriority(posix.PRIO_PROCESS, pid)
+    except OSError:
+        niceness = max(-20, posix.getpriority(posix.PRIO_PROCESS, 0) - DEFERRED_NICE)
+    try:
+        posix.setpriority(posix.PRIO_PROCESS, 0, niceness)
+    except OSError:
+        pass  # not allowed (not root): the scripts run niced
 
 
 def run_launcher(driver: str, argv: list[str], config_path: str, legacy: str = "") -> int:

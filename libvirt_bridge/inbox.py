@@ -206,7 +206,9 @@ def _older_than(path: str, now: float) -> bool:
 
 
 def _remove(directory: str, stem: str) -> None:
-    for ext in (XML, STATUS, TAKEN, CALL):
+    # The launcher numbers a call after the files it sees: while one of these is left, it
+    # will not reuse the number, so the last one removed must be the last one touched.
+    for ext in (CALL, XML, STATUS, TAKEN):
         try:
             posix.unlink(join(directory, stem + ext))
         except FileNotFoundError:

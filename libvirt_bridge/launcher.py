@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from .fastpath import fastpath_path, sh_quote
 from .files import write_atomic
-from .hook import RUNNING_LEGACY
+from .hook import DEFERRED_NICE, RUNNING_LEGACY
 
 DRIVERS = ("qemu", "daemon")
 
@@ -64,6 +64,7 @@ def render(driver: str, config_path: str, python: str | None = None, legacy: str
         .replace("@LEGACY@", sh_quote(legacy))
         .replace("@FAST_PATH@", sh_quote(fast))
         .replace("@RUNNING_LEGACY@", RUNNING_LEGACY)
+        .replace("@DEFERRED_NICE@", str(DEFERRED_NICE))
         .replace("@DRIVER@", driver)
     )
 

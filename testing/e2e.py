@@ -6,10 +6,11 @@ the event (its directory's name), ``vmId``, the domain's name, the XML it got, i
 environment, its pid and parent pid, and the time.
 
 Waits end on a condition, never after a fixed sleep: :meth:`Probe.new` returns once the
-expected number of new records is there *and* the bridge's async queues are empty. The
-hook calls of a ``virsh`` command have all returned when the command has, and each queues
-its async events before it returns, so once the queues are empty every script that
-command caused has run: an extra event is in the records, not still on its way. Events
+expected number of new records is there *and* the bridge's async queues and its inbox are
+empty. The hook calls of a ``virsh`` command have all returned when the command has, and
+each queues its async events, or saves its call in the inbox, before it returns, so once
+both are empty every script that command caused has run: an extra event is in the
+records, not still on its way. Events
 that only the listener fires come later than that; the listener tests end their actions
 with a sentinel event instead (see ``tests/e2e/test_listener_events.py``).
 """

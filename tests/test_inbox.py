@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from libvirt_bridge import config, dispatch, inbox, launcher
+from libvirt_bridge import config, dispatch, hook, inbox, launcher
 from libvirt_bridge.log import Log
-from testing.harness import Bridge, domain_xml
+from testing.harness import Bridge, call_contained, domain_xml
 
 STATUS_RESTORING = (
     b"<domstatus state='paused' reason='migration' pid='1'>\n"
@@ -57,7 +57,7 @@ class HoldingBridge(Bridge):
 
     def take(self) -> None:
         """What the launcher's background Python does."""
-        code = "import sys\nfrom libvirt_bridge import hook\nhook.take_deferred(sys.argv[1])"
+        code = "import sys\nfrom libvirt_bridge import hook\nhook.take_deferred(sys.argv[1], 0)"
         subprocess.run([sys.executable, "-c", code, str(self.config)], check=True)
 
 
@@ -260,3 +260,27 @@ def test_a_listener_or_verb_takes_only_its_own_domains_calls(bridge: HoldingBrid
     dispatch.take_deferred(cfg, Log(cfg.log_file), lambda c, lg, key: queued.append(key), "vm2")
     assert len(queued) == 1
     assert [n for n in bridge.waiting() if n.endswith(".call")] == ["vm1#1000000001.call"]
+
+
+def test_the_queueing_runs_niced_and_the_scripts_at_the_daemons_priority(tmp_path: Path) -> None:
+    bridge = Bridge(tmp_path)
+    queued_at, ran_at = tmp_path / "queued-at", tmp_path / "ran-at"
+    wrapper = tmp_path / "python"
+    wrapper.write_text(
+        f'#!/bin/sh\ncase "$*" in *take_deferred*) nice > {queued_at} ;; esac\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    (bridge.launchers / "qemu").write_text(
+        launcher.render("qemu", str(bridge.config), str(wrapper))
+    )
+    bridge.script("after_vm_start", "50_nice", f"#!/bin/sh\nnice > {ran_at}\n")
+    xml = domain_xml("vm1")
+    assert bridge.qemu("vm1", "prepare", "begin", xml).returncode == 0  # writes the fast path
+    daemon = bridge.parent("libvirtd")  # the launcher's parent, as libvirt's daemon is
+    argv = ["nice", "-n", "3", str(daemon), str(bridge.launchers / "qemu")]
+    result = call_contained([*argv, "vm1", "started", "begin", "-"], xml, 20)
+    assert result.returncode == 0, result.stderr
+    bridge.wait_async()
+    assert queued_at.read_text().strip() == str(3 + hook.DEFERRED_NICE)
+    assert ran_at.read_text().strip() == "3"
