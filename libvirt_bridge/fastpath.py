@@ -14,8 +14,11 @@ nothing (libvirt takes empty output as "XML unchanged") when:
 - the file is current: written from the config as it is now (same mtime; or, with no
   config file, still none).
 
-Otherwise Python runs the call, and rewrites a file that is stale. Any other call (the
-daemon hook, an unknown operation) always goes to Python.
+Otherwise, for an async call with work (``mapping.DEFERRED_CALLS``), the file's
+``lb_defer`` saves the call in the inbox (``inbox.py``), and the launcher starts the Python
+that queues it in the background and returns. Otherwise Python runs the call, and rewrites
+a file that is stale. Any other call (the daemon hook, an unknown operation) always goes to
+Python.
 """
 
 from __future__ import annotations
