@@ -65,8 +65,7 @@ def run(
         # it (in its error for an operation refused, in its debug log otherwise).
         say(f"{call}: {exc}; no hook scripts run")
         return 1 if call.can_veto() else 0
-    if driver == "qemu":
-        fastpath.refresh(config)
+    fastpath.refresh(config)
     log = Log(config.log_file)
     try:
         # Calls the launcher deferred came first: their bookkeeping and jobs go first.

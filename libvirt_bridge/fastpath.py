@@ -1,4 +1,4 @@
-"""The qemu launcher's shortcut: answer libvirt without starting Python when nothing runs.
+"""The launchers' shortcut: answer libvirt without starting Python when nothing runs.
 
 libvirt calls the qemu hook five times for a start and a destroy, and once per running guest
 when its daemon restarts; starting Python costs more than the rest of such a call. So the
@@ -14,11 +14,13 @@ nothing (libvirt takes empty output as "XML unchanged") when:
 - the file is current: written from the config as it is now (same mtime; or, with no
   config file, still none).
 
-Otherwise, for an async call with work (``mapping.DEFERRED_CALLS``), the file's
+The daemon launcher reads the same file, for the daemon calls that keep no bookkeeping
+(``mapping.DAEMON_FAST_CALLS``: a daemon's stop, with no after_vdsm_stop script).
+Otherwise, for an async qemu call with work (``mapping.DEFERRED_CALLS``), the file's
 ``lb_defer`` saves the call in the inbox (``inbox.py``), and the launcher starts the Python
 that queues it in the background and returns. Otherwise Python runs the call, and rewrites
-a file that is stale. Any other call (the daemon hook, an unknown operation) always goes to
-Python.
+a file that is stale. Any other call (a daemon's start or reload, an unknown operation)
+always goes to Python.
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ def fastpath_path(config_path: str) -> str:
 def render(config: Config) -> str:
     """The sh text of the file for ``config``.
 
-    It defines ``lb_nothing_to_run OP SUBOP`` and ``lb_defer NAME OP SUBOP EXTRA`` (see
-    ``_defer``).
+    It defines ``lb_nothing_to_run DRIVER OP SUBOP`` and ``lb_defer NAME OP SUBOP EXTRA``
+    (see ``_defer``).
     """
     q = sh_quote
     config_path = abspath(config.path)
@@ -58,12 +60,16 @@ def render(config: Config) -> str:
             f"    [ {q(config_path)} -nt {this} ] || [ {q(config_path)} -ot {this} ] && return 1\n"
         )
     silent = "|".join(
-        q(f"{op} {subop}") for driver, op, subop in sorted(mapping.SILENT_CALLS) if driver == "qemu"
+        q(f"{driver} {op} {subop}")
+        for driver, op, subop in sorted(mapping.SILENT_CALLS)
+        if driver == "qemu"
     )
+    fast_calls = [("qemu", op, subop) for op, subop in mapping.QEMU_FIRING_CALLS]
+    fast_calls += [("daemon", op, subop) for op, subop in mapping.DAEMON_FAST_CALLS]
     calls = "".join(
-        f"    {q(f'{op} {subop}')})\n"
-        f"        set -- {' '.join(q(d) for d in _served_dirs(config, op, subop))} ;;\n"
-        for op, subop in mapping.QEMU_FIRING_CALLS
+        f"    {q(f'{driver} {op} {subop}')})\n"
+        f"        set -- {' '.join(q(d) for d in _served_dirs(config, op, subop, driver))} ;;\n"
+        for driver, op, subop in fast_calls
     )
     return (
         f"{_HEADER} {stamp(config)}\n"
@@ -74,7 +80,7 @@ def render(config: Config) -> str:
         f"}}\n"
         f"{FUNCTION}() {{\n"
         f"    lb_current || return 1\n"
-        f'    case "$1 $2" in\n'
+        f'    case "$1 $2 $3" in\n'
         f"    {silent}) return 0 ;;\n"
         f"{calls}"
         f"    *) return 1 ;;\n"
@@ -147,12 +153,12 @@ def _defer(config: Config) -> str:
     )
 
 
-def _served_dirs(config: Config, op: str, subop: str) -> list[str]:
-    return [
-        join(root, event)
-        for root in config.hooks_dirs
-        for event in mapping.served_events(op, subop)
-    ]
+def _served_dirs(config: Config, op: str, subop: str, driver: str = "qemu") -> list[str]:
+    if driver == "qemu":
+        events = mapping.served_events(op, subop)
+    else:
+        events = mapping.call_events(op, subop, driver)
+    return [join(root, event) for root in config.hooks_dirs for event in events]
 
 
 def nothing_to_run(config: Config, op: str, subop: str) -> bool:

@@ -3,9 +3,9 @@
 A launcher is a short POSIX sh script rendered from ``install/launcher.in``: it names this
 interpreter, the import path that reaches this package, the config file and the foreign
 hook kept as ``.legacy``, in plain ``name='value'`` lines, then starts Python with ``-IS``
-(no site, isolated) to call ``libvirt_bridge.hook.launch``. The qemu launcher first
-asks the file ``fastpath.py`` writes whether the call has anything to run; when it has not,
-no Python starts.
+(no site, isolated) to call ``libvirt_bridge.hook.launch``. A launcher first asks the
+file ``fastpath.py`` writes whether the call has anything to run; when it has not, no
+Python starts.
 """
 
 from __future__ import annotations
@@ -55,8 +55,7 @@ def render(driver: str, config_path: str, python: str | None = None, legacy: str
     if any(os.pathsep in path for path in paths):
         raise ValueError(f"an import path directory contains {os.pathsep!r}: {paths}")
     template = resources.files("libvirt_bridge.assets").joinpath("launcher.in").read_text()
-    # The daemon hook is called only when a daemon starts, stops or reloads: no shortcut.
-    fast = fastpath_path(config_path) if driver == "qemu" else ""
+    fast = fastpath_path(config_path)
     return (
         template.replace("@PYTHON@", sh_quote(python or sys.executable))
         .replace("@IMPORT_PATH@", sh_quote(os.pathsep.join(paths)))

@@ -207,6 +207,11 @@ DECIDES: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
     ("stopped", "end"): (("release", "end"),),
 }
 
+# Daemon-hook calls that keep no bookkeeping (a daemon's start and reload record which
+# daemon looked for hooks, for `status`): with no script for their events, the launcher
+# answers them from sh.
+DAEMON_FAST_CALLS: tuple[tuple[str, str], ...] = (("shutdown", "-"),)
+
 # Calls that read libvirt's status file of the domain during the call, to tell which of
 # their rows applies (see dispatch._context).
 READS_STATUS_FILE: frozenset[tuple[str, str]] = frozenset(
@@ -227,13 +232,13 @@ DEFERRED_CALLS: tuple[tuple[str, str], ...] = tuple(
 )
 
 
-def call_events(op: str, subop: str) -> tuple[str, ...]:
-    """The events the qemu call ``op subop`` fires, in one context or another."""
+def call_events(op: str, subop: str, driver: str = "qemu") -> tuple[str, ...]:
+    """The events the call ``op subop`` of ``driver``'s hook fires, in one context or another."""
     return tuple(
         dict.fromkeys(
             row.event
             for row in HOOK_TABLE
-            if row.driver == "qemu" and (row.op, row.subop) == (op, subop)
+            if row.driver == driver and (row.op, row.subop) == (op, subop)
         )
     )
 

@@ -186,7 +186,7 @@ def test_an_edited_config_is_read_again(bridge: CountingBridge, tmp_path: Path) 
 def nothing_to_run(cfg: config.Config, op: str = "prepare", subop: str = "begin") -> bool:
     """What the fast-path file written for ``cfg`` answers, asked from sh directly."""
     fastpath.write(cfg)
-    script = f'. "$1" && {fastpath.FUNCTION} {op} {subop}'
+    script = f'. "$1" && {fastpath.FUNCTION} qemu {op} {subop}'
     path = fastpath.fastpath_path(cfg.path)
     return subprocess.run(["sh", "-c", script, "sh", path]).returncode == 0
 
@@ -247,11 +247,32 @@ def test_a_damaged_file_goes_to_python_and_is_rewritten(bridge: CountingBridge) 
     assert not bridge.starts_python("prepare", "begin")
 
 
-def test_unknown_calls_and_the_daemon_hook_go_to_python(bridge: CountingBridge) -> None:
+def test_unknown_calls_and_a_daemons_start_and_reload_go_to_python(
+    bridge: CountingBridge,
+) -> None:
     bridge.warm()
     assert bridge.starts_python("attach", "begin")
+    for op, subop in (("start", "-"), ("reload", "begin")):
+        before = bridge.python_starts()
+        assert bridge.daemon(op, op, subop).returncode == 0
+        assert bridge.python_starts() == before + 1, op
+    assert "daemon/libvirtd" in {
+        str(p.relative_to(bridge.state)) for p in bridge.state.rglob("*") if p.is_file()
+    }
+
+
+def test_a_daemons_stop_starts_python_only_for_an_after_vdsm_stop_script(
+    bridge: CountingBridge,
+) -> None:
+    bridge.warm()
+    for event in set(mapping.EVENTS) - {"after_vdsm_stop"}:
+        bridge.script(event, "50_x", "#!/bin/sh\nexit 0\n")
     before = bridge.python_starts()
-    assert bridge.daemon("start", "start").returncode == 0
+    assert bridge.daemon("shutdown", "shutdown").returncode == 0
+    assert bridge.python_starts() == before
+    bridge.probe("after_vdsm_stop")
+    assert bridge.daemon("shutdown", "shutdown").returncode == 0
+    assert [r["event"] for r in bridge.wait_async(1)] == ["after_vdsm_stop"]
     assert bridge.python_starts() == before + 1
 
 
