@@ -217,7 +217,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 # Whether this process has made the descriptors it was given close-on-exec.
-_GIVEN_FDS_CLOSED: list[bool] = []
+_given_fds_closed = False
 
 
 def _no_inherited_fds() -> None:
@@ -229,9 +229,9 @@ def _no_inherited_fds() -> None:
     every descriptor close-on-exec (PEP 446), and the drainer, whose threads run many
     events at once, would otherwise list and test all its pipes for each of them.
     """
-    if _GIVEN_FDS_CLOSED:
+    global _given_fds_closed
+    if _given_fds_closed:
         return
-    _GIVEN_FDS_CLOSED.append(True)
     try:
         names = posix.listdir("/proc/self/fd")
     except OSError:
@@ -244,6 +244,9 @@ def _no_inherited_fds() -> None:
                     posix.set_inheritable(fd, False)
             except OSError:
                 pass  # the listing's own descriptor, closed since
+    # Only now: another thread that spawns meanwhile scans too (harmless), rather than
+    # spawning before this scan is done.
+    _given_fds_closed = True
 
 
 # Held while this process's cwd is not its own (threads run scripts in the listener).
