@@ -40,7 +40,7 @@ class Plan:
     listener_rounds: int
 
 
-FULL = Plan(hook_rounds=300, script_rounds=60, cycles=25, guests=50, restarts=5, listener_rounds=5)
+FULL = Plan(hook_rounds=300, script_rounds=60, cycles=40, guests=50, restarts=5, listener_rounds=5)
 QUICK = Plan(hook_rounds=15, script_rounds=3, cycles=2, guests=5, restarts=1, listener_rounds=1)
 
 
