@@ -172,7 +172,7 @@ def hook_call(work: str, rounds: int) -> tuple[str, list[str]]:
     verdict = "holds" if added <= TARGET_SCRIPT_RATIO else "MISSED"
     script_check = (
         f"Target 4 (an event with one `exit 0` script: the bridge's cost over exec'ing it "
-        f"directly ≤ {TARGET_SCRIPT_RATIO} x bare interpreter): {added:.2f} x — {verdict}"
+        f"directly ≤ {TARGET_SCRIPT_RATIO} x bare interpreter): {added:.3f} x — {verdict}"
     )
     note = f"XML on stdin: {len(xml)} bytes; each figure is the median of {rounds} calls.\n"
     return note + "\n" + text, [check, script_check]
@@ -252,7 +252,7 @@ def per_script(work: str, rounds: int) -> tuple[str, list[str]]:
     notes = [
         f"Target 4 (an event with one script, /bin/true here: the bridge's cost over exec'ing "
         f"it directly ≤ {TARGET_SCRIPT_RATIO} x bare interpreter, {ms(bare)} ms in this part): "
-        f"{one:.2f} x — {verdict}",
+        f"{one:.3f} x — {verdict}",
         f"Marginal bridge cost of one more script ({low} → {high} scripts, direct execs "
         f"subtracted): {marginal * 1e3:.2f} ms",
         f"Fixed cost of an event that has scripts, over one without (first script, direct "
