@@ -49,6 +49,10 @@ def launch(driver: str, argv: list[str], config_path: str, legacy: str = "") -> 
     which costs a hook call about a fifth of an interpreter start: everything this process
     writes is written by then (the log and the state with plain ``write`` calls, stdout
     and stderr flushed here), and it holds no thread nor any other resource to release.
+
+    For the same reason the launcher turns the cyclic garbage collector off before the
+    imports: this process lives for one call and frees its objects by reference counting,
+    and the collector's passes over what the imports create cost it 0.3-0.6 ms.
     """
     try:
         status = run_launcher(driver, argv, config_path, legacy)
