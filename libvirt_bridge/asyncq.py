@@ -14,6 +14,7 @@ is renamed ``.running`` while its scripts run; a ``.running`` left by a runner t
 
 from __future__ import annotations
 
+import gc
 import posix
 import time
 
@@ -113,6 +114,9 @@ def spawn_runner(config: Config, log: Log, key: str) -> None:
         return
     if pid:
         return
+    # The hook's process runs without the cyclic garbage collector (hook.launch); a runner
+    # may drain a long queue, so it collects as usual.
+    gc.enable()
     status = 0
     try:
         posix.setsid()

@@ -52,7 +52,8 @@ def launch(driver: str, argv: list[str], config_path: str, legacy: str = "") -> 
 
     For the same reason the launcher turns the cyclic garbage collector off before the
     imports: this process lives for one call and frees its objects by reference counting,
-    and the collector's passes over what the imports create cost it 0.3-0.6 ms.
+    and the collector's passes over what the imports create cost it 0.3-0.6 ms. The
+    runners it forks turn it back on (``asyncq.spawn_runner``).
     """
     try:
         status = run_launcher(driver, argv, config_path, legacy)
