@@ -149,3 +149,36 @@ def test_a_device_jobs_properties_round_trip() -> None:
     job = Job("after_nic_hotplug", "g1", "u", b"<interface/>", props=props)
     back = Job.decode(job.encode(), "p")
     assert (back.event, back.xml, back.props) == ("after_nic_hotplug", b"<interface/>", props)
+
+
+def test_a_runner_forked_from_the_hooks_process_collects_garbage_again(
+    bridge: Bridge, tmp_path: Path
+) -> None:
+    # The launcher starts the hook's Python with the collector off (hook.launch); a runner
+    # forked from it may drain a long queue.
+    import subprocess
+    import sys
+
+    from libvirt_bridge.launcher import import_path
+
+    seen = tmp_path / "seen"
+    code = (
+        "import gc, sys\n"
+        "gc.disable()\n"
+        f"sys.path[:0] = {import_path()!r}\n"
+        "from libvirt_bridge import asyncq, config\n"
+        "from libvirt_bridge.log import Log\n"
+        "def drain(cfg, log, key):\n"
+        f"    open({str(seen)!r}, 'w').write(f'{{key}} {{gc.isenabled()}}')\n"
+        "asyncq.drain = drain\n"
+        f"cfg = config.load({str(bridge.config)!r})\n"
+        "asyncq.spawn_runner(cfg, Log(cfg.log_file), 'daemon')\n"
+        "print(gc.isenabled())\n"
+    )
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [b"False"]
+    deadline = time.monotonic() + 10
+    while not (seen.exists() and seen.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert seen.read_text() == "daemon True"
