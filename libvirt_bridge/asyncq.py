@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from .config import Config
     from .log import Log
+    from .runner import EventProperties
 
 JOB = ".job"
 RUNNING = ".running"
@@ -51,7 +52,7 @@ class Job:
         uuid: str,
         xml: bytes,
         path: str = "",
-        props: dict[str, str] | None = None,
+        props: EventProperties | None = None,
         per_device: bool = False,
     ) -> None:
         self.event = event
@@ -68,7 +69,7 @@ class Job:
         if self.props is not None:
             import json  # not at import: the hook's jobs carry no properties (fast path)
 
-            header += f"props={json.dumps(self.props).encode().hex()}\n"
+            header += f"properties={json.dumps(self.props.to_json()).encode().hex()}\n"
         if self.per_device:
             header += "per_device=1\n"
         return header.encode() + b"\n" + self.xml
@@ -79,10 +80,15 @@ class Job:
         fields = dict(line.split("=", 1) for line in header.decode().splitlines() if "=" in line)
         name = bytes.fromhex(fields.get("name", "")).decode("utf-8", "replace")
         props = None
-        if "props" in fields:
+        if "properties" in fields or "props" in fields:
             import json  # not at import, as in encode
 
-            props = json.loads(bytes.fromhex(fields["props"]))
+            from .runner import EventProperties
+
+            if "properties" in fields:
+                props = EventProperties.from_json(json.loads(bytes.fromhex(fields["properties"])))
+            else:  # queued by an earlier version: the device's and the VM's, merged
+                props = EventProperties(json.loads(bytes.fromhex(fields["props"])))
         per_device = fields.get("per_device") == "1"
         return cls(
             fields.get("event", ""), name, fields.get("uuid", ""), xml, path, props, per_device

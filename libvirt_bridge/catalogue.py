@@ -2,9 +2,11 @@
 
 ``hooks.d/<event>/<NN_name>`` holds one file per event a hook runs at; the hook's name is
 the file name without its number (``90_hugepages`` is ``hugepages``). In the repository
-most are symlinks to one script; they are copied as files. ``libvirt-bridge install
---hooks NAME...`` copies every file of the named hooks into the first hooks root, mode
-0755 and owned by root, as the bridge wants scripts to be.
+most are symlinks to one script; they are copied as files. ``hooks.d/properties/<name>.toml``
+declares the custom properties a hook takes, for the property schema (``screening``).
+``libvirt-bridge install --hooks NAME...`` copies every file of the named hooks into the
+first hooks root, mode 0755 and owned by root, as the bridge wants scripts to be, and
+their declarations into the config's ``properties_dir``, mode 0644.
 
 The catalogue is found beside the package (a source tree or an editable install), or, in
 an installed wheel, as ``libvirt_bridge/shipped_hooks`` if the build put it there.
@@ -28,6 +30,8 @@ INSTALLED_CATALOGUE = os.path.join(PACKAGE_DIR, "shipped_hooks")
 # hooks.d in the source tree: the package's parent directory.
 SOURCE_CATALOGUE = os.path.join(os.path.dirname(PACKAGE_DIR), "hooks.d")
 LIST = "list"
+# hooks.d/properties/<hook>.toml: the custom properties a hook takes, for the schema.
+PROPERTIES_DIR = "properties"
 
 _SCRIPT = re.compile(r"[0-9]+_([A-Za-z0-9][A-Za-z0-9_.-]*)\Z")
 _EVENT = re.compile(r"(before|after)_[a-z0-9_]+\Z")
@@ -40,11 +44,13 @@ class CatalogueError(BridgeError):
 class ShippedHook:
     """One hook of the catalogue: its name and, per event, the file to install."""
 
-    __slots__ = ("files", "name")
+    __slots__ = ("files", "name", "properties")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.files: dict[str, str] = {}
+        # The file that declares its custom properties; None: it takes none.
+        self.properties: str | None = None
 
     @property
     def events(self) -> list[str]:
@@ -62,9 +68,10 @@ class Copy(NamedTuple):
     """One file to install: ``source`` (in the catalogue) to ``dest`` (in a hooks root)."""
 
     hook: str
-    event: str
+    event: str  # "" for a hook's declaration of its properties
     source: str
     dest: str
+    mode: int = 0o755
 
 
 def catalogue_dir() -> str | None:
@@ -102,6 +109,10 @@ def available(directory: str | None = None) -> dict[str, ShippedHook]:
                     f"{os.path.basename(hook.files[event])} and {filename}"
                 )
             hook.files[event] = source
+    for name, hook in hooks.items():
+        declaration = os.path.join(directory, PROPERTIES_DIR, f"{name}.toml")
+        if os.path.isfile(declaration):
+            hook.properties = declaration
     return dict(sorted(hooks.items()))
 
 
@@ -151,21 +162,30 @@ def script_summary(path: str, name: str = "") -> str:
     return ""
 
 
-def copies(hooks: Sequence[ShippedHook], root: str) -> list[Copy]:
-    """The files that installing ``hooks`` into the hooks root ``root`` writes."""
-    return [
+def copies(hooks: Sequence[ShippedHook], root: str, properties_dir: str) -> list[Copy]:
+    """The files that installing ``hooks`` writes: their scripts into the hooks root
+    ``root``, their declarations of properties into ``properties_dir``."""
+    scripts = [
         Copy(hook.name, event, hook.files[event], os.path.join(root, event, name))
         for hook in hooks
         for event in hook.events
         for name in [os.path.basename(hook.files[event])]
     ]
+    declarations = [
+        Copy(
+            hook.name, "", hook.properties, os.path.join(properties_dir, f"{hook.name}.toml"), 0o644
+        )
+        for hook in hooks
+        if hook.properties is not None
+    ]
+    return scripts + declarations
 
 
 def is_current(copy: Copy) -> bool:
     """Whether ``copy.dest`` is already the file ``install_copy`` would write."""
     try:
         st = os.lstat(copy.dest)
-        if not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != 0o755:
+        if not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != copy.mode:
             return False
         if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (0, 0):
             return False
@@ -176,9 +196,9 @@ def is_current(copy: Copy) -> bool:
 
 
 def install_copy(copy: Copy) -> None:
-    """Write ``copy.dest``: the source's content, mode 0755, owned by root (when root)."""
+    """Write ``copy.dest``: the source's content, its mode, owned by root (when root)."""
     directory = os.path.dirname(copy.dest)
     os.makedirs(directory, mode=0o755, exist_ok=True)
     with open(copy.source, "rb") as src:
         content = src.read()
-    write_atomic(copy.dest, content, 0o755, root_owned=True)
+    write_atomic(copy.dest, content, copy.mode, root_owned=True)

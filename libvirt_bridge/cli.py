@@ -12,6 +12,7 @@ import sys
 
 from . import __version__
 from .commands import (
+    check_props,
     demo,
     devices,
     hook,
@@ -27,7 +28,20 @@ from .commands import (
 from .commands import list as list_
 from .errors import BridgeError
 
-COMMANDS = (demo, install, uninstall, status, list_, lifecycle, devices, props, run, listen, hook)
+COMMANDS = (
+    demo,
+    install,
+    uninstall,
+    status,
+    list_,
+    lifecycle,
+    devices,
+    props,
+    check_props,
+    run,
+    listen,
+    hook,
+)
 # Commands that read no config of the bridge's (the demo writes its own).
 WITHOUT_CONFIG = frozenset({"demo"})
 

@@ -14,6 +14,12 @@ import posix
 from .errors import BridgeError
 from .plainos import environ, join, split
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from .schema import Prepared, Schema
+
 DEFAULT_PATH = "/etc/libvirt-bridge.toml"
 ENV_VAR = "LIBVIRT_BRIDGE_CONFIG"
 
@@ -27,6 +33,7 @@ DEFAULTS: dict[str, object] = {
     "libvirt_uri": "qemu:///system",
     "qemu_status_dir": "/run/libvirt/qemu",
     "start_xml_changes": "warn",
+    "properties_dir": "/etc/libvirt-bridge.d/properties",
 }
 
 KEY_HELP: dict[str, str] = {
@@ -40,26 +47,51 @@ KEY_HELP: dict[str, str] = {
         "what a plain `virsh start` does when before_vm_start scripts change the XML, which "
         "libvirt cannot take then: warn, or refuse (pointing to `libvirt-bridge start`)"
     ),
+    "properties_dir": (
+        "absolute path of a directory of *.toml files that declare properties for the "
+        "schema ([vm], [interface], ... tables of NAME = 'regex'), read when [properties] "
+        "puts a schema in force"
+    ),
 }
+
+# The property schema: a table of scopes (``vm``, or a device element's name), each a
+# table of NAME = "regex". Its presence puts the schema in force (``schema``).
+PROPERTIES = "properties"
+# Beside it in the parsed values (not a key of the file): each of its regular expressions
+# as ``schema.prepare`` compiled it, so that a hook call need not import ``re``.
+PREPARED = "_prepared_patterns"
 
 CHOICES: dict[str, tuple[str, ...]] = {"start_xml_changes": ("warn", "refuse")}
 
-_CACHE_FORMAT = 3
+_CACHE_FORMAT = 4
 
 
 class ConfigError(BridgeError):
     """The config file exists but cannot be used; the message says why and where."""
 
 
+class UnsafeFileError(ConfigError):
+    """A file of the config that someone other than root may change; ``fix`` says how to
+    make it root's."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.fix = fix
+
+
 class Config:
     """Validated configuration values."""
 
     __slots__ = (
+        "_schema",
+        "declared_properties",
         "hooks_dirs",
         "libvirt_uri",
         "log_file",
         "mtime_ns",
         "path",
+        "prepared_patterns",
+        "properties_dir",
         "qemu_status_dir",
         "script_timeout",
         "start_xml_changes",
@@ -77,6 +109,25 @@ class Config:
         self.libvirt_uri = str(values["libvirt_uri"])
         self.qemu_status_dir = str(values["qemu_status_dir"])
         self.start_xml_changes = str(values["start_xml_changes"])
+        self.properties_dir = str(values["properties_dir"])
+        # Scope -> name -> regexes, from the file's [properties] and the drop-in files;
+        # None: no schema is in force.
+        self.declared_properties: dict[str, dict[str, list[str]]] | None = values.get(  # type: ignore[assignment]
+            PROPERTIES
+        )
+        self.prepared_patterns: dict[str, Prepared | None] = values.get(PREPARED) or {}  # type: ignore[assignment]
+        self._schema: Schema | None = None
+
+    @property
+    def property_schema(self) -> Schema | None:
+        """The property schema in force (``schema.Schema``), or None when none is."""
+        if self.declared_properties is None:
+            return None
+        if self._schema is None:
+            from .schema import Schema
+
+            self._schema = Schema(self.declared_properties, self.prepared_patterns)
+        return self._schema
 
 
 def config_path() -> str:
@@ -85,21 +136,85 @@ def config_path() -> str:
 
 
 def load(path: str | None = None) -> Config:
-    """Read the config at ``path`` (a missing file means defaults)."""
+    """Read the config at ``path`` (a missing file means defaults), through the cache.
+
+    The file decides what runs as root: one that someone other than root may change is
+    refused (UnsafeFileError), as is a drop-in file of the property schema.
+    """
     path = path or config_path()
+    st = _stat(path)
+    if st is None:
+        return Config(dict(DEFAULTS), path)
+    key = (_CACHE_FORMAT, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    cache = _cache_path(path)
+    cached = _read_cache(cache, key)
+    values = None
+    if cached is not None:
+        values, dropins = cached
+        if values.get(PROPERTIES) is not None and dropins != _dropins_key(values):
+            values = None
+    if values is None:
+        values = _values(path)
+        _write_cache(cache, key, (values, _dropins_key(values)))
+    return Config(values, path, st.st_mtime_ns)
+
+
+def read(path: str) -> Config:
+    """The config at ``path`` as :func:`load` gives it, neither reading nor writing the cache."""
+    st = _stat(path)
+    if st is None:
+        return Config(dict(DEFAULTS), path)
+    # Taken before parsing: a file changed meanwhile then looks changed, never the reverse.
+    return Config(_values(path), path, st.st_mtime_ns)
+
+
+def _stat(path: str) -> posix.stat_result | None:
+    """The config file's stat, once judged root's; None when there is no file."""
     try:
         st = posix.stat(path)
     except FileNotFoundError:
-        return Config(dict(DEFAULTS), path)
+        return None
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
-    key = (_CACHE_FORMAT, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
-    cache = _cache_path(path)
-    values = _read_cache(cache, key)
-    if values is None:
-        values = parse(path)
-        _write_cache(cache, key, values)
-    return Config(values, path, st.st_mtime_ns)
+    _require_roots(path, st)
+    return st
+
+
+def _values(path: str) -> dict[str, object]:
+    """The file's values, with the drop-in files' declarations when it declares a schema."""
+    values = parse(path)
+    if values.get(PROPERTIES) is not None:
+        from .schema import prepare
+
+        tables = values[PROPERTIES] = _with_dropins(values)
+        values[PREPARED] = {
+            pattern: prepare(pattern)
+            for names in tables.values()
+            for patterns in names.values()
+            for pattern in patterns
+        }
+    return values
+
+
+def _require_roots(path: str, st: posix.stat_result, what: str = "config") -> None:
+    if _roots(st):
+        return
+    from .discovery import file_problem
+
+    problem = file_problem(st)
+    if problem is not None:
+        import shlex  # only here: it imports re, which the hook's path does without
+
+        fix = f"{'chown root' if problem.startswith('owned') else 'chmod go-w'} {shlex.quote(path)}"
+        raise UnsafeFileError(
+            f"{what} {path} is {problem}: refused, since it decides what runs as root (fix: {fix})",
+            fix,
+        )
+
+
+def _roots(st: posix.stat_result) -> bool:
+    """``discovery.file_problem(st) is None``, without importing it on the hook's path."""
+    return st.st_uid in (0, posix.geteuid()) and not st.st_mode & 0o022
 
 
 def parse(path: str) -> dict[str, object]:
@@ -120,10 +235,72 @@ def validate(raw: dict[str, object], path: str) -> dict[str, object]:
     """Defaults overlaid with the file's keys, each checked for type and form."""
     values = dict(DEFAULTS)
     for key, value in raw.items():
+        if key == PROPERTIES:
+            values[key] = check_schema_tables(value, f"config {path}", PROPERTIES)
+            continue
         if key not in DEFAULTS:
             raise ConfigError(f"config {path}: unknown key {key!r}{_suggest(key)}")
         values[key] = _check(key, value, path)
     return values
+
+
+# What oVirt and VDSM call a device type, for the element libvirt names it by.
+_SCOPE_HINTS = {"nic": "interface", "vnic": "interface", "network": "interface"}
+
+
+def check_schema_tables(
+    value: object, where: str, table: str = ""
+) -> dict[str, dict[str, list[str]]]:
+    """A property schema's tables (``[vm]``, ``[interface]``, ... of NAME = "regex"),
+    checked: scope -> name -> [regex]. ``where`` names the file in messages, ``table``
+    the table that holds them there ("" for a whole file)."""
+    import re
+
+    from .schema import SCOPES
+    from .screening import name_refusal
+
+    def named(*keys: str) -> str:
+        return f"{where}: {'.'.join(k for k in (table, *keys) if k)}"
+
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{named()} must be a table of scopes ([{table}.vm], [{table}.interface], ...), "
+            'each a table of NAME = "regular expression"'
+        )
+    tables: dict[str, dict[str, list[str]]] = {}
+    for scope, names in value.items():
+        if scope not in SCOPES:
+            close = _SCOPE_HINTS.get(scope.lower()) or _close(scope, SCOPES, 0.8)
+            hint = (
+                f"did you mean {close!r}?"
+                if close
+                else "vm, or a device element: interface, disk, hostdev, ..."
+            )
+            raise ConfigError(f"{named()}: unknown scope {scope!r} ({hint})")
+        if not isinstance(names, dict):
+            raise ConfigError(f'{named(scope)} must be a table of NAME = "regular expression"')
+        checked: dict[str, list[str]] = {}
+        for name, pattern in names.items():
+            why = name_refusal(name)
+            if why is not None:
+                raise ConfigError(
+                    f"{named(scope)}: {name!r} cannot be a custom property: {why}, so no "
+                    "schema admits it"
+                )
+            if not isinstance(pattern, str):
+                raise ConfigError(
+                    f"{named(scope, name)} must be a string: a regular expression that the "
+                    "whole value must match"
+                )
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(
+                    f"{named(scope, name)}: {pattern!r} is not a regular expression ({exc})"
+                ) from None
+            checked[name] = [pattern]
+        tables[scope] = checked
+    return tables
 
 
 def _check(key: str, value: object, path: str) -> object:
@@ -156,10 +333,83 @@ def _require_absolute(value: str, where: str) -> None:
 
 
 def _suggest(key: str) -> str:
+    close = _close(key, [*DEFAULTS, PROPERTIES])
+    known = ", ".join([*DEFAULTS, f"[{PROPERTIES}]"])
+    return f" (did you mean {close!r}?)" if close else f" (known keys: {known})"
+
+
+def _close(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str | None:
     import difflib
 
-    close = difflib.get_close_matches(key, list(DEFAULTS), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(DEFAULTS)})"
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
+# -- the drop-in files of the property schema --------------------------------------------
+
+DROPIN_SUFFIX = ".toml"
+
+
+def dropin_files(directory: str) -> list[str]:
+    """The schema's drop-in files in ``directory``, in the order they are read."""
+    try:
+        names = posix.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot list the property schema's directory {directory}: {exc.strerror}"
+        ) from None
+    return [
+        join(directory, name)
+        for name in sorted(names)
+        if name.endswith(DROPIN_SUFFIX) and not name.startswith(".")
+    ]
+
+
+def _dropins_key(values: dict[str, object]) -> tuple[object, ...]:
+    """What identifies the drop-in files as they are now (their names, identities and
+    modes), so that a cached schema is read again when one changes."""
+    if values.get(PROPERTIES) is None:
+        return ()
+    key: list[object] = []
+    for path in dropin_files(str(values["properties_dir"])):
+        try:
+            st = posix.stat(path)
+        except OSError:
+            continue
+        key.append((path, st.st_ino, st.st_mtime_ns, st.st_size, st.st_uid, st.st_mode))
+    return tuple(key)
+
+
+def read_dropin(path: str) -> dict[str, dict[str, list[str]]]:
+    """One drop-in file's declarations (``[vm]``, ``[interface]``, ... tables), checked."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            _require_roots(path, posix.fstat(f.fileno()), "property schema file")
+            raw = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the property schema file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"property schema file {path} is not valid TOML: {exc}") from None
+    return check_schema_tables(raw, f"property schema file {path}")
+
+
+def _with_dropins(values: dict[str, object]) -> dict[str, dict[str, list[str]]]:
+    """The config's [properties] with every drop-in file's declarations added: a name
+    declared more than once keeps every regular expression (a value must match each)."""
+    merged: dict[str, dict[str, list[str]]] = {
+        scope: {name: list(patterns) for name, patterns in table.items()}
+        for scope, table in values[PROPERTIES].items()  # type: ignore[attr-defined]
+    }
+    for path in dropin_files(str(values["properties_dir"])):
+        for scope, table in read_dropin(path).items():
+            for name, patterns in table.items():
+                known = merged.setdefault(scope, {}).setdefault(name, [])
+                known.extend(p for p in patterns if p not in known)
+    return merged
 
 
 def _cache_path(path: str) -> str:
@@ -167,19 +417,29 @@ def _cache_path(path: str) -> str:
     return join(head, f".{tail}.cache")
 
 
-def _read_cache(cache: str, key: tuple[int, ...]) -> dict[str, object] | None:
+def _read_cache(
+    cache: str, key: tuple[int, ...]
+) -> tuple[dict[str, object], tuple[object, ...]] | None:
+    """(values, the drop-ins' key) cached for the config file ``key`` names, or None.
+
+    A cache that someone other than root may have written is not read.
+    """
     try:
         with open(cache, "rb") as f:
-            cached_key, values = marshal.load(f)
+            if not _roots(posix.fstat(f.fileno())):
+                return None
+            cached_key, values, dropins = marshal.load(f)
     except (OSError, EOFError, ValueError, TypeError):
         return None
-    return values if cached_key == key else None
+    return (values, dropins) if cached_key == key else None
 
 
-def _write_cache(cache: str, key: tuple[int, ...], values: dict[str, object]) -> None:
+def _write_cache(
+    cache: str, key: tuple[int, ...], cached: tuple[dict[str, object], tuple[object, ...]]
+) -> None:
     from .files import write_atomic
 
     try:
-        write_atomic(cache, marshal.dumps((key, values)))
+        write_atomic(cache, marshal.dumps((key, *cached)))  # type: ignore[arg-type]
     except OSError:
         pass  # no cache: the file is parsed on each call

@@ -51,3 +51,12 @@ def find_domain(conn: libvirt.virConnect, ident: str) -> libvirt.virDomain:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise LibvirtFailure(f"cannot look up domain {ident!r}: {message(exc)}") from None
     raise LibvirtFailure(f"no domain {ident!r} on {conn.getURI()} (see: virsh list --all)")
+
+
+def list_domains(conn: libvirt.virConnect) -> list[libvirt.virDomain]:
+    """Every domain of the connection, running or defined, by name."""
+    try:
+        found: list[libvirt.virDomain] = conn.listAllDomains(0)
+    except libvirt.libvirtError as exc:
+        raise LibvirtFailure(f"cannot list the domains: {message(exc)}") from None
+    return sorted(found, key=lambda dom: dom.name())

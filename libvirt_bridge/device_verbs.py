@@ -30,7 +30,9 @@ from .asyncq import Job, enqueue, spawn_runner
 from .connection import message
 from .discovery import find_scripts
 from .dispatch import take_deferred
+from .errors import UsageError
 from .mapping import BEFORE, DONE, FAILED, NOT_REMOVED
+from .runner import EventProperties
 from .sync import run_sync
 from .verbs import VerbError, Verbs, hook_process_environment
 
@@ -42,7 +44,7 @@ class Device(NamedTuple):
     """A device of a running domain, as its events' scripts get it."""
 
     element: etree._Element
-    props: dict[str, str]
+    props: EventProperties
 
     @property
     def xml(self) -> bytes:
@@ -65,6 +67,12 @@ class DeviceVerbs:
         dom = self._running(ident)
         element = _parse(xml)
         row = self._row("attach-device", element.tag, BEFORE)
+        try:
+            props.check_against_schema(
+                new_props, self.config.property_schema, str(element.tag), self.config.path
+            )
+        except props.PropsError as exc:
+            raise UsageError(f"--prop: {exc}") from None
         key = devices.key_of(element)
         if new_props and key is None:
             raise VerbError(

@@ -24,6 +24,7 @@ from typing import NamedTuple
 from lxml import etree
 
 from .domxml import OVIRT_VM_NS, custom_properties
+from .runner import EventProperties
 
 NIC = "nic"
 DISK = "disk"
@@ -140,14 +141,13 @@ def by_alias(root: etree._Element) -> dict[str, etree._Element]:
 
 def event_properties(
     root: etree._Element, element: etree._Element, given: Mapping[str, str] | None = None
-) -> dict[str, str]:
+) -> EventProperties:
     """A device event's custom properties: the device's (its metadata's, then ``given``,
-    properties not written yet), then the VM's (which win)."""
+    properties not written yet), and the VM's (which win a clash, ``screening.screen``)."""
     key = key_of(element)
     props = dict(metadata_properties(root).get(key, {})) if key is not None else {}
     props.update(given or {})
-    props.update(custom_properties(root))
-    return props
+    return EventProperties(custom_properties(root), props, str(element.tag))
 
 
 def event_xml(element: etree._Element) -> bytes:

@@ -21,6 +21,7 @@ from typing import NamedTuple
 from lxml import etree
 
 from . import devices, domxml, mapping
+from .runner import EventProperties
 
 # The device elements that have events, by libvirt event: the listener's device rows.
 _ROWS: dict[tuple[str, str], str] = {
@@ -37,7 +38,7 @@ class Payload(NamedTuple):
 
     tag: str
     xml: bytes
-    props: dict[str, str]
+    props: EventProperties
 
 
 class DeviceWatch:
@@ -87,5 +88,5 @@ def _device_alias(known: dict[str, Payload], alias: str) -> str:
 
 def _payload(root: etree._Element, element: etree._Element) -> Payload:
     if element.tag not in WATCHED_TAGS:
-        return Payload(element.tag, b"", {})
+        return Payload(element.tag, b"", EventProperties())
     return Payload(element.tag, devices.event_xml(element), devices.event_properties(root, element))

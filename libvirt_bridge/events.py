@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from . import domxml
 from .discovery import find_scripts
-from .runner import EventRun, event_label, run_event, script_environment
+from .runner import EventProperties, EventRun, event_label, run_event, script_environment
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -30,13 +30,14 @@ def run_scripts_for(
     xml: bytes,
     scripts: list[str] | None = None,
     tmp_prefix: str = "",
-    properties: dict[str, str] | None = None,
+    properties: EventProperties | None = None,
 ) -> EventRun | None:
     """Run ``event``'s scripts on ``xml``; None when the event has no script.
 
-    The scripts' custom properties are ``properties``, else those of the domain ``xml``. A
-    malformed XML is logged and the scripts still run, without custom properties: callers
-    that may veto check the XML before they get here.
+    The scripts' custom properties are ``properties``, else those of the domain ``xml``;
+    those ``screening`` refuses are left out. A malformed XML is logged and the scripts
+    still run, without custom properties: callers that may veto check the XML before
+    they get here.
     """
     if scripts is None:
         scripts = find_scripts(config.hooks_dirs, event, log)
@@ -46,9 +47,9 @@ def run_scripts_for(
     props = properties
     if props is None:
         try:
-            props = properties_of(xml)
+            props = EventProperties(properties_of(xml))
         except domxml.XMLError as exc:
             log.error(f"{label}: domain XML is not well-formed ({exc}); running without properties")
-            props = {}
-    env = script_environment(props, uuid or None)
+            props = EventProperties()
+    env = script_environment(props, uuid or None, config, log, label)
     return run_event(scripts, xml, env, config.script_timeout, log, label, tmp_prefix)

@@ -59,12 +59,9 @@ def read_config(path: str) -> Config:
     """The config at ``path`` (defaults when missing), without writing the parse cache."""
     if not os.path.lexists(path):
         return Config(dict(configmod.DEFAULTS), path)
-    try:
-        # Taken before parsing: a file changed meanwhile then looks changed, never the reverse.
-        mtime_ns = os.stat(path).st_mtime_ns
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
-    return Config(configmod.parse(path), path, mtime_ns)
+    if not os.path.exists(path):
+        raise ConfigError(f"cannot read config {path}: it is a dangling symlink")
+    return configmod.read(path)
 
 
 def default_config_text() -> str:

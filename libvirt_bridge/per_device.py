@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from .config import Config
     from .log import Log
+    from .runner import EventProperties
 
 
 def companion(row: mapping.Row) -> mapping.Row | None:
@@ -41,7 +42,7 @@ def companion(row: mapping.Row) -> mapping.Row | None:
     return mapping.Row(row.driver, row.op, row.subop, row.context, event, row.mode, row.veto, xml)
 
 
-def _devices(event: str, root: etree._Element) -> list[tuple[etree._Element, dict[str, str]]]:
+def _devices(event: str, root: etree._Element) -> list[tuple[etree._Element, EventProperties]]:
     from . import devices
 
     found = devices.with_properties(root)

@@ -25,7 +25,6 @@ of ``ovirt-vm:vm`` as it was. Facts this relies on (libvirt 9.0, observed):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 
 import libvirt
@@ -35,6 +34,11 @@ from . import domxml
 from .connection import message
 from .devices import DeviceKey, entry_key
 from .errors import BridgeError
+from .screening import VM, Refused, name_refusal, refusal
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .schema import Schema
 
 OVIRT_VM_NS = domxml.OVIRT_VM_NS
 OVIRT_VM_PREFIX = "ovirt-vm"
@@ -42,16 +46,6 @@ CUSTOM = "custom"
 
 LIVE = "live"
 PERSISTENT = "persistent"
-
-# Letters, digits and underscore, not starting with a digit: a name every shell can
-# export, and an XML name (no colon, so no namespace trouble either).
-_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-# Set by the bridge for every script after the properties: a property of one of these
-# names would never reach a script.
-RESERVED_NAMES = {
-    "vmId": "the bridge sets vmId to the VM's UUID for every script",
-    "_hook_domxml": "the bridge sets _hook_domxml to the path of the domain XML file",
-}
 
 
 class PropsError(BridgeError):
@@ -62,27 +56,47 @@ class PropsError(BridgeError):
 
 
 def check_name(name: str) -> None:
-    """Raise PropsError unless ``name`` can be a custom property (and a variable name)."""
+    """Raise PropsError unless ``name`` is a plain name (letters, digits, _) that is no
+    environment variable the bridge keeps from scripts (``screening``)."""
     if not name:
         raise PropsError("empty property name")
-    if not _NAME_RE.match(name):
-        bad = next((c for c in name if not (c.isascii() and (c.isalnum() or c == "_"))), "")
-        why = f"it contains {bad!r}" if bad else "it starts with a digit"
+    why = name_refusal(name)
+    if why is None:
+        return
+    if name.isascii() and name.isidentifier():
         raise PropsError(
-            f"invalid property name {name!r}: {why}; a name is made of ASCII letters, "
-            "digits and _ and does not start with a digit (scripts get it as an "
-            "environment variable)"
+            f"property name {name!r} is refused: {why}, so a domain's metadata never sets "
+            "it for root's scripts (docs/security.md)"
         )
+    bad = next((c for c in name if not (c.isascii() and (c.isalnum() or c == "_"))), "")
+    what = f"it contains {bad!r}" if bad else "it starts with a digit"
+    raise PropsError(
+        f"invalid property name {name!r}: {what}; a name is made of ASCII letters, "
+        "digits and _ and does not start with a digit (scripts get it as an "
+        "environment variable)"
+    )
 
 
-def check_settable(name: str) -> None:
-    """``check_name``, and refuse the names the bridge overrides for every script."""
-    check_name(name)
-    if name in RESERVED_NAMES:
-        raise PropsError(
-            f"property name {name!r} is reserved: {RESERVED_NAMES[name]}, so a property "
-            "of that name would never reach a script"
-        )
+def check_removable(name: str) -> None:
+    """Raise PropsError unless ``name`` could name a property to remove: any name of the
+    metadata can, a refused one too (``unset`` is how it goes)."""
+    if not name:
+        raise PropsError("empty property name")
+
+
+def check_against_schema(
+    changes: Mapping[str, str], schema: Schema | None, scope: str, config_path: str
+) -> None:
+    """Raise PropsError for the first of ``changes`` the property schema refuses."""
+    if schema is None:
+        return
+    for name, value in changes.items():
+        why = schema.refusal(scope, name, value)
+        if why is not None:
+            raise PropsError(
+                f"{name}={value!r} is refused: {why} (the schema is [properties] in "
+                f"{config_path}, and the files of its properties_dir)"
+            )
 
 
 def _xml_char(code: int) -> bool:
@@ -116,7 +130,7 @@ def parse_assignments(args: Iterable[str]) -> dict[str, str]:
         name, sep, value = arg.partition("=")
         if not sep:
             raise PropsError(f"expected NAME=VALUE, got {arg!r} (use NAME= for an empty value)")
-        check_settable(name)
+        check_name(name)
         check_value(name, value)
         if name in result and result[name] != value:
             raise PropsError(f"property {name} is given twice, with different values")
@@ -358,3 +372,81 @@ def change(
             write_element(dom, flag, new)
         outcome[which] = (before, after)
     return outcome
+
+
+# -- what never reaches scripts ----------------------------------------------------------
+
+
+class RefusedProperty:
+    """A property of a domain's metadata that never reaches a script, and where it is."""
+
+    __slots__ = ("definitions", "device", "domain", "refused")
+
+    def __init__(self, domain: str, device: str, refused: Refused, definitions: list[str]) -> None:
+        self.domain = domain
+        self.device = device  # "" for the VM's own, else the device's metadata key
+        self.refused = refused
+        self.definitions = definitions
+
+    def describe(self) -> str:
+        whose = "" if not self.device else f" {self.device}"
+        where = " and ".join(self.definitions)
+        value = self.refused.value
+        return (
+            f"{self.domain}{whose}: {self.refused.name}={value} ({where}) is refused: "
+            f"{self.refused.why}"
+        )
+
+    def fix(self) -> str:
+        import shlex
+
+        device = f" --device {shlex.quote(self.device.split(' ', 1)[1])}" if self.device else ""
+        return (
+            f"libvirt-bridge props {shlex.quote(self.domain)}{device} unset {self.refused.name}"
+            "  (or declare it in the schema, if it is meant for scripts)"
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "domain": self.domain,
+            "device": self.device or None,
+            "scope": self.refused.scope,
+            "name": self.refused.name,
+            "value": self.refused.value,
+            "why": self.refused.why,
+            "definitions": self.definitions,
+        }
+
+
+def refused_in(dom: libvirt.virDomain, schema: Schema | None) -> list[RefusedProperty]:
+    """The properties of ``dom`` (the VM's and its devices', in each of its definitions)
+    that ``screening`` refuses; one entry for what both definitions hold alike."""
+    found: dict[tuple[str, str, str, str], tuple[Refused, list[str]]] = {}
+    for which, flag in definitions(dom):
+        xml = read_element(dom, flag)
+        if not xml:
+            continue
+        root = _parse_element(xml)
+        holders: list[tuple[str, str, etree._Element]] = [("", VM, root)]
+        for entry in root:
+            if _is_ours(entry, "device"):
+                key = entry_key(entry)
+                scope = "interface" if entry.get("mac_address") else str(entry.get("devtype", ""))
+                if key is not None:
+                    holders.append((str(key), scope, entry))
+        for device, scope, holder in holders:
+            for custom in _customs(holder):
+                for child in custom:
+                    if isinstance(child.tag, str) and not len(child) and _in_ovirt_ns(child):
+                        name, value = etree.QName(child).localname, child.text or ""
+                        why = refusal(scope, name, value, schema)
+                        if why is not None:
+                            slot = found.setdefault(
+                                (device, name, value, why),
+                                (Refused(scope, name, value, why), []),
+                            )
+                            slot[1].append(which)
+    return [
+        RefusedProperty(dom.name(), device, refused, wheres)
+        for (device, _, _, _), (refused, wheres) in found.items()
+    ]

@@ -3,8 +3,8 @@
 - One 0600 temp file holds the XML; all scripts share it in sequence (edits chain); its
   path is in ``_hook_domxml``.
 - argv is ``[script]``, stdin ``/dev/null``, cwd ``/``; the environment is the bridge's,
-  then the VM's custom properties, then ``vmId``, then a PYTHONPATH that reaches the
-  ``hooking`` compatibility module.
+  then the custom properties that pass ``screening`` (a device's, then the VM's), then
+  ``vmId``, then a PYTHONPATH that reaches the ``hooking`` compatibility module.
 - Exit codes: 0 ok; 1 error, go on; 2 error, stop here; anything else (or a signal) error,
   go on, with a warning.
 - stderr is captured and logged; stdout is read and dropped (only its size is logged).
@@ -30,8 +30,9 @@ from .plainos import abspath, basename, dirname, environ, join, split
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import select
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
+    from .config import Config
     from .log import Log
 
 CAPTURE_LIMIT = 64 * 1024
@@ -106,15 +107,73 @@ def libvirt_hook_environment() -> dict[str, str]:
     return env
 
 
+class EventProperties:
+    """The custom properties of one event: the VM's, and a device event's device's."""
+
+    __slots__ = ("device", "device_scope", "vm")
+
+    def __init__(
+        self,
+        vm: Mapping[str, str] | None = None,
+        device: Mapping[str, str] | None = None,
+        device_scope: str = "",
+    ) -> None:
+        self.vm = dict(vm or {})
+        self.device = dict(device or {})
+        self.device_scope = device_scope  # the device's element: interface, disk, ...
+
+    def __bool__(self) -> bool:
+        return bool(self.vm or self.device)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EventProperties):
+            return NotImplemented
+        mine = (self.vm, self.device, self.device_scope)
+        return mine == (other.vm, other.device, other.device_scope)
+
+    def __repr__(self) -> str:
+        return f"EventProperties({self.vm!r}, {self.device!r}, {self.device_scope!r})"
+
+    def to_json(self) -> dict[str, object]:
+        return {"vm": self.vm, "device": self.device, "device_scope": self.device_scope}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> EventProperties:
+        def strings(value: object) -> dict[str, str]:
+            return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+        scope = data.get("device_scope")
+        return cls(
+            strings(data.get("vm")),
+            strings(data.get("device")),
+            scope if isinstance(scope, str) else "",
+        )
+
+
 def script_environment(
-    properties: dict[str, str], vm_id: str | None, base: dict[str, str] | None = None
+    properties: EventProperties,
+    vm_id: str | None,
+    config: Config,
+    log: Log,
+    label: str,
+    base: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment of every script of one event (``_hook_domxml`` is added later).
 
-    ``base``: what it starts from, this process's environment unless given.
+    Of ``properties``, only what ``screening`` lets through, under the config's property
+    schema; what it refuses is logged, naming the event (``label``). ``base``: what it
+    starts from, this process's environment unless given.
     """
     env = dict(environ() if base is None else base)
-    env.update(properties)
+    if properties:
+        # Only here: a domain without custom properties costs no import of the rules.
+        from .screening import screen
+
+        screened = screen(
+            properties.vm, config.property_schema, properties.device, properties.device_scope
+        )
+        screened.log(log, label)
+        env.update(screened.accepted)
     if vm_id:
         env["vmId"] = vm_id
     existing = env.get("PYTHONPATH")

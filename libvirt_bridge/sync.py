@@ -15,7 +15,7 @@ from __future__ import annotations
 from . import domxml, mapping
 from .log import say
 from .plainos import basename
-from .runner import EventRun, event_label, run_event, script_environment
+from .runner import EventProperties, EventRun, event_label, run_event, script_environment
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,17 +33,18 @@ def run_sync(
     uuid: str,
     data: bytes,
     scripts: list[str],
-    properties: dict[str, str] | None = None,
+    properties: EventProperties | None = None,
 ) -> tuple[int, bytes]:
     """Run ``row``'s scripts now; return (exit status for libvirt, XML for stdout).
 
-    The scripts' custom properties are ``properties``, else those of the domain ``data``.
+    The scripts' custom properties are ``properties``, else those of the domain ``data``;
+    those ``screening`` refuses are left out.
     """
     label = event_label(row.event, name, uuid)
-    props: dict[str, str] = properties or {}
+    props = properties or EventProperties()
     if row.xml != mapping.XML_NONE and properties is None:
         try:
-            props = domxml.properties_of(data)
+            props = EventProperties(domxml.properties_of(data))
         except domxml.XMLError as exc:
             if row.veto:
                 say(
@@ -55,7 +56,7 @@ def run_sync(
             log.error(
                 f"{label}: XML on stdin is not well-formed ({exc}); running without properties"
             )
-    env = script_environment(props, uuid or None)
+    env = script_environment(props, uuid or None, config, log, label)
     run = run_event(scripts, data, env, config.script_timeout, log, label)
     if row.veto and run.failures:
         for result in run.failures:

@@ -209,6 +209,7 @@ class Bridge:
             "log_file": str(self.log),
             "script_timeout": 20,
             "qemu_status_dir": str(self.status),
+            "properties_dir": str(self.root / "properties.d"),
         }
         values.update(overrides)
         lines = [f"{k} = {json.dumps(v)}" for k, v in values.items()]

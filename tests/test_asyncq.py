@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from libvirt_bridge.asyncq import Job
+from libvirt_bridge.runner import EventProperties
 from testing.harness import Bridge, domain_xml
 
 
@@ -145,10 +146,19 @@ def test_job_round_trips_any_name() -> None:
 
 
 def test_a_device_jobs_properties_round_trip() -> None:
-    props = {"extnet": "br-ext", "odd": "a\nb = ü"}
+    props = EventProperties({"pincpu": "1"}, {"extnet": "br-ext", "odd": "a\nb = ü"}, "interface")
     job = Job("after_nic_hotplug", "g1", "u", b"<interface/>", props=props)
     back = Job.decode(job.encode(), "p")
     assert (back.event, back.xml, back.props) == ("after_nic_hotplug", b"<interface/>", props)
+
+
+def test_a_job_an_earlier_version_queued_keeps_its_properties_as_the_vms() -> None:
+    # Earlier versions queued a device event's properties merged, as "props".
+    blob = b"event=after_nic_hotplug\nname=6731\nuuid=u\nprops=%s\n\n<interface/>" % (
+        b'{"extnet": "br-ext"}'.hex().encode()
+    )
+    back = Job.decode(blob, "p")
+    assert back.props == EventProperties({"extnet": "br-ext"})
 
 
 def test_a_runner_forked_from_the_hooks_process_collects_garbage_again(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from libvirt_bridge import mapping
 from libvirt_bridge.devicewatch import DeviceWatch
+from libvirt_bridge.runner import EventProperties
+from libvirt_bridge.screening import screen
 
 ADDED, REMOVED, FAILED = mapping.DEVICE_ADDED, mapping.DEVICE_REMOVED, mapping.REMOVAL_FAILED
 
@@ -61,8 +63,13 @@ def test_an_added_nic_fires_nic_hotplug_with_its_element_and_properties() -> Non
     assert event == "after_nic_hotplug"
     assert payload.xml.startswith(b'<interface type="user">\n  <mac address=')
     assert b"<domain" not in payload.xml and b"<disk" not in payload.xml
-    # The device's properties, then the VM's, which win on a clash.
-    assert payload.props == {"extnet": "vm-wins", "vlan": "7"}
+    # The device's properties, and the VM's, which win on a clash.
+    assert payload.props == EventProperties(
+        {"extnet": "vm-wins"}, {"extnet": "br-ext", "vlan": "7"}, "interface"
+    )
+    props = payload.props
+    accepted = screen(props.vm, None, props.device, props.device_scope).accepted
+    assert accepted == {"extnet": "vm-wins", "vlan": "7"}
 
 
 def test_each_device_row_fires_its_event() -> None:
@@ -99,7 +106,7 @@ def test_a_memory_device_comes_wrapped_in_devices() -> None:
 def test_a_disk_gets_its_own_properties_and_the_vms() -> None:
     fired = watching().fired(UUID, REMOVED, "ua-disk1")
     assert fired is not None
-    assert fired[1].props == {"tier": "fast", "extnet": "vm-wins"}
+    assert fired[1].props == EventProperties({"extnet": "vm-wins"}, {"tier": "fast"}, "disk")
 
 
 def test_a_removed_device_is_forgotten_and_fires_once() -> None:

@@ -8,9 +8,12 @@ import re
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 FAILS = DOCS / "how-the-bridge-fails.md"
+SECURITY = DOCS / "security.md"
 LINKED = [ROOT / "README.md", ROOT / "hooks.d" / "README.md", *sorted(DOCS.glob("*.md"))]
 
 TEST_REF = re.compile(r"`(tests/[\w/.-]+\.py)::(\w+)(?:\[[^\]`]*\])?`")
@@ -46,8 +49,9 @@ def _functions(path: Path) -> set[str]:
     }
 
 
-def test_every_test_named_in_how_the_bridge_fails_exists() -> None:
-    text = FAILS.read_text()
+@pytest.mark.parametrize("doc", [FAILS, SECURITY], ids=lambda p: p.name)
+def test_every_test_named_in_the_guarantees_exists(doc: Path) -> None:
+    text = doc.read_text()
     refs = TEST_REF.findall(text)
     assert len(refs) == text.count("::"), "a reference not of the form `tests/....py::test_x`"
     missing = []
@@ -57,7 +61,18 @@ def test_every_test_named_in_how_the_bridge_fails_exists() -> None:
             missing.append(f"{file}::{name} (no such file)")
         elif name not in _functions(path):
             missing.append(f"{file}::{name}")
-    assert not missing, f"{FAILS.relative_to(ROOT)} names tests that do not exist: {missing}"
+    assert not missing, f"{doc.relative_to(ROOT)} names tests that do not exist: {missing}"
+
+
+def test_security_lists_the_codes_names() -> None:
+    from libvirt_bridge.screening import UNSAFE_NAMES
+
+    groups: dict[str, list[str]] = {}
+    for pattern, why in UNSAFE_NAMES:
+        groups.setdefault(why, []).append(f"`{pattern}`")
+    rows = [f"| {', '.join(names)} | {why} |" for why, names in groups.items()]
+    table = "\n".join(["| names | why they never reach a script |", "|---|---|", *rows])
+    assert table in SECURITY.read_text(), f"docs/security.md's list is not the code's:\n{table}"
 
 
 def _slug(heading: str) -> str:

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from libvirt_bridge import dispatch
-from testing.harness import LIBVIRT_ENV, Bridge, domain_xml, escape
+from testing.harness import LIBVIRT_ENV, Bridge, domain_xml
 
 MAX_RSS_KB = """
 import resource, subprocess, sys
@@ -163,31 +163,3 @@ def test_any_stdin_gets_an_answer_not_a_crash(bridge: Bridge, data: bytes, op: s
     if status:
         assert op in ("prepare", "migrate", "restore")
         assert "not well-formed" in err.getvalue() or "is empty" in err.getvalue()
-
-
-XML_NAME = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.-]{0,20}", fullmatch=True)
-XML_TEXT = st.text(
-    st.characters(blacklist_categories=["Cs", "Cc"], blacklist_characters="\x00"), max_size=40
-)
-
-
-@settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    props=st.dictionaries(
-        XML_NAME.filter(lambda n: n.lower() not in ("vmid", "pythonpath", "_hook_domxml")),
-        XML_TEXT,
-        max_size=5,
-    )
-)
-def test_any_custom_properties_reach_the_scripts_verbatim(
-    bridge: Bridge, props: dict[str, str]
-) -> None:
-    bridge.records.unlink(missing_ok=True)
-    bridge.probe("before_vm_destroy")
-    xml = domain_xml("vm1", properties={k: escape(v) for k, v in props.items()})
-    assert bridge.qemu("vm1", "stopped", "end", xml).returncode == 0
-    [record] = bridge.read_records()
-    for name, value in props.items():
-        assert record["env"][name] == value

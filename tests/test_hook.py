@@ -433,6 +433,24 @@ def test_an_event_with_a_script_imports_nothing_heavy(
     assert len(runs) == 2 and all("50_exit0 rc=0" in line for line in runs)
 
 
+def test_screening_and_a_schema_import_nothing_heavy(bridge: Bridge, tmp_path: Path) -> None:
+    """Only a domain with properties imports the rules, and a schema compiles no regex."""
+    bridge.script("before_vm_start", "50_exit0", "#!/bin/sh\nexit 0\n")
+    for _ in range(2):  # the first call writes the config cache, the second uses it
+        modules = imported_by_launcher(bridge, tmp_path, "prepare", domain_xml("vm1"))
+    assert "libvirt_bridge.screening" not in modules
+    with bridge.config.open("a") as f:
+        f.write("[properties.vm]\npincpu = '[0-9,^-]+'\nlabel = '(?P<word>[a-z]+)|'\n")
+    xml = domain_xml("vm1", properties={"pincpu": "0-1", "label": "web", "PATH": "/x"})
+    for _ in range(2):
+        modules = imported_by_launcher(bridge, tmp_path, "prepare", xml)
+    assert {"libvirt_bridge.screening", "libvirt_bridge.schema"} <= modules
+    assert not modules & HEAVY_ON_THE_HOOK_PATH
+    log = bridge.log_text()
+    assert log.count("custom property PATH (of the VM) refused") == 2
+    assert "pincpu" not in log and "label" not in log  # both matched
+
+
 @pytest.mark.parametrize(
     ("event", "companion"),
     [("before_vm_start", "before_device_create"), ("after_vm_start", "after_device_create")],

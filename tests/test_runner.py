@@ -111,6 +111,54 @@ def test_unsafe_scripts_are_refused(bridge: Bridge, tmp_path: Path) -> None:
     assert "30_not_root: refused: owned by uid 65534" in log
 
 
+def test_scripts_in_a_directory_others_may_write_do_not_run(bridge: Bridge, tmp_path: Path) -> None:
+    out = tmp_path / "ran.txt"
+    body = APPEND_NAME.format(out=out)
+    bridge.script("before_vm_start", "10_ok", body)
+    second = tmp_path / "second"
+    bridge.write_config(hooks_dirs=[str(bridge.hooks), str(second)])
+    bridge.script("before_vm_start", "20_ok", body, root=second)
+    event_dir = bridge.hooks / "before_vm_start"
+    event_dir.chmod(0o777)
+    assert prepare(bridge, domain_xml()).returncode == 0
+    assert out.read_text().split() == ["20_ok"]
+    assert (
+        f"before_vm_start: skipped every script in {event_dir}: the directory {event_dir} is "
+        "writable by group or others without the sticky bit (mode 0777)" in bridge.log_text()
+    )
+    # The hooks root above it, too; with the sticky bit, root's own scripts run again.
+    event_dir.chmod(0o755)
+    bridge.hooks.chmod(0o757)
+    out.unlink()
+    assert prepare(bridge, domain_xml()).returncode == 0
+    assert out.read_text().split() == ["20_ok"]
+    bridge.hooks.chmod(0o1777)
+    out.unlink()
+    assert prepare(bridge, domain_xml()).returncode == 0
+    assert out.read_text().split() == ["10_ok", "20_ok"]
+
+
+def test_a_symlinked_script_is_judged_by_its_target(bridge: Bridge, tmp_path: Path) -> None:
+    out = tmp_path / "ran.txt"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    target = elsewhere / "real"
+    target.write_text(APPEND_NAME.format(out=out))
+    target.chmod(0o755)
+    event_dir = bridge.hooks / "before_vm_start"
+    event_dir.mkdir()
+    (event_dir / "50_link").symlink_to(target)
+    assert prepare(bridge, domain_xml()).returncode == 0
+    assert out.read_text().split() == ["50_link"]
+    elsewhere.chmod(0o777)
+    assert prepare(bridge, domain_xml()).returncode == 0
+    assert out.read_text().split() == ["50_link"], "it ran once more"
+    assert (
+        f"skipped {event_dir / '50_link'}: refused: the directory {elsewhere} is writable by "
+        "group or others without the sticky bit (mode 0777)" in bridge.log_text()
+    )
+
+
 def test_invalid_event_name_is_rejected() -> None:
     from libvirt_bridge.discovery import find_scripts
 
@@ -140,7 +188,9 @@ def test_script_contract(bridge: Bridge) -> None:
     assert env["pincpu"] == "1-4,^3"
     assert env["label"] == "ąbć ünïcode"
     assert env["empty"] == ""
-    assert env["LC_ALL"] == "C.UTF-8"  # a VM property overrides the bridge's environment
+    # A property never overrides what changes how a program runs: it is left out, logged.
+    assert env["LC_ALL"] == "C"
+    assert "custom property LC_ALL (of the VM) refused: changes which locale" in bridge.log_text()
     assert env["PATH"] == "/usr/local/bin:/usr/bin:/bin"
     compat = Path(__file__).resolve().parents[1] / "libvirt_bridge" / "compat"
     assert env["PYTHONPATH"].split(":")[-1] == str(compat)

@@ -102,7 +102,10 @@ def main(args: argparse.Namespace) -> int:
     from ..device_verbs import DeviceVerbs
     from ..verbs import Verbs
 
-    new_props = props.parse_assignments(getattr(args, "prop", []))
+    try:
+        new_props = props.parse_assignments(getattr(args, "prop", []))
+    except props.PropsError as exc:
+        raise UsageError(f"--prop: {exc}") from None
     device = getattr(args, "device", None)
     if args.verb == "detach-device" and (args.file is None) == (device is None):
         raise UsageError("detach-device takes the device's FILE or --device ID, one of them")

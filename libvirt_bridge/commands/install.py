@@ -108,10 +108,13 @@ def plan_hooks(
 ) -> None:
     """Copy ``hooks`` into the config's first hooks root (as the daemon of confdir sees it)."""
     cfg = installation.read_config(config_path)
-    root = installation.host_path(cfg.hooks_dirs[0], os.path.abspath(confdir))
-    for copy in catalogue.copies(hooks, root):
+    confdir = os.path.abspath(confdir)
+    root = installation.host_path(cfg.hooks_dirs[0], confdir)
+    properties_dir = installation.host_path(cfg.properties_dir, confdir)
+    for copy in catalogue.copies(hooks, root, properties_dir):
+        what = f"hook {copy.hook}" if copy.event else f"hook {copy.hook}'s properties"
         if catalogue.is_current(copy):
-            plan.note(f"up to date: {copy.dest} (hook {copy.hook})")
+            plan.note(f"up to date: {copy.dest} ({what})")
             continue
         done = "updated" if os.path.lexists(copy.dest) else "installed"
-        plan.do(f"{done} {copy.dest} (hook {copy.hook})", partial(catalogue.install_copy, copy))
+        plan.do(f"{done} {copy.dest} ({what})", partial(catalogue.install_copy, copy))

@@ -7,10 +7,15 @@ import json
 import sys
 import textwrap
 
-from ..config import ConfigError
+from ..config import Config, ConfigError
 from ..errors import OK, BridgeError, UsageError
+from ..screening import VM, refusal
 from . import options
 from .options import AddParser
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..schema import Schema
 
 DEVICE_HELP = (
     "a device's properties instead of the VM's: ID is a NIC's MAC, a disk's target (vda) or "
@@ -37,7 +42,8 @@ ACTIONS = (
         "unset",
         "remove properties: NAME...",
         "Remove custom properties, from the persistent definition and, when the domain "
-        "runs, from the live one. A property that is not set is not an error.",
+        "runs, from the live one. A property that is not set is not an error. Any name "
+        "can be removed, one that is refused too.",
         "libvirt-bridge props vm1 unset pincpu label",
     ),
 )
@@ -56,10 +62,15 @@ def add_parser(add: AddParser) -> None:
             "hook script as the environment variable NAME. A change is made in the "
             "persistent definition and, when the domain runs, in the live one too; the rest "
             "of the ovirt-vm metadata is left as it is. get prints NAME=VALUE lines, sorted "
-            "(values verbatim; --json for an object), and says so when the live and the "
-            "persistent definitions differ. A NAME is made of ASCII letters, digits and _ "
-            "and does not start with a digit; a VALUE is any text. Exit status: 0 done, 1 "
-            "when libvirt or the domain fails, 2 for bad usage.",
+            "(values verbatim; --json for an object), marks with # the properties that "
+            "never reach scripts, and says so when the live and the persistent definitions "
+            "differ. A NAME is made of ASCII letters, digits and _ and does not start with "
+            "a digit, and is not one that changes how a program runs (PATH, LD_PRELOAD, "
+            "BASH_ENV, ...: docs/security.md); a VALUE is any text. With a property schema "
+            "in force ([properties] in the config), set takes only declared names whose "
+            "value matches; `libvirt-bridge check-props` lists what is refused on every "
+            "domain. Exit status: 0 done, 1 when libvirt or the domain fails, 2 for bad "
+            "usage or a refused property.",
             break_on_hyphens=False,
         ),
         epilog=(
@@ -95,8 +106,8 @@ def add_parser(add: AddParser) -> None:
     parser.set_defaults(func=main)
 
 
-def note(message: str) -> None:
-    sys.stderr.write(f"libvirt-bridge props: {message}\n")
+def note(message: str, command: str = "props") -> None:
+    sys.stderr.write(f"libvirt-bridge {command}: {message}\n")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -109,14 +120,13 @@ def main(args: argparse.Namespace) -> int:
             removals: list[str] = []
         elif args.action == "unset":
             for name in args.names:
-                props.check_name(name)
+                props.check_removable(name)
             changes, removals = {}, list(dict.fromkeys(args.names))
     except props.PropsError as exc:
         raise UsageError(str(exc)) from None
-    try:
-        uri = options.libvirt_uri(args)
-    except ConfigError as exc:
-        raise ConfigError(f"{exc} (or give --connect URI)") from None
+    cfg = config_or_none(args)
+    uri: str = args.connect or (cfg.libvirt_uri if cfg is not None else "")
+    schema = cfg.property_schema if cfg is not None else None
     conn = open_connection(uri, readonly=args.action == "get")
     try:
         dom = find_domain(conn, args.domain)
@@ -124,32 +134,66 @@ def main(args: argparse.Namespace) -> int:
         if args.device is not None:
             device, tag = props.resolve_device(dom, args.device)
         subject = dom.name() if device is None else f"{dom.name()} {device}"
+        scope = VM if device is None else tag
         if args.action == "get":
-            return _get(subject, props.read(dom, device), args.json, args.inactive)
+            found = props.read(dom, device)
+            return _get(subject, found, args.json, args.inactive, scope, schema)
+        try:
+            props.check_against_schema(changes, schema, scope, cfg.path if cfg else "")
+        except props.PropsError as exc:
+            raise UsageError(str(exc)) from None
         outcome = props.change(dom, changes, removals, device, tag)
         return _change(subject, outcome, changes, removals)
     finally:
         conn.close()
 
 
-def _get(name: str, found: dict[str, dict[str, str]], as_json: bool, inactive: bool) -> int:
+def config_or_none(args: argparse.Namespace, command: str = "props") -> Config | None:
+    """The bridge's config (for its schema and URI); None when it cannot be read and
+    --connect names the URI (then only the names that never reach scripts are judged)."""
+    try:
+        return options.load_config(args)
+    except ConfigError as exc:
+        if not args.connect:
+            raise ConfigError(f"{exc} (or give --connect URI)") from None
+        note(f"{exc}; the property schema is not applied", command)
+        return None
+
+
+def _get(
+    name: str,
+    found: dict[str, dict[str, str]],
+    as_json: bool,
+    inactive: bool,
+    scope: str,
+    schema: Schema | None,
+) -> int:
     from ..props import LIVE, PERSISTENT
 
     if inactive and PERSISTENT not in found:
         raise BridgeError(f"domain {name} is transient: it has no persistent definition")
     shown_which = PERSISTENT if inactive or LIVE not in found else LIVE
     shown = found[shown_which]
+    refused = {key: refusal(scope, key, value, schema) for key, value in shown.items()}
     if as_json:
-        print(json.dumps(dict(sorted(shown.items())), indent=2, ensure_ascii=False))
+        reaching = {key: value for key, value in shown.items() if refused[key] is None}
+        print(json.dumps(dict(sorted(reaching.items())), indent=2, ensure_ascii=False))
     else:
         for key, value in sorted(shown.items()):
-            print(f"{key}={value}")
+            why = refused[key]
+            print(f"{key}={value}" if why is None else f"# refused: {key}={value} ({why})")
+    if as_json:
+        for key, why in sorted(refused.items()):
+            if why is not None:
+                note(
+                    f"domain {name}: {key}={shown[key]} is refused, so scripts never get it: {why}"
+                )
     other_which = LIVE if shown_which == PERSISTENT else PERSISTENT
     other = found.get(other_which)
     if other is not None and other != shown:
-        why = {LIVE: "the running VM's", PERSISTENT: "used from the next start"}
+        used = {LIVE: "the running VM's", PERSISTENT: "used from the next start"}
         note(
-            f"domain {name}: the {other_which} definition ({why[other_which]}) differs from "
+            f"domain {name}: the {other_which} definition ({used[other_which]}) differs from "
             f"the {shown_which} one shown:\n" + "\n".join(_differences(shown, other, shown_which))
         )
     elif not shown and not as_json:

@@ -17,7 +17,7 @@ from .options import AddParser
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ..runner import ScriptResult
+    from ..runner import EventProperties, ScriptResult
 
 TRIAL = "trial run by `libvirt-bridge run`, nothing is applied to libvirt"
 
@@ -95,7 +95,7 @@ class _Source:
         uuid: str,
         xml: bytes,
         origin: str,
-        properties: dict[str, str] | None = None,
+        properties: EventProperties | None = None,
     ) -> None:
         self.name = name
         self.uuid = uuid
@@ -208,25 +208,37 @@ def trial(cfg: config.Config, event: str, source: _Source) -> int:
     from .. import domxml
     from ..discovery import find_scripts
     from ..events import properties_of
-    from ..runner import event_label, libvirt_hook_environment, run_event, script_environment
+    from ..runner import (
+        EventProperties,
+        event_label,
+        libvirt_hook_environment,
+        run_event,
+        script_environment,
+    )
+    from ..screening import screen
 
     log = _ShowingLog(cfg.log_file)
     try:
         properties = source.properties
         if properties is None:
-            properties = properties_of(source.xml)
+            properties = EventProperties(properties_of(source.xml))
     except domxml.XMLError as exc:  # from libvirt: not expected
         raise BridgeError(f"the domain XML is not well-formed: {exc}") from None
+    screened = screen(
+        properties.vm, cfg.property_schema, properties.device, properties.device_scope
+    )
     who = f"domain {source.name}" if source.name != "-" else "the daemon"
     vm_id = f" (vmId {source.uuid})" if source.uuid else ""
     print(f"trial of {event} for {who}{vm_id}: nothing is applied to libvirt")
     print(f"  XML: {source.origin}")
     if event not in DAEMON_EVENTS:
         print("  custom properties (in the scripts' environment):")
-        for key, value in sorted(properties.items()):
+        for key, value in sorted(screened.accepted.items()):
             print(f"    {key}={value}")
-        if not properties:
+        if not screened.accepted:
             print("    (none)")
+        for refused in screened.refused:
+            print(f"  left out: {refused.describe()}")
     scripts = find_scripts(cfg.hooks_dirs, event, log)
     for message in log.shown:
         print(f"  note: {message}")
@@ -236,7 +248,9 @@ def trial(cfg: config.Config, event: str, source: _Source) -> int:
         return OK
     label = f"{event_label(event, source.name, source.uuid)} [trial]"
     log.info(f"{label}: {TRIAL}; {len(scripts)} script(s)")
-    env = script_environment(properties, source.uuid or None, libvirt_hook_environment())
+    env = script_environment(
+        properties, source.uuid or None, cfg, log, label, libvirt_hook_environment()
+    )
     outcome = run_event(scripts, source.xml, env, cfg.script_timeout, log, label)
     print()
     for result in outcome.results:

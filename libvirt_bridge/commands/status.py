@@ -8,8 +8,17 @@ import os
 import shlex
 import textwrap
 
-from .. import confinement, daemons, discovery, installation, launcher, logrotate, mapping, service
-from ..config import Config, ConfigError
+from .. import (
+    confinement,
+    daemons,
+    discovery,
+    installation,
+    launcher,
+    logrotate,
+    mapping,
+    service,
+)
+from ..config import Config, ConfigError, UnsafeFileError, dropin_files
 from ..errors import UsageError
 from ..hook import is_launcher
 from ..installation import KNOWN_EVENTS
@@ -46,9 +55,12 @@ def add_parser(add: AddParser) -> None:
             "Check that the launchers are installed in CONFDIR/hooks (and which earlier hooks "
             "they run first, and that none of those is itself a libvirt-bridge launcher), that "
             "the running libvirtd/virtqemud using CONFDIR has picked "
-            "them up, that the config and hooks roots are readable, and that every script "
-            "would run: executable, owned by root and not writable by others, with a #! line "
-            "and no CRLF line ends, in a directory named after a known event; that SELinux, "
+            "them up, that the config and hooks roots are readable and root's, and that every "
+            "script would run: executable, owned by root and not writable by others, in "
+            "directories only root may change, with a #! line and no CRLF line ends, in a "
+            "directory named after a known event; whether a property schema is in force "
+            "(libvirt-bridge check-props lists what the domains carry that scripts never "
+            "get); that the state dir is root's; that SELinux, "
             "where it enforces, lets hooks run unconfined (virt_hooks_unconfined), and that "
             "something rotates a large log. Each problem "
             "is printed with its fix. Exit status: 0 when all is well, 1 when there is a "
@@ -79,6 +91,8 @@ def main(args: argparse.Namespace) -> int:
     cfg = check_config(report, config_path)
     launchers = check_launchers(report, confdir, config_path, install)
     if cfg is not None:
+        check_property_schema(report, cfg)
+        check_state_dir(report, cfg)
         check_daemons(report, confdir, cfg, launchers)
         confined = confinement.apparmor_confines_libvirt()
         for root in cfg.hooks_dirs:
@@ -99,14 +113,76 @@ def check_config(report: Report, path: str) -> Config | None:
     try:
         cfg = installation.read_config(path)
     except ConfigError as exc:
+        fix = (
+            exc.fix
+            if isinstance(exc, UnsafeFileError)
+            else f"fix {path} (the message names the key)"
+        )
         report.problem(
             f"{exc}; every event that can veto refuses its libvirt operation",
-            f"fix {path} (the message names the key); the hooks roots are not checked until then",
+            f"{fix}; the hooks roots are not checked until then",
         )
         return None
     if os.path.lexists(path):
         report.ok(f"config {path} is valid")
     return cfg
+
+
+def check_property_schema(report: Report, cfg: Config) -> None:
+    """Is a property schema in force, and what does it declare?"""
+    try:
+        files = dropin_files(cfg.properties_dir)
+    except ConfigError as exc:
+        report.problem(str(exc), f"check {shlex.quote(cfg.properties_dir)}")
+        return
+    where = f"[properties] in {cfg.path}"
+    if files:
+        where += f" and {len(files)} file(s) in {cfg.properties_dir}"
+    if cfg.declared_properties is None:
+        unread = (
+            f"; the {len(files)} file(s) in {cfg.properties_dir} count once it has one"
+            if files
+            else ""
+        )
+        report.info(
+            "no property schema is in force: every custom property reaches the scripts, "
+            "except those whose names are not plain or change how a program runs "
+            f"(docs/security.md); declare one with [properties] in {cfg.path}{unread}"
+        )
+        return
+    declared = "; ".join(
+        f"{scope}: {', '.join(sorted(names)) or '(none)'}"
+        for scope, names in sorted(cfg.declared_properties.items())
+    )
+    report.ok(
+        f"a property schema is in force ({where}): {declared or 'nothing declared'}; "
+        "libvirt-bridge check-props lists what the domains carry that it refuses"
+    )
+
+
+def check_state_dir(report: Report, cfg: Config) -> None:
+    """The state dir holds the queued events and the markers: root's only."""
+    if not os.path.isdir(cfg.state_dir):
+        return
+    problem = discovery.path_problem(cfg.state_dir, inside=True)
+    if problem is not None:
+        report.problem(
+            f"state dir {cfg.state_dir}: {problem.describe()}, so another user may queue "
+            "events or change the bridge's records of the domains",
+            root_fix(problem),
+        )
+
+
+def root_fix(problem: discovery.PathProblem) -> str:
+    """The command that makes what ``problem`` names root's again."""
+    where = shlex.quote(problem.where)
+    if problem.symlink:
+        return f"rm {where}  (a symlink another user placed; make it again as root if it is meant)"
+    if problem.why.startswith("owned"):
+        return f"chown root {where}"
+    if problem.why.startswith("not readable"):
+        return f"check {where}"
+    return f"chmod go-w {where}  (or chmod +t {where}, if others must add files there)"
 
 
 def check_launchers(report: Report, confdir: str, config_path: str, install: str) -> list[str]:
@@ -206,6 +282,14 @@ def check_hooks_root(
         return
     if confined and confinement.outside_apparmor_dir(root):
         report.problem(confinement.apparmor_risk(root), confinement.apparmor_fix(root, config_path))
+    unsafe = discovery.directory_problem(host)
+    if unsafe is not None:
+        report.problem(
+            f"hooks root {shown}: {unsafe.describe()}, so none of its scripts runs (they "
+            "run as root)",
+            root_fix(unsafe),
+        )
+        return
     problems = report.problems
     for entry in _entries(report, host):
         if entry.name.startswith(".") or not entry.is_dir():
@@ -253,17 +337,32 @@ _NOT_RUN: dict[str, tuple[str, str]] = {
 
 
 def check_event_dir(report: Report, directory: str) -> None:
+    unsafe = discovery.directory_problem(directory)
+    if unsafe is not None:
+        report.problem(
+            f"{directory}: {unsafe.describe()}, so none of its scripts runs (they run as root)",
+            root_fix(unsafe),
+        )
+        return
     for entry in _entries(report, directory):
         if entry.name.startswith("."):
             continue
         path = entry.path
         problem = discovery.why_not_run(path)
-        if problem is not None and problem[0] in _NOT_RUN:
+        if problem is not None and problem[0] == discovery.UNSAFE_PATH:
+            found = discovery.path_problem(path)
+            fix = root_fix(found) if found is not None else f"check {shlex.quote(path)}"
+            report.problem(f"{path} is {problem[1]}", fix)
+        elif problem is not None and problem[0] in _NOT_RUN:
             what, fix = _NOT_RUN[problem[0]]
             report.problem(
                 f"{path} {what.format(reason=problem[1])}", fix.format(path=shlex.quote(path))
             )
-        if problem is None or problem[0] in (discovery.FOREIGN_OWNER, discovery.WRITABLE):
+        if problem is None or problem[0] in (
+            discovery.FOREIGN_OWNER,
+            discovery.WRITABLE,
+            discovery.UNSAFE_PATH,
+        ):
             check_script_text(report, path)
 
 

@@ -154,6 +154,7 @@ class Bridge:
             "hooks_dirs": [self.layout.hooks_root],
             "state_dir": self.layout.state_dir,
             "log_file": self.layout.log_file,
+            "properties_dir": self.layout.properties_dir,
         }
         values.update(config_overrides or {})
         os.makedirs(self.layout.state_dir, mode=0o755, exist_ok=True)

@@ -73,10 +73,11 @@ def override_conf(text: str, settings: Mapping[str, str]) -> str:
 class Layout:
     """Where everything of the sandbox named ``name`` lives under ``root``.
 
-    ``hooks_root``, ``config_path``, ``state_dir`` and ``log_file`` are the bridge's: its
-    hook scripts, config, state and log, at paths that are the same inside the sandbox's
-    namespace and out of it. ``cell`` says which libvirt runs (see ``cells``); in a
-    chrooted one, ``shared_dirs`` are the host directories its daemons also see.
+    ``hooks_root``, ``config_path``, ``state_dir``, ``log_file`` and ``properties_dir``
+    are the bridge's: its hook scripts, config, state, log and property schema files, at
+    paths that are the same inside the sandbox's namespace and out of it. ``cell`` says
+    which libvirt runs (see ``cells``); in a chrooted one, ``shared_dirs`` are the host
+    directories its daemons also see.
     """
 
     def __init__(
@@ -109,6 +110,8 @@ class Layout:
         self.config_path = os.path.join(self.bridge_dir, "libvirt-bridge.toml")
         self.state_dir = os.path.join(self.bridge_dir, "state")
         self.log_file = os.path.join(self.bridge_dir, "bridge.log")
+        # The drop-in files of the property schema (never the host's /etc).
+        self.properties_dir = os.path.join(self.bridge_dir, "properties.d")
         # Where install writes the bridge's logrotate entry: never the host's.
         self.logrotate_dir = self._path("etc/logrotate.d")
         # The log of the daemon that runs the qemu driver (libvirtd or virtqemud).

@@ -157,6 +157,56 @@ def invalid_config(host: Host) -> tuple[str, str]:
     return f"config {host.config}: hooks_dirs must be a list of strings", f"fix: fix {host.config}"
 
 
+def event_dir_others_may_write(host: Host) -> tuple[str, str]:
+    directory = host.hooks_root / "before_vm_start"
+    directory.chmod(0o777)
+    return (
+        f"{directory}: the directory {directory} is writable by group or others without the "
+        "sticky bit (mode 0777), so none of its scripts runs",
+        f"fix: chmod go-w {directory}",
+    )
+
+
+def hooks_root_not_roots(host: Host) -> tuple[str, str]:
+    os.chown(host.hooks_root, 12345, -1)
+    return (
+        f"hooks root {host.hooks_root}: the directory {host.hooks_root} is owned by uid 12345",
+        f"fix: chown root {host.hooks_root}",
+    )
+
+
+def symlink_to_a_script_others_may_replace(host: Host) -> tuple[str, str]:
+    elsewhere = host.root / "elsewhere"
+    elsewhere.mkdir(mode=0o777)
+    elsewhere.chmod(0o777)
+    target = elsewhere / "real"
+    target.write_text("#!/bin/sh\n")
+    target.chmod(0o755)
+    link = host.hooks_root / "before_vm_start" / "10_link"
+    link.symlink_to(target)
+    return (
+        f"{link} is refused: the directory {elsewhere} is writable by group or others",
+        f"fix: chmod go-w {elsewhere}",
+    )
+
+
+def config_others_may_write(host: Host) -> tuple[str, str]:
+    host.config.chmod(0o666)
+    return (
+        f"config {host.config} is writable by group or others (mode 0666): refused",
+        f"fix: chmod go-w {host.config}",
+    )
+
+
+def state_dir_others_may_write(host: Host) -> tuple[str, str]:
+    host.bridge.state.chmod(0o777)
+    return (
+        f"state dir {host.bridge.state}: the directory {host.bridge.state} is writable by "
+        "group or others",
+        f"fix: chmod go-w {host.bridge.state}",
+    )
+
+
 def apparmor(host: Host) -> tuple[str, str]:
     profiles = host.root / "profiles"
     profiles.write_text("/usr/sbin/libvirtd (enforce)\n")
@@ -183,6 +233,11 @@ CASES: list[Callable[[Host], tuple[str, str]]] = [
     launcher_other_config,
     launcher_interpreter_gone,
     invalid_config,
+    event_dir_others_may_write,
+    hooks_root_not_roots,
+    symlink_to_a_script_others_may_replace,
+    config_others_may_write,
+    state_dir_others_may_write,
     apparmor,
 ]
 
@@ -200,6 +255,26 @@ def test_each_problem_is_reported_with_its_fix(
     reported = out[start:]
     assert problem in reported.splitlines()[0], out
     assert fix in reported.splitlines()[1], out
+
+
+def test_the_property_schema_is_noted(host: Host) -> None:
+    status, out, _ = host.cmd("status")
+    assert status == 0, out
+    assert "note: no property schema is in force: every custom property reaches the" in out
+    dropins = host.root / "properties.d"
+    dropins.mkdir()
+    (dropins / "nicnet.toml").write_text("[interface]\nnicnet = '.*'\n")
+    host.bridge.write_config(libvirt_uri="test:///default", properties_dir=str(dropins))
+    status, out, _ = host.cmd("status")
+    assert f"the 1 file(s) in {dropins} count once it has one" in out
+    with host.config.open("a") as f:
+        f.write("[properties.vm]\npincpu = '[0-9-]+'\nlabel = '.*'\n")
+    status, out, _ = host.cmd("status")
+    assert status == 0, out
+    assert (
+        f"ok: a property schema is in force ([properties] in {host.config} and 1 file(s) in "
+        f"{dropins}): interface: nicnet; vm: label, pincpu; libvirt-bridge check-props lists"
+    ) in out
 
 
 def test_vdsm_only_event_is_a_note_with_the_reason(host: Host) -> None:

@@ -131,6 +131,7 @@ def test_install_bridge_writes_config_and_launchers(sandbox: Sandbox) -> None:
         "hooks_dirs": [sandbox.hooks_root],
         "state_dir": sandbox.state_dir,
         "log_file": sandbox.log_file,
+        "properties_dir": sandbox.properties_dir,
         "script_timeout": 5,
     }
     assert config.parse(sandbox.config_path)["hooks_dirs"] == [sandbox.hooks_root]

@@ -50,7 +50,7 @@ def test_the_catalogue() -> None:
 def test_every_file_is_a_clean_script() -> None:
     for event in sorted(os.listdir(HOOKS_D)):
         directory = HOOKS_D / event
-        if not directory.is_dir():
+        if not directory.is_dir() or event == catalogue.PROPERTIES_DIR:
             continue
         assert event in mapping.EVENTS, f"hooks.d/{event} is not an event the bridge fires"
         for path in sorted(directory.iterdir()):
@@ -139,6 +139,33 @@ def test_install_copies_every_event_of_the_named_hooks(host: Host) -> None:
     # The bridge's own check finds nothing wrong with them.
     _, out, _ = host.cmd("status")
     assert f"ok: hooks root {host.hooks_root}: every script would run" in out
+
+
+def test_the_shipped_hooks_declare_their_properties_for_the_schema(host: Host) -> None:
+    status, out, err = host.install("--hooks", "pincpu", "nicnet", "hugepages")
+    assert status == 0, err
+    dropins = host.root / "bridge" / "properties.d"
+    assert sorted(p.name for p in dropins.iterdir()) == ["nicnet.toml", "pincpu.toml"]
+    for name in ("pincpu", "nicnet"):
+        path = dropins / f"{name}.toml"
+        st = path.stat()
+        assert stat.S_IMODE(st.st_mode) == 0o644 and (st.st_uid, st.st_gid) == (0, 0)
+        assert f"installed {path} (hook {name}'s properties)" in out
+    # With a schema in force that declares nothing itself, the shipped hooks keep working:
+    # pincpu still gets its property, and a malformed one never reaches it.
+    with host.config.open("a") as f:
+        f.write("[properties]\n")
+    start = host.bridge.hooks / "before_vm_start"
+    probe = start / "60_probe"
+    probe.write_text(f'#!/bin/sh\necho "pincpu=$pincpu other=$other" > {host.root}/seen\n')
+    probe.chmod(0o755)
+    xml = domain_xml("vm1", properties={"pincpu": "0-1", "other": "x"})
+    assert host.bridge.qemu("vm1", "prepare", "begin", xml).returncode == 0
+    assert (host.root / "seen").read_text() == "pincpu=0-1 other=\n"
+    xml = domain_xml("vm1", properties={"pincpu": "0-1; reboot"})
+    assert host.bridge.qemu("vm1", "prepare", "begin", xml).returncode == 0
+    assert (host.root / "seen").read_text() == "pincpu= other=\n"
+    assert "its value does not match the schema's regular expression" in host.bridge.log_text()
 
 
 def test_install_twice_and_dry_run(host: Host) -> None:
