@@ -158,7 +158,7 @@ def run_queue(config_path: str, key: str) -> int:
     if key != DAEMON and not is_uuid(key):
         say(f"drain: {key!r} is neither a domain UUID nor {DAEMON!r}")
         return 2
-    drain(config, Log(config.log_file), key)
+    drain(config, Log.of(config), key)
     return 0
 
 

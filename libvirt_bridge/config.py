@@ -12,6 +12,7 @@ import marshal
 import posix
 
 from .errors import BridgeError
+from .log import TARGETS
 from .plainos import environ, join, split
 
 TYPE_CHECKING = False
@@ -29,6 +30,7 @@ DEFAULTS: dict[str, object] = {
     "hooks_dirs": ["/etc/libvirt/hooks/vdsm.d"],
     "state_dir": "/run/libvirt-bridge",
     "log_file": "/var/log/libvirt/libvirt-bridge.log",
+    "log_target": "file",
     "script_timeout": 300.0,
     "libvirt_uri": "qemu:///system",
     "qemu_status_dir": "/run/libvirt/qemu",
@@ -40,6 +42,11 @@ KEY_HELP: dict[str, str] = {
     "hooks_dirs": "list of absolute paths of hooks roots, each holding <event>/<script>",
     "state_dir": "absolute path of the directory for markers and async queues",
     "log_file": "absolute path of the log file (one line per script run)",
+    "log_target": (
+        "where log lines go: file (log_file), journal (systemd's journal, with the fields "
+        "DOMAIN, UUID, EVENT, SCRIPT, RC; log_file when the journal does not take a line), "
+        "or both"
+    ),
     "script_timeout": "seconds a script may run before its process group is killed; 0: none",
     "libvirt_uri": "libvirt connection URI used by the listener and the commands",
     "qemu_status_dir": "where the qemu driver keeps its status files (<name>.xml)",
@@ -61,9 +68,12 @@ PROPERTIES = "properties"
 # as ``schema.prepare`` compiled it, so that a hook call need not import ``re``.
 PREPARED = "_prepared_patterns"
 
-CHOICES: dict[str, tuple[str, ...]] = {"start_xml_changes": ("warn", "refuse")}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "start_xml_changes": ("warn", "refuse"),
+    "log_target": TARGETS,
+}
 
-_CACHE_FORMAT = 4
+_CACHE_FORMAT = 5
 
 
 class ConfigError(BridgeError):
@@ -88,6 +98,7 @@ class Config:
         "hooks_dirs",
         "libvirt_uri",
         "log_file",
+        "log_target",
         "mtime_ns",
         "path",
         "prepared_patterns",
@@ -105,6 +116,7 @@ class Config:
         self.hooks_dirs: list[str] = list(values["hooks_dirs"])  # type: ignore[call-overload]
         self.state_dir = str(values["state_dir"])
         self.log_file = str(values["log_file"])
+        self.log_target = str(values["log_target"])
         self.script_timeout = float(values["script_timeout"])  # type: ignore[arg-type]
         self.libvirt_uri = str(values["libvirt_uri"])
         self.qemu_status_dir = str(values["qemu_status_dir"])

@@ -66,7 +66,7 @@ def run(
         say(f"{call}: {exc}; no hook scripts run")
         return 1 if call.can_veto() else 0
     fastpath.refresh(config)
-    log = Log(config.log_file)
+    log = Log.of(config)
     try:
         # Calls the launcher deferred came first: their bookkeeping and jobs go first.
         take_deferred(config, log)

@@ -164,7 +164,7 @@ def serve(config_path: str) -> int:
     except ConfigError as exc:
         say(str(exc))
         return 1
-    log = Log(config.log_file)
+    log = Log.of(config)
     spawn_without_gil()
     queues = Serial(log, "drainer")
     for line in sys.stdin.buffer:

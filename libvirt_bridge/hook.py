@@ -87,7 +87,7 @@ def take_deferred(config_path: str, daemon: int) -> NoReturn:
         pass  # a session leader already
     try:
         config = load(config_path)
-        log = Log(config.log_file)
+        log = Log.of(config)
         keys: list[str] = []
         queue_deferred(config, log, lambda _config, _log, key: keys.append(key))
         _take_priority_of(daemon)
@@ -179,7 +179,7 @@ def run_with_legacy(driver: str, argv: list[str], config_path: str, legacy: str)
 def log_for(config_path: str) -> Log:
     """The log the config at ``config_path`` names; stderr alone when it cannot be read."""
     try:
-        return Log(load(config_path).log_file)
+        return Log.of(load(config_path))
     except ConfigError as exc:
         say(str(exc))
         return Log("")

@@ -235,6 +235,10 @@ def plan_install(
     plan_logrotate_install(plan, cfg, logrotate_dir)
     if listener:
         plan_listener_install(plan, cfg, config_path)
+    elif service.systemd_running() and service.packaged_unit() and _unit_in_use():
+        # An upgrade (install --if-installed --no-listener) replaces an earlier copy of
+        # the unit; the package's postinst restarts the listener.
+        plan_unit_files(plan, config_path)
     launchers = [launcher_path(confdir, d) for d in launcher.DRIVERS]
     _plan_sighup(plan, confdir, lambda d: changed or not picked_up(d, cfg.state_dir, launchers))
     return plan
@@ -351,13 +355,13 @@ def plan_logrotate_uninstall(plan: Plan, config_path: str, entry_dir: str) -> No
 def plan_listener_install(plan: Plan, cfg: Config, config_path: str) -> None:
     """Install and start the listener: a systemd unit, else a background process."""
     if service.systemd_running():
-        unit = os.path.join(service.UNIT_DIR, service.UNIT_NAME)
-        text = service.render_unit(config_path)
-        if not _is_current(unit, text, mode=0o644):
-            plan.do(f"installed {unit}", partial(_write_text, unit, text))
+        changed = plan_unit_files(plan, config_path)
+        # A changed unit applies at the next start; one that runs now must restart for it.
+        # With Type=notify, both return once the listener is connected.
+        start = ("restart",) if changed else ("start",)
         plan.do(
-            f"enabled and started {service.UNIT_NAME}",
-            partial(_systemctl_checked, "enable", "--now", service.UNIT_NAME),
+            f"enabled and {start[0]}ed {service.UNIT_NAME} (ready once connected to libvirt)",
+            partial(_systemctl_checked, ("enable", service.UNIT_NAME), (*start, service.UNIT_NAME)),
         )
         return
     pid = service.running_pid(cfg.state_dir)
@@ -371,6 +375,76 @@ def plan_listener_install(plan: Plan, cfg: Config, config_path: str) -> None:
     )
 
 
+def plan_unit_files(plan: Plan, config_path: str) -> bool:
+    """The listener's unit files for this installation; whether any changes.
+
+    From the Debian package, the unit is the package's: an earlier install's copy in
+    /etc/systemd/system, which would hide it (and every fix an upgrade brings to it), goes,
+    and only a config other than the default gets a drop-in. From a venv, install writes
+    the whole unit, naming the venv's ``libvirt-bridge``.
+    """
+    copy = os.path.join(service.UNIT_DIR, service.UNIT_NAME)
+    packaged = service.packaged_unit()
+    if packaged is None:
+        text = service.render_unit(config_path)
+        if _is_current(copy, text, mode=0o644):
+            return False
+        plan.do(f"installed {copy}", partial(_write_text, copy, text))
+        return True
+    changed = False
+    if os.path.lexists(copy):
+        if service.is_ours(copy):
+            plan.do(
+                f"removed {copy}, an earlier install's copy of the unit that hid the "
+                f"package's {packaged}",
+                partial(_remove_unit_copy, copy),
+            )
+            changed = True
+        else:
+            plan.warnings.append(
+                f"{copy} was not written by libvirt-bridge and hides the package's "
+                f"{packaged}; move it away unless you mean it"
+            )
+    dropin = service.DROPIN
+    if os.path.abspath(config_path) == configmod.DEFAULT_PATH:
+        if _dropin_is_ours(dropin):
+            plan.do(f"removed {dropin} (the config is the default one)", partial(os.unlink, dropin))
+            changed = True
+        return changed
+    text = service.render_dropin(config_path)
+    if not _is_current(dropin, text, mode=0o644):
+        plan.do(
+            f"wrote {dropin} (the listener reads {config_path}, not the default config)",
+            partial(_write_dropin, dropin, text),
+        )
+        changed = True
+    return changed
+
+
+def _dropin_is_ours(path: str) -> bool:
+    try:
+        with open(path) as f:
+            return f.readline().startswith(service.DROPIN_HEADER)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _write_dropin(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    _write_text(path, text)
+
+
+def _remove_unit_copy(copy: str) -> None:
+    """Remove a copy of the unit, keeping the unit enabled if it was (its symlinks name
+    the copy, so it is disabled first and enabled again on the package's unit)."""
+    enabled = service.systemctl("is-enabled", service.UNIT_NAME).stdout.strip() == "enabled"
+    if enabled:
+        service.systemctl("disable", service.UNIT_NAME)
+    os.unlink(copy)
+    steps = [("enable", service.UNIT_NAME)] if enabled else []
+    _systemctl_checked(*steps)
+
+
 def _start_listener(config_path: str, state_dir: str) -> None:
     try:
         service.start_background(config_path, state_dir)
@@ -379,13 +453,21 @@ def _start_listener(config_path: str, state_dir: str) -> None:
 
 
 def plan_listener_uninstall(plan: Plan, config_path: str) -> None:
-    """Stop the listener and remove its unit."""
+    """Stop the listener and remove its unit (a packaged unit stays, stopped and disabled)."""
     unit = os.path.join(service.UNIT_DIR, service.UNIT_NAME)
-    if service.systemd_running() and os.path.exists(unit):
-        plan.do(
-            f"stopped and disabled {service.UNIT_NAME}, removed {unit}",
-            partial(_remove_unit, unit),
-        )
+    if service.systemd_running():
+        if os.path.exists(unit):
+            plan.do(
+                f"stopped and disabled {service.UNIT_NAME}, removed {unit}",
+                partial(_remove_unit, unit),
+            )
+        elif service.packaged_unit() and _unit_in_use():
+            plan.do(
+                f"stopped and disabled {service.UNIT_NAME}",
+                partial(_systemctl_checked, ("disable", "--now", service.UNIT_NAME)),
+            )
+        if _dropin_is_ours(service.DROPIN):
+            plan.do(f"removed {service.DROPIN}", partial(_remove_dropin, service.DROPIN))
     try:
         state_dir = read_config(config_path).state_dir
     except ConfigError:
@@ -395,12 +477,28 @@ def plan_listener_uninstall(plan: Plan, config_path: str) -> None:
         plan.do(f"stopped the listener (pid {pid})", partial(service.stop_background, state_dir))
 
 
+def _unit_in_use() -> bool:
+    enabled = service.systemctl("is-enabled", service.UNIT_NAME).stdout.strip()
+    active = service.systemctl("is-active", service.UNIT_NAME).stdout.strip()
+    return enabled == "enabled" or active in ("active", "activating", "reloading")
+
+
+def _remove_dropin(path: str) -> None:
+    os.unlink(path)
+    try:
+        os.rmdir(os.path.dirname(path))
+    except OSError:
+        pass  # other drop-ins, the admin's, stay
+    service.systemctl("daemon-reload")
+
+
 def _write_text(path: str, text: str) -> None:
     write_atomic(path, text, 0o644)
 
 
-def _systemctl_checked(*args: str) -> None:
-    for command in (("daemon-reload",), args):
+def _systemctl_checked(*commands: tuple[str, ...]) -> None:
+    """``systemctl daemon-reload``, then each command; InstallError at the first failure."""
+    for command in (("daemon-reload",), *commands):
         result = service.systemctl(*command)
         if result.returncode != 0:
             raise InstallError(f"systemctl {' '.join(command)} failed: {result.stderr.strip()}")

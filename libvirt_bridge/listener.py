@@ -31,6 +31,7 @@ import functools
 import os
 import queue
 import threading
+import time
 
 import libvirt
 
@@ -43,7 +44,7 @@ from .dispatch import companion_scripts, queue_companion, take_deferred
 from .drainer import Drainer
 from .launcher import import_path
 from .serial import Serial
-from .service import write_status
+from .service import notify, write_status
 from .state import State
 from .tracker import SHUTOFF, DomainState, Tracker
 
@@ -58,6 +59,10 @@ KEEPALIVE_INTERVAL = 5
 KEEPALIVE_COUNT = 3
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 15.0
+# How long a listener that systemd started waits for libvirt before it says ready anyway
+# (its unit is Type=notify): its start must not fail with the daemon down, and then
+# ``status`` reports it as not connected.
+READY_WAIT = 30.0
 RESYNC = "resync"
 # Seconds a stopping listener waits for the events being handled (uninstall sends SIGKILL
 # 10 s after SIGTERM); the drainer, a process of its own, runs the scripts to their end.
@@ -181,20 +186,27 @@ class Listener:
         self.drainer.start()
         take_deferred(self.config, self.log, self._hand_over)
         backoff = BACKOFF_FIRST
+        ready_by = time.monotonic() + READY_WAIT
         try:
             while not self.stopping.is_set():
                 try:
                     self._connect()
                 except LibvirtFailure as exc:
                     self.log.warning(f"listener: {exc}; retrying in {backoff:.1f}s")
+                    notify(f"STATUS=not connected: {exc}")
+                    write_status(self.config.state_dir, f"disconnected pid={os.getpid()} ({exc})")
+                    if time.monotonic() >= ready_by:
+                        notify("READY=1")
                     self.stopping.wait(backoff)
                     backoff = min(backoff * 2, BACKOFF_MAX)
                     continue
+                notify("READY=1", f"STATUS=connected to {self.config.libvirt_uri}")
                 backoff = BACKOFF_FIRST
                 while not self.stopping.is_set() and not self.closed.wait(0.2):
                     pass
                 self._disconnect()
         finally:
+            notify("STOPPING=1")
             self.queue.put(None)
             worker.join(timeout=10)
             self.handlers.wait_idle(STOP_GRACE)
@@ -245,6 +257,7 @@ class Listener:
             pass
         if not self.stopping.is_set():
             self.log.warning(f"listener: lost {self.config.libvirt_uri}; reconnecting")
+            notify(f"STATUS=lost {self.config.libvirt_uri}; reconnecting")
 
     def _on_close(self, conn: libvirt.virConnect, reason: int, opaque: object) -> None:
         self.closed.set()

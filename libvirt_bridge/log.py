@@ -1,8 +1,9 @@
-"""The bridge's log: plain lines appended to ``log_file``.
+"""The bridge's log: plain lines appended to ``log_file``, or sent to systemd's journal.
 
 Not the ``logging`` module: it imports ``re`` and costs more than the hook's whole budget.
 Each line is written with one ``write`` on an ``O_APPEND`` descriptor, so lines from hook
-calls running at the same time do not interleave.
+calls running at the same time do not interleave. The config's ``log_target`` says where
+lines go (``TARGETS``); a line the journal does not take goes to the file instead.
 """
 
 from __future__ import annotations
@@ -11,17 +12,44 @@ import posix
 import sys
 import time
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class Config(Protocol):  # config.Config, which imports this module
+        log_file: str
+        log_target: str
+
+
+FILE, JOURNAL, BOTH = "file", "journal", "both"
+TARGETS = (FILE, JOURNAL, BOTH)
+
 
 class Log:
-    """Appends timestamped lines to a file (stderr for a path of ""); never raises."""
+    """Appends timestamped lines to a file (stderr for a path of "") and/or sends them to
+    the journal with ``fields``; never raises."""
 
-    __slots__ = ("_warned", "path")
+    __slots__ = ("_warned", "path", "target")
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, target: str = FILE) -> None:
         self.path = path
+        self.target = target
         self._warned = False
 
-    def line(self, level: str, message: str) -> None:
+    @classmethod
+    def of(cls, config: Config) -> Log:
+        """The log the config names."""
+        return cls(config.log_file, config.log_target)
+
+    def line(self, level: str, message: str, fields: dict[str, str] | None = None) -> None:
+        if self.target != FILE:
+            from .journal import send
+
+            if send(level, message, fields) and self.target == JOURNAL:
+                return
+        self._append(level, message)
+
+    def _append(self, level: str, message: str) -> None:
         now = time.time()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
         text = f"{stamp}.{int(now % 1 * 1000):03d} {posix.getpid()} {level} {message}"
@@ -43,14 +71,14 @@ class Log:
         finally:
             posix.close(fd)
 
-    def info(self, message: str) -> None:
-        self.line("INFO", message)
+    def info(self, message: str, fields: dict[str, str] | None = None) -> None:
+        self.line("INFO", message, fields)
 
-    def warning(self, message: str) -> None:
-        self.line("WARNING", message)
+    def warning(self, message: str, fields: dict[str, str] | None = None) -> None:
+        self.line("WARNING", message, fields)
 
-    def error(self, message: str) -> None:
-        self.line("ERROR", message)
+    def error(self, message: str, fields: dict[str, str] | None = None) -> None:
+        self.line("ERROR", message, fields)
 
     def _fallback(self, text: str, exc: OSError) -> None:
         # Nothing is lost: the line goes to stderr, which libvirt keeps in its own log.

@@ -25,6 +25,7 @@ import _thread
 import posix
 import time
 
+from .log import FILE
 from .plainos import abspath, basename, dirname, environ, join, split
 
 TYPE_CHECKING = False
@@ -181,9 +182,16 @@ def script_environment(
     return env
 
 
-def event_label(event: str, name: str, uuid: str) -> str:
-    """How log lines name one event of one domain."""
-    return f"{event} domain={name!r} uuid={uuid or '-'}"
+class EventLabel(str):
+    """How log lines name one event of one domain, and the journal fields that say it."""
+
+    fields: dict[str, str]
+
+
+def event_label(event: str, name: str, uuid: str) -> EventLabel:
+    label = EventLabel(f"{event} domain={name!r} uuid={uuid or '-'}")
+    label.fields = {"EVENT": event, "DOMAIN": name, "UUID": uuid or "-"}
+    return label
 
 
 def run_event(
@@ -568,9 +576,13 @@ def _log_result(log: Log, label: str, result: ScriptResult) -> None:
     )
     if result.stdout_size:
         message += f" stdout_bytes={result.stdout_size}"
+    fields = None
+    if log.target != FILE:
+        fields = dict(getattr(label, "fields", ()), SCRIPT=result.script)
+        fields["RC"] = "-" if result.rc is None else str(result.rc)
     if result.rc is not None and result.rc > 2 and not result.error:
-        log.warning(f"{message} (exit codes above 2 are reserved; treated as 1)")
+        log.warning(f"{message} (exit codes above 2 are reserved; treated as 1)", fields)
     elif result.failed:
-        log.error(message)
+        log.error(message, fields)
     else:
-        log.info(message)
+        log.info(message, fields)

@@ -1,10 +1,16 @@
 """Running the listener as a service: a systemd unit, or a background process with a pid file.
 
-With systemd (``/run/systemd/system`` exists) the unit rendered from
-``install/libvirt-bridge-listener.service`` is installed and enabled. Without it, the
-listener runs as ``libvirt-bridge listen --background --pidfile <state_dir>/listener.pid``;
-``install`` starts it when it does not run, ``uninstall`` stops it (by that pid).
-The listener writes ``<state_dir>/listener.status`` (connected or not) for ``status``.
+With systemd (``/run/systemd/system`` exists) the listener is the unit
+``libvirt-bridge-listener.service``, rendered from ``install/libvirt-bridge-listener.service``.
+The Debian package ships it in /lib/systemd/system; ``install`` from the package adds only a
+drop-in naming a config that is not the default one, so that an upgrade's fixes to the unit
+reach the host. Installed from a venv, ``install`` writes the whole unit (naming the venv's
+``libvirt-bridge``) to /etc/systemd/system. Either way it is ``Type=notify``: the listener
+says ready (``notify``) once connected to libvirt, so ``systemctl start`` returns when it is.
+Without systemd, the listener runs as ``libvirt-bridge listen --background --pidfile
+<state_dir>/listener.pid``; ``install`` starts it when it does not run, ``uninstall`` stops
+it (by that pid). The listener writes ``<state_dir>/listener.status`` (connected or not,
+with its pid) for ``status``.
 """
 
 from __future__ import annotations
@@ -12,15 +18,24 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
 from importlib import resources
 
+from .config import ENV_VAR
 from .files import write_atomic
 
 UNIT_NAME = "libvirt-bridge-listener.service"
 UNIT_DIR = "/etc/systemd/system"
+# Where a distribution package puts its units (/lib is /usr/lib on merged-/usr hosts).
+PACKAGED_UNIT_DIRS = ("/usr/lib/systemd/system", "/lib/systemd/system")
+# The drop-in install writes beside a packaged unit for a config that is not the default.
+DROPIN = os.path.join(UNIT_DIR, UNIT_NAME + ".d", "config.conf")
+# The first line of every unit rendered from the template: how a unit of ours is known.
+UNIT_HEADER = "# systemd unit for libvirt-bridge's listener"
+DROPIN_HEADER = "# written by libvirt-bridge install:"
 STOP_TIMEOUT = 10.0
 
 
@@ -47,8 +62,45 @@ def bridge_command() -> list[str]:
 def render_unit(config_path: str) -> str:
     template = resources.files("libvirt_bridge.assets").joinpath(UNIT_NAME).read_text()
     return template.replace("@BRIDGE@", shlex.join(bridge_command())).replace(
-        "@CONFIG@", config_path
+        f"{ENV_VAR}=@CONFIG@", _quoted_assignment(ENV_VAR, config_path)
     )
+
+
+def is_ours(unit_path: str) -> bool:
+    """Whether the unit file at ``unit_path`` was rendered from the bridge's template."""
+    try:
+        with open(unit_path) as f:
+            return f.readline().startswith(UNIT_HEADER)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def packaged_unit() -> str | None:
+    """The unit the distribution's package ships, when this code is that package's."""
+    here = os.path.realpath(__file__)
+    if not here.startswith(("/usr/lib/python3/dist-packages/", "/usr/lib/python3/site-packages/")):
+        return None
+    for directory in PACKAGED_UNIT_DIRS:
+        path = os.path.join(directory, UNIT_NAME)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def render_dropin(config_path: str) -> str:
+    return (
+        f"{DROPIN_HEADER} the config of this host's listener, which is not the\n"
+        "# default one (the unit itself is the package's).\n"
+        f"[Service]\nEnvironment={_quoted_assignment(ENV_VAR, config_path)}\n"
+    )
+
+
+def _quoted_assignment(name: str, value: str) -> str:
+    # systemd's Environment= splits on spaces unless the assignment is quoted.
+    if any(c in value for c in " \t\"'\\"):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{name}={escaped}"'
+    return f"{name}={value}"
 
 
 def running_pid(state_dir: str) -> int | None:
@@ -106,6 +158,45 @@ def stop_background(state_dir: str) -> int | None:
     if running_pid(state_dir) == pid:
         os.kill(pid, signal.SIGKILL)
     return pid
+
+
+def notify(*assignments: str) -> None:
+    """Tell systemd about this service (``READY=1``, ``STATUS=...``); nothing without it.
+
+    The ``sd_notify`` protocol: one datagram of ``KEY=value`` lines to ``$NOTIFY_SOCKET``
+    (an abstract socket when it starts with ``@``).
+    """
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.sendto("\n".join(assignments).encode(), path)
+    except OSError:
+        pass  # systemd gives up on a unit that never says ready, and status says so
+
+
+def main_pid() -> int | None:
+    """The pid systemd runs the listener's unit as, if it runs."""
+    result = systemctl("show", "--property=MainPID", "--value", UNIT_NAME)
+    try:
+        pid = int(result.stdout.strip())
+    except ValueError:
+        return None
+    return pid or None
+
+
+def status_pid(status: str) -> int | None:
+    """The pid of the listener that wrote ``status`` (its ``pid=N`` word)."""
+    for word in status.split():
+        if word.startswith("pid="):
+            try:
+                return int(word[4:])
+            except ValueError:
+                return None
+    return None
 
 
 def write_status(state_dir: str, text: str) -> None:

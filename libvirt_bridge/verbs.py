@@ -80,7 +80,7 @@ class Verbs:
 
     def __init__(self, config: Config, uri: str | None = None) -> None:
         self.config = config
-        self.log = Log(config.log_file)
+        self.log = Log.of(config)
         self.uri = uri or config.libvirt_uri
         self.conn = open_connection(self.uri)
 

@@ -114,10 +114,10 @@ the documentation in
 
 
 def render_man() -> str:
-    """The man page libvirt-bridge(1): every command's --help, in no-fill blocks."""
+    """The man page libvirt-bridge(8) (an administration command): every --help, no-fill."""
     (_, top), *commands = help_sections(MAN_WIDTH)
     parts = [
-        f'.TH LIBVIRT\\-BRIDGE 1 "" "libvirt\\-bridge {__version__}" "User Commands"',
+        f'.TH LIBVIRT\\-BRIDGE 8 "" "libvirt\\-bridge {__version__}" "System Administration"',
         ".SH NAME",
         "libvirt\\-bridge \\- run VDSM\\-style hook directories on plain libvirt/KVM hosts",
         ".SH SYNOPSIS",

@@ -30,7 +30,7 @@ HOST_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 SHIPPED = (
     BRIDGE,
     "/lib/systemd/system/libvirt-bridge-listener.service",
-    "/usr/share/man/man1/libvirt-bridge.1.gz",
+    "/usr/share/man/man8/libvirt-bridge.8.gz",
     "/usr/share/doc/libvirt-bridge",
     f"{SITE}/libvirt_bridge",
     f"{SITE}/libvirt_bridge-0.1.0.dist-info",

@@ -16,7 +16,7 @@ from .options import AddParser
 class _StderrLog(Log):
     """Tells the user, not the bridge's log file, why a file does not run."""
 
-    def line(self, level: str, message: str) -> None:
+    def line(self, level: str, message: str, fields: dict[str, str] | None = None) -> None:
         sys.stderr.write(f"{level.lower()}: {message}\n")
 
 

@@ -11,7 +11,7 @@ from types import FrameType
 
 from ..errors import BridgeError
 from ..files import write_atomic
-from ..log import Log
+from ..log import BOTH, FILE, Log
 from . import options
 from .options import AddParser
 
@@ -53,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
             raise BridgeError(f"cannot write pid file {args.pidfile}: {exc.strerror}") from None
     from ..listener import Listener
 
-    listener = Listener(cfg, Log(cfg.log_file))
+    listener = Listener(cfg, Log(cfg.log_file, listener_log_target(cfg.log_target)))
 
     def stop(signum: int, frame: FrameType | None) -> None:
         listener.stop()
@@ -69,6 +69,14 @@ def main(args: argparse.Namespace) -> int:
             except OSError:
                 pass
     return 0
+
+
+def listener_log_target(target: str) -> str:
+    """Where the listener's lines go: the config's target, and the journal too when
+    systemd runs it (``journalctl -u`` is where an admin looks for a service's lines)."""
+    if "INVOCATION_ID" in os.environ and target == FILE:
+        return BOTH
+    return target
 
 
 def _start_detached(args: argparse.Namespace) -> None:

@@ -217,7 +217,7 @@ def trial(cfg: config.Config, event: str, source: _Source) -> int:
     )
     from ..screening import screen
 
-    log = _ShowingLog(cfg.log_file)
+    log = _ShowingLog(cfg.log_file, cfg.log_target)
     try:
         properties = source.properties
         if properties is None:
@@ -328,11 +328,11 @@ class _ShowingLog(Log):
 
     __slots__ = ("shown",)
 
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
+    def __init__(self, path: str, target: str) -> None:
+        super().__init__(path, target)
         self.shown: list[str] = []
 
-    def line(self, level: str, message: str) -> None:
-        super().line(level, message)
+    def line(self, level: str, message: str, fields: dict[str, str] | None = None) -> None:
+        super().line(level, message, fields)
         if level != "INFO":
             self.shown.append(message)

@@ -396,6 +396,7 @@ def check_listener(report: Report, cfg: Config | None, config_path: str) -> None
     start = "libvirt-bridge install  (or: libvirt-bridge listen --background --pidfile " + (
         f"{shlex.quote(service.pidfile(cfg.state_dir))})"
     )
+    why = f"the log {cfg.log_file} says why"
     if service.systemd_running():
         result = service.systemctl("is-active", service.UNIT_NAME)
         if result.stdout.strip() != "active":
@@ -405,7 +406,9 @@ def check_listener(report: Report, cfg: Config | None, config_path: str) -> None
                 f"systemctl enable --now {service.UNIT_NAME}; journalctl -u {service.UNIT_NAME}",
             )
             return
-        report.ok(f"the listener ({service.UNIT_NAME}) is active")
+        pid = service.main_pid()
+        report.ok(f"the listener ({service.UNIT_NAME}) is active (pid {pid})")
+        why = f"journalctl -u {service.UNIT_NAME} says why"
     else:
         pid = service.running_pid(cfg.state_dir)
         if pid is None:
@@ -416,13 +419,26 @@ def check_listener(report: Report, cfg: Config | None, config_path: str) -> None
             )
             return
         report.ok(f"the listener runs (pid {pid})")
-    state = service.read_status(cfg.state_dir) or "unknown"
-    if state.startswith("connected"):
+    state = service.read_status(cfg.state_dir) or ""
+    # A status file outlives its listener: only the running one's says anything.
+    written_by = service.status_pid(state)
+    if written_by != pid:
+        earlier = (
+            f"; {service.status_file(cfg.state_dir)} is an earlier listener's"
+            if (written_by)
+            else ""
+        )
+        report.problem(
+            f"the listener (pid {pid}) has not said whether it is connected to "
+            f"{cfg.libvirt_uri}{earlier}",
+            f"wait a moment and run status again; if it stays so, {why}",
+        )
+    elif state.startswith("connected"):
         report.ok(f"the listener is {state}")
     else:
         report.problem(
             f"the listener is not connected to {cfg.libvirt_uri} ({state})",
-            f"check that libvirtd or virtqemud runs; the log {cfg.log_file} says why",
+            f"check that libvirtd or virtqemud runs; {why}",
         )
 
 

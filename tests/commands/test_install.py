@@ -398,11 +398,11 @@ def test_install_starts_the_listener_and_uninstall_stops_it(tmp_path: Path) -> N
 
 def test_systemd_unit_names_this_installation_and_the_config() -> None:
     unit = service.render_unit("/etc/x bridge.toml")
-    assert "Environment=LIBVIRT_BRIDGE_CONFIG=/etc/x bridge.toml\n" in unit
+    assert 'Environment="LIBVIRT_BRIDGE_CONFIG=/etc/x bridge.toml"\n' in unit
     exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
     assert exec_start.endswith(" listen")
     assert os.path.exists(exec_start.removeprefix("ExecStart=").split()[0])
-    assert "Restart=on-failure" in unit and "After=libvirtd.service virtqemud.service" in unit
+    assert "Restart=on-failure" in unit and "Type=notify" in unit
 
 
 def keep_launcher_as_legacy(host: Host, driver: str = "qemu", earlier: str = "") -> Path:

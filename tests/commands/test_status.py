@@ -54,6 +54,24 @@ def test_clean_install_is_well(host: Host) -> None:
     assert "ok: the listener is connected test:///default" in out
 
 
+def test_status_file_of_an_earlier_listener_is_not_trusted(host: Host) -> None:
+    # A listener restarted: the running one has not written yet, and what is there says
+    # "connected" for a pid that is gone.
+    state = str(host.bridge.state)
+    pid = service.running_pid(state)
+    service.write_status(state, f"connected test:///default pid={pid + 100000}")
+    status, out, _ = host.cmd("status")
+    assert status == 1, out
+    assert (
+        f"PROBLEM: the listener (pid {pid}) has not said whether it is connected to "
+        f"test:///default; {service.status_file(state)} is an earlier listener's\n"
+    ) in out
+    assert "ok: the listener is connected" not in out
+    service.write_status(state, f"connected test:///default pid={pid}")
+    status, out, _ = host.cmd("status")
+    assert status == 0, out
+
+
 def test_legacy_is_reported(host: Host) -> None:
     legacy = host.hooks / "qemu.legacy"
     legacy.write_text("#!/bin/sh\nexit 0\n")

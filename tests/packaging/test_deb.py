@@ -129,7 +129,7 @@ def test_the_deb_holds_what_the_wheel_holds(deb: Path, tmp_path: Path) -> None:
         BRIDGE,
         "/lib/systemd/system/libvirt-bridge-listener.service",
         "/etc/logrotate.d/libvirt-bridge",
-        "/usr/share/man/man1/libvirt-bridge.1.gz",
+        "/usr/share/man/man8/libvirt-bridge.8.gz",
         "/usr/share/doc/libvirt-bridge/copyright",
     } <= others
     extra = {f for f in others if not f.startswith("/usr/share/doc/libvirt-bridge/")}
@@ -137,7 +137,7 @@ def test_the_deb_holds_what_the_wheel_holds(deb: Path, tmp_path: Path) -> None:
         BRIDGE,
         "/lib/systemd/system/libvirt-bridge-listener.service",
         "/etc/logrotate.d/libvirt-bridge",
-        "/usr/share/man/man1/libvirt-bridge.1.gz",
+        "/usr/share/man/man8/libvirt-bridge.8.gz",
         "/usr/share/lintian/overrides/libvirt-bridge",
     }
 
