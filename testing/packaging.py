@@ -37,13 +37,16 @@ SHIPPED = (
 )
 
 
-def build_deb(outdir: Path) -> Path:
-    """``scripts/build-deb.sh OUTDIR``: the path of the .deb it built."""
+def build_deb(outdir: Path, version: str = "") -> Path:
+    """``scripts/build-deb.sh OUTDIR`` (with ``DEB_VERSION=version`` if given): the path of
+    the .deb it built."""
+    env = dict(os.environ, DEB_VERSION=version) if version else None
     result = subprocess.run(
         ["bash", str(REPO / "scripts" / "build-deb.sh"), str(outdir)],
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
     )
     assert result.returncode == 0, f"build-deb.sh failed:\n{result.stdout}{result.stderr}"
     return Path(result.stdout.strip().splitlines()[-1])
