@@ -58,8 +58,9 @@ def fires(host: Host, action: list[str], expected: list[str], timeout: float = 6
     assert got == expected, f"virsh {' '.join(action)}: {got}\n{host.journal_tail(40)}"
 
 
-def status(host: Host) -> str:
-    result = host.run(["libvirt-bridge", "status"], check=False)
+def status(host: Host, *options: str) -> str:
+    """``libvirt-bridge status``'s report, which must say all is well."""
+    result = host.run(["libvirt-bridge", "status", *options], check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PROBLEM" not in result.stdout
     return result.stdout

@@ -3,6 +3,7 @@ order, and the two .deb files they install: this checkout's, and a newer one to 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,7 +39,9 @@ def host(
         root = systemd_host.require(name)
     except systemd_host.HostError as exc:
         pytest.fail(str(exc), pytrace=False)
-    booted = Host(root, tmp_path_factory.mktemp(f"host-{name}"), f"lb-{name}")
+    # The pid: nspawn keeps per-machine state under /run/systemd/nspawn, so two test runs
+    # at once must not share a name.
+    booted = Host(root, tmp_path_factory.mktemp(f"host-{name}"), f"lb-{name}-{os.getpid()}")
     booted.boot()
     try:
         yield booted

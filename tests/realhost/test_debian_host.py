@@ -93,12 +93,21 @@ def test_hook_lines_reach_the_journal_with_fields_when_asked(host: Host) -> None
 
 
 def test_an_upgrade_leaves_the_listener_running_the_new_code(host: Host) -> None:
+    # As an earlier version's install left it: a copy of the unit in /etc/systemd/system,
+    # enabled, hiding the package's.
+    copy = f"/etc/systemd/system/{UNIT}"
+    host.sh(f"cp /lib/systemd/system/{UNIT} {copy} && systemctl reenable {UNIT} 2>&1")
+    assert unit_property(host, "FragmentPath") == copy
+    host.run(["systemctl", "restart", UNIT])
     before = unit_property(host, "MainPID")
     host.run(["apt-get", "install", "-y", "/root/newer.deb"], timeout=300)
     version = host.run(["dpkg-query", "-W", "-f=${Version}", "libvirt-bridge"]).stdout
     assert version.endswith("upgrade1")
     assert host.run(["systemctl", "is-active", UNIT], check=False).stdout.strip() == "active"
     assert unit_property(host, "MainPID") not in (before, "0")
+    assert not host.exists(copy)
+    assert unit_property(host, "FragmentPath").endswith(f"/lib/systemd/system/{UNIT}")
+    assert host.run(["systemctl", "is-enabled", UNIT]).stdout.strip() == "enabled"
     status(host)
     fires(host, ["start", "g1"], ["before_vm_start", "after_vm_start"])
     fires(host, ["suspend", "g1"], ["after_vm_pause"])
@@ -113,6 +122,24 @@ def test_a_reboot_keeps_it_working(host: Host) -> None:
     fires(host, ["start", "g1"], ["before_vm_start", "after_vm_start"])
     fires(host, ["suspend", "g1"], ["after_vm_pause"])
     fires(host, ["destroy", "g1"], ["before_vm_destroy", "after_vm_destroy"])
+
+
+def test_a_config_elsewhere_is_a_drop_in_beside_the_package_s_unit(host: Host) -> None:
+    dropin = f"/etc/systemd/system/{UNIT}.d/config.conf"
+    out = host.run(["libvirt-bridge", "install", "--config", "/srv/bridge.toml"]).stdout
+    assert f"wrote {dropin}" in out and f"enabled and restarted {UNIT}" in out, out
+    assert "LIBVIRT_BRIDGE_CONFIG=/srv/bridge.toml" in unit_property(host, "Environment")
+    assert unit_property(host, "FragmentPath").endswith(f"/lib/systemd/system/{UNIT}")
+    assert not host.exists(f"/etc/systemd/system/{UNIT}")
+    status(host, "--config", "/srv/bridge.toml")
+    fires(host, ["start", "g1"], ["before_vm_start", "after_vm_start"])
+    fires(host, ["suspend", "g1"], ["after_vm_pause"])
+    fires(host, ["destroy", "g1"], ["before_vm_destroy", "after_vm_destroy"])
+    # Back to the default config: the drop-in goes.
+    out = host.run(["libvirt-bridge", "install", "--config", "/etc/libvirt-bridge.toml"]).stdout
+    assert f"removed {dropin}" in out, out
+    assert "LIBVIRT_BRIDGE_CONFIG=/etc/libvirt-bridge.toml" in unit_property(host, "Environment")
+    status(host)
 
 
 def test_removing_the_package_restores_the_earlier_hook_and_stops_everything(

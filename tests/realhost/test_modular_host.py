@@ -11,6 +11,7 @@ to the modular daemons leaves them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def modular(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
         libvirt_root = roots.require("11.3")
     except (systemd_host.HostError, roots.SandboxError) as exc:
         pytest.fail(str(exc), pytrace=False)
-    host = Host(root, tmp_path_factory.mktemp("host-modular"), "lb-modular")
+    host = Host(root, tmp_path_factory.mktemp("host-modular"), f"lb-modular-{os.getpid()}")
     host.boot()
     try:
         host.put(Path(libvirt_root, "usr/sbin/virtqemud"), "/usr/sbin/virtqemud", mode=0o755)
