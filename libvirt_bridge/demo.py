@@ -25,6 +25,15 @@ from .sandbox.cells import Cell
 
 PROBE = "#!/bin/sh\n# Does nothing: the bridge logs each run (rc, duration).\nexit 0\n"
 MODES = {row.event: row.mode for row in mapping.HOOK_TABLE}
+# The libvirt call (or event) behind each VDSM event the demo's virsh actions fire: what
+# someone who knows libvirt but not VDSM reads the table by. The first row of an event
+# that several rows fire (the listener's pause reasons) stands for them.
+CAUSES = {
+    row.event: row.libvirt_argv if row.driver == "listener" else row.trigger
+    for row in reversed(mapping.HOOK_TABLE)
+    if row.driver in ("qemu", "daemon", "listener")
+}
+COLUMNS = f"    {'host':8} {'mode':5}  {'VDSM event':30} {'script':10} {'result':6} {'time':>9}"
 GUEST = "demo1"
 
 
@@ -198,6 +207,8 @@ def run_steps(
 ) -> list[str]:
     offsets = {s.name: _log_size(s) for s in sandboxes}
     missing: list[str] = []
+    say("")
+    say(f"{COLUMNS}  libvirt call")
     for step in steps:
         say("")
         say(f"$ {step.title}")
@@ -211,7 +222,7 @@ def run_steps(
         for f in fired:
             say(
                 f"    {f.host:8} {MODES.get(f.event, '?'):5}  {f.event:30} {f.script:10} "
-                f"{f.result:6} {f.duration * 1000:6.0f} ms"
+                f"{f.result:6} {f.duration * 1000:6.0f} ms  {CAUSES.get(f.event, '')}".rstrip()
             )
         say(f"    ({elapsed:.2f}s)")
         for host, events in step.expected.items():

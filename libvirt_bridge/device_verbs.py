@@ -51,6 +51,16 @@ class Device(NamedTuple):
         return devices.event_xml(self.element)
 
 
+def _describe(row: mapping.Row, device: Device, domain: str) -> str:
+    """What a device verb was asked, as a sentence's end: ``to attach the <disk> sdb to
+    'vm1'``."""
+    action = row.op.removesuffix("-device")
+    where = {"attach": "to", "detach": "from"}.get(action, "of")
+    key = devices.key_of(device.element)
+    named = f" {key.value}" if key is not None else ""
+    return f"to {action} the <{row.subop}>{named} {where} {domain!r}"
+
+
 class DeviceVerbs:
     """The device verbs on one connection (a :class:`Verbs`')."""
 
@@ -169,7 +179,7 @@ class DeviceVerbs:
             )
         print(f"{row.event}: {len(scripts)} script(s) ran")
         if status:
-            raise VerbError(f"{row.event} refused to {row.op} the <{row.subop}>; nothing was done")
+            raise VerbError(f"{row.event} refused {_describe(row, device, name)}; nothing was done")
         if not output:
             return device.element
         try:

@@ -260,6 +260,14 @@ def canonical(xml: bytes) -> bytes:
     return etree.tostring(parse(xml, remove_blank_text=True), method="c14n")
 
 
+def normalised(xml: bytes) -> bytes:
+    """The canonical form, indented one element a line: what a diff of two documents
+    compares, so that a re-serialisation shows no change and a change shows alone."""
+    from lxml import etree
+
+    return etree.tostring(parse(canonical(xml), remove_blank_text=True), pretty_print=True)
+
+
 def same_meaning(a: bytes, b: bytes) -> bool:
     """Whether two XML documents are semantically equal (raises XMLError if ``b`` is bad)."""
     return a == b or canonical(a) == canonical(b)

@@ -167,8 +167,17 @@ def serve(config_path: str) -> int:
     log = Log.of(config)
     spawn_without_gil()
     queues = Serial(log, "drainer")
+    refused = False
     for line in sys.stdin.buffer:
         key = line.decode("utf-8", "replace").strip()
+        # The config as it is now (script_timeout, hooks_dirs, ...), for what comes from
+        # now on; its cache makes this a stat when the file has not changed.
+        try:
+            config, refused = load(config_path), False
+        except ConfigError as exc:
+            if not refused:
+                log.error(f"drainer: {exc}; keeping the config read before")
+            refused = True
         if key == DAEMON or is_uuid(key):
             queues.submit(key, functools.partial(drain, config, log, key))
         else:

@@ -211,8 +211,13 @@ def plan_install(
     config_path: str,
     listener: bool = True,
     logrotate_dir: str = logrotate.ENTRY_DIR,
+    record_listener_choice: bool = True,
 ) -> Plan:
-    """Everything install does; raise InstallError (having changed nothing) to refuse."""
+    """Everything install does; raise InstallError (having changed nothing) to refuse.
+
+    ``record_listener_choice``: whether ``listener`` is the admin's choice, to remember
+    (not an upgrade's ``--if-installed --no-listener``, which keeps the listener as it is).
+    """
     confdir = os.path.abspath(confdir)
     check_confdir(confdir)
     plan = Plan("install")
@@ -233,6 +238,8 @@ def plan_install(
             if outside_apparmor_dir(root):
                 plan.warnings.append(f"{apparmor_risk(root)}; {apparmor_fix(root, config_path)}")
     plan_logrotate_install(plan, cfg, logrotate_dir)
+    if record_listener_choice:
+        _plan_listener_choice(plan, config_path, listener)
     if listener:
         plan_listener_install(plan, cfg, config_path)
     elif service.systemd_running() and service.packaged_unit() and _unit_in_use():
@@ -288,6 +295,9 @@ def plan_uninstall(
     plan.note(f"left alone: {kept}the config {config_path}; remove them by hand if unneeded")
     plan_logrotate_uninstall(plan, config_path, logrotate_dir)
     plan_listener_uninstall(plan, config_path)
+    marker = service.no_listener_marker(config_path)
+    if os.path.lexists(marker):
+        plan.do(f"removed {marker}", partial(os.unlink, marker))
     _plan_sighup(plan, confdir, lambda d: changed)
     return plan
 
@@ -373,6 +383,18 @@ def plan_listener_install(plan: Plan, cfg: Config, config_path: str) -> None:
         f"{service.pidfile(cfg.state_dir)})",
         partial(_start_listener, config_path, cfg.state_dir),
     )
+
+
+def _plan_listener_choice(plan: Plan, config_path: str, listener: bool) -> None:
+    marker = service.no_listener_marker(config_path)
+    if listener and os.path.lexists(marker):
+        plan.do(f"removed {marker} (the listener is installed again)", partial(os.unlink, marker))
+    elif not listener and not os.path.lexists(marker):
+        text = "libvirt-bridge install --no-listener: this host runs no listener\n"
+        plan.do(
+            f"wrote {marker} (status takes the missing listener for this choice)",
+            partial(_write_text, marker, text),
+        )
 
 
 def plan_unit_files(plan: Plan, config_path: str) -> bool:

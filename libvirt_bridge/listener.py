@@ -37,6 +37,7 @@ import libvirt
 
 from . import mapping
 from .asyncq import Job, enqueue
+from .config import ConfigError, load
 from .connection import LibvirtFailure, message, open_connection
 from .devicewatch import DeviceWatch
 from .discovery import find_scripts
@@ -173,6 +174,7 @@ class Listener:
         self.devices = DeviceWatch()
         self.handlers = Serial(log, "handler", HANDLERS)
         self.drainer = Drainer(config.path, config.state_dir, import_path(), log)
+        self.config_refused = False
 
     # --- connection -----------------------------------------------------------------
 
@@ -288,9 +290,33 @@ class Listener:
 
     # --- worker ---------------------------------------------------------------------
 
+    def _refresh_config(self) -> None:
+        """Take a changed config from the next event on (its hooks roots, the property
+        schema, ...; the drainer takes script_timeout the same way). libvirt_uri, state_dir
+        and the log stay until the listener restarts: it says so."""
+        try:
+            fresh = load(self.config.path)
+        except ConfigError as exc:
+            if not self.config_refused:
+                self.log.error(f"listener: {exc}; keeping the config read before")
+            self.config_refused = True
+            return
+        self.config_refused = False
+        if fresh.mtime_ns == self.config.mtime_ns:
+            return
+        pinned = ("libvirt_uri", "state_dir", "log_file", "log_target")
+        changed = [key for key in pinned if getattr(fresh, key) != getattr(self.config, key)]
+        for key in pinned:
+            setattr(fresh, key, getattr(self.config, key))
+        self.config = fresh
+        later = f"; {', '.join(changed)} only when it restarts" if changed else ""
+        self.log.info(f"listener: read the changed config {fresh.path}{later}")
+
     def _work(self) -> None:
         while True:
             item = self.queue.get()
+            if item is not None:
+                self._refresh_config()
             if isinstance(item, tuple):
                 # Done (``task_done``) by the domain's handler.
                 self.handlers.submit(item[0], functools.partial(self._handle_event, item))

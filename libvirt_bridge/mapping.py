@@ -232,6 +232,16 @@ DEFERRED_CALLS: tuple[tuple[str, str], ...] = tuple(
 )
 
 
+# What the listener fires (libvirt has no hook call for them), in the table's order.
+LISTENER_EVENTS = tuple(dict.fromkeys(r.event for r in HOOK_TABLE if r.driver == "listener"))
+
+
+def listener_events_text() -> str:
+    """``LISTENER_EVENTS`` as a sentence's list: "a, b and c"."""
+    *most, last = LISTENER_EVENTS
+    return f"{', '.join(most)} and {last}"
+
+
 def call_events(op: str, subop: str, driver: str = "qemu") -> tuple[str, ...]:
     """The events the call ``op subop`` of ``driver``'s hook fires, in one context or another."""
     return tuple(

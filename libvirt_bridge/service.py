@@ -43,6 +43,13 @@ def systemd_running() -> bool:
     return os.path.isdir("/run/systemd/system")
 
 
+def no_listener_marker(config_path: str) -> str:
+    """The file beside the config that says the bridge was installed without a listener
+    (``install --no-listener``), so that ``status`` takes its absence for a choice."""
+    head, tail = os.path.split(os.path.abspath(config_path))
+    return os.path.join(head, f".{tail}.no-listener")
+
+
 def pidfile(state_dir: str) -> str:
     return os.path.join(state_dir, "listener.pid")
 

@@ -215,20 +215,41 @@ class Verbs:
                 take_deferred(self.config, self.log, name=name)
             state.set_marker(uuid, kind)
 
+    def _require_state(self, dom: libvirt.virDomain, name: str, verb: str) -> None:
+        """Refuse, before any script runs, what libvirt would refuse in the domain's state:
+        a script must never run for an operation that cannot happen."""
+        try:
+            active = dom.isActive()
+            paused = active and dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED
+        except libvirt.libvirtError as exc:
+            raise VerbError(f"cannot read the state of {name!r}: {message(exc)}") from None
+        if not active:
+            problem = "is not running"
+        elif verb == "pause" and paused:
+            problem = "is already paused"
+        elif verb == "resume" and not paused:
+            problem = "is already running"
+        else:
+            return
+        raise VerbError(f"domain {name!r} {problem}: cannot {verb} it (no script ran)")
+
     def pause(self, name: str) -> None:
         dom = self.domain(name)
+        self._require_state(dom, name, "pause")
         self.before("pause", dom)
         self._call(f"pausing {name!r}", dom.suspend)
         print(f"paused {name!r}")
 
     def resume(self, name: str) -> None:
         dom = self.domain(name)
+        self._require_state(dom, name, "resume")
         self.before("resume", dom)
         self._call(f"resuming {name!r}", dom.resume)
         print(f"resumed {name!r}")
 
     def save(self, name: str, path: str | None) -> None:
         dom = self.domain(name)
+        self._require_state(dom, name, "save")
         self.before("save", dom)
         if path is None:
             self._call(f"saving {name!r}", dom.managedSave, 0)
@@ -244,6 +265,7 @@ class Verbs:
 
     def migrate(self, name: str, destination: str, live: bool, migrate_uri: str | None) -> None:
         dom = self.domain(name)
+        self._require_state(dom, name, "migrate")
         self.before("migrate", dom)
         dconn = open_connection(destination)
         try:
@@ -257,6 +279,7 @@ class Verbs:
     def destroy(self, name: str) -> None:
         dom = self.domain(name)
         uuid = dom.UUIDString()
+        self._require_state(dom, name, "destroy")
         self.before("destroy", dom)
         state = State(self.config.state_dir)
         self._mark(state, name, uuid, DESTROYED_BY_VERB, ("stopped", "end"))

@@ -74,6 +74,28 @@ def test_pause_and_resume_fire_once_each(
     assert sentinel(bridge, dom, 2) == ["after_vm_pause", "after_vm_cont"] * 2
 
 
+def test_a_changed_config_applies_to_the_next_event_without_a_restart(
+    listening: tuple[Bridge, Listener, libvirt.virConnect],
+) -> None:
+    bridge, listener, conn = listening
+    dom = conn.lookupByName("test")
+    # Events run through the drainer: it has read the config as it was.
+    assert sentinel(bridge, dom, 0) == ["after_vm_pause", "after_vm_cont"]
+    bridge.script("after_vm_pause", "60_hang", "#!/bin/sh\nsleep 60\n")
+    # As an admin would: a shorter timeout, a wrong URI (only at a restart), saved.
+    bridge.write_config(libvirt_uri="qemu:///nowhere", script_timeout=1)
+    dom.suspend()
+    dom.resume()
+    records = bridge.wait_async(4, timeout=60)
+    assert [r["event"] for r in records] == ["after_vm_pause", "after_vm_cont"] * 2
+    log = bridge.log_text()
+    assert "60_hang killed after timeout (1." in log, log
+    assert (
+        f"listener: read the changed config {bridge.config}; libvirt_uri only when it restarts"
+    ) in log
+    assert listener.config.libvirt_uri == "test:///default" and listener.config.script_timeout == 1
+
+
 def test_the_resume_of_a_known_pause_reads_no_state(
     listening: tuple[Bridge, Listener, libvirt.virConnect],
 ) -> None:

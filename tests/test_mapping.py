@@ -81,3 +81,17 @@ def test_what_a_call_decides_is_a_firing_call_after_it() -> None:
     companions = {mapping.DEVICE_COMPANIONS.get(e) for e in mapping.QEMU_EVENTS} - {None}
     assert served == set(mapping.QEMU_EVENTS) | companions
     assert mapping.served_events("start", "begin") == ()
+
+
+def test_every_text_that_lists_the_listener_s_events_lists_them_all() -> None:
+    from libvirt_bridge.commands.status import NO_LISTENER
+
+    docs = Path(__file__).parents[1] / "docs"
+    # cli.md is every --help, kept current by test_docs.
+    listen = (docs / "cli.md").read_text().split("usage: libvirt-bridge listen", 1)[1]
+    operators = (docs / "operators.md").read_text()
+    section = operators.split("## The listener", 1)[1].split("\n## ", 1)[0]
+    for text in (listen.split("options:", 1)[0], NO_LISTENER, section):
+        flat = " ".join(text.split())
+        missing = [event for event in mapping.LISTENER_EVENTS if event not in flat]
+        assert missing == [], flat

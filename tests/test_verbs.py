@@ -20,6 +20,7 @@ from testing.harness import LIBVIRT_ENV, Bridge
 
 UUID_OFF = "11111111-2222-3333-4444-555555555555"
 UUID_ON = "66666666-7777-8888-9999-000000000000"
+UUID_PAUSED = "abababab-7777-8888-9999-000000000000"
 DOMAIN = """
   <domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>
     <name>{name}</name>
@@ -37,14 +38,15 @@ VETO = "#!/bin/sh\necho 'not enough hugepages for g1' >&2\nexit 1\n"
 
 
 class Verbs:
-    """A bridge, and a libvirt test node with g1 (shut off) and g2 (running)."""
+    """A bridge, and a libvirt test node with g1 (shut off), g2 (running), g3 (paused)."""
 
     def __init__(self, root: Path) -> None:
         self.bridge = Bridge(root)
         node = root / "node.xml"
         off = DOMAIN.format(name="g1", uuid=UUID_OFF, state=5)
         on = DOMAIN.format(name="g2", uuid=UUID_ON, state=1)
-        node.write_text(f"<node>{off}{on}</node>\n")
+        paused = DOMAIN.format(name="g3", uuid=UUID_PAUSED, state=3)
+        node.write_text(f"<node>{off}{on}{paused}</node>\n")
         self.uri = f"test://{node}"
 
     def verb(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -141,6 +143,28 @@ def test_a_start_that_is_not_refused_fires_no_destroy_event(verbs: Verbs) -> Non
     assert result.returncode == 0, result.stderr
     assert "started 'g1'" in result.stdout
     assert [r["event"] for r in bridge.wait_async()] == ["before_vm_start"]
+
+
+@pytest.mark.parametrize(
+    ("verb", "domain", "problem"),
+    [
+        ("pause", "g1", "is not running"),
+        ("pause", "g3", "is already paused"),
+        ("resume", "g1", "is not running"),
+        ("resume", "g2", "is already running"),
+        ("save", "g1", "is not running"),
+        ("destroy", "g1", "is not running"),
+    ],
+)
+def test_a_verb_libvirt_would_refuse_runs_no_script(
+    verbs: Verbs, verb: str, domain: str, problem: str
+) -> None:
+    for event in ("before_vm_pause", "before_vm_cont", "before_vm_hibernate", "before_vm_destroy"):
+        verbs.bridge.probe(event)
+    result = verbs.verb(verb, domain)
+    assert result.returncode == 1
+    assert f"domain {domain!r} {problem}: cannot {verb} it (no script ran)" in result.stderr
+    assert verbs.bridge.wait_async() == []
 
 
 def test_a_refused_pause_fires_nothing_else(verbs: Verbs) -> None:

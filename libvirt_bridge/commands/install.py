@@ -95,7 +95,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"nothing to update: no libvirt-bridge launcher in {hooks_dir}")
         return 0
     plan = installation.plan_install(
-        args.confdir, config_path, not args.no_listener, args.logrotate_dir
+        args.confdir,
+        config_path,
+        not args.no_listener,
+        args.logrotate_dir,
+        record_listener_choice=not args.if_installed,
     )
     if selected:
         plan_hooks(plan, selected, args.confdir, config_path)

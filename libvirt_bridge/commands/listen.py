@@ -9,6 +9,7 @@ import subprocess
 import sys
 from types import FrameType
 
+from .. import mapping
 from ..errors import BridgeError
 from ..files import write_atomic
 from ..log import BOTH, FILE, Log
@@ -20,11 +21,11 @@ def add_parser(add: AddParser) -> None:
     parser = add(
         "listen",
         parents=[options.CONNECT],
-        help="fire after_vm_pause, after_vm_cont and after_vm_migrate_destination",
+        help="fire the VDSM events libvirt has no hook for (after_vm_pause, after_vm_cont, ...)",
         description=(
-            "Listen to libvirt's lifecycle events on libvirt_uri and fire the VDSM events "
-            "libvirt has no hook for: after_vm_pause, after_vm_cont and "
-            "after_vm_migrate_destination. Runs in the foreground (as a systemd service) "
+            "Listen to libvirt's lifecycle and device events on libvirt_uri and fire the VDSM "
+            f"events libvirt has no hook for: {mapping.listener_events_text()} (and the "
+            "per-device events beside them). Runs in the foreground (as a systemd service) "
             "unless --background is given; reconnects when the daemon restarts."
         ),
         epilog=(

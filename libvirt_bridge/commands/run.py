@@ -33,7 +33,9 @@ def add_parser(add: AddParser) -> None:
             "and vmId in an environment like the one libvirt gives hooks, the config's "
             "script_timeout), on the domain's current XML (virsh dumpxml) or on --xml FILE, "
             "outside any libvirt operation. Shows each script's exit status, duration and "
-            "stderr, and a unified diff of the XML they left. Nothing is applied to libvirt; "
+            "stderr, and a unified diff of the XML they left (both documents normalised, one "
+            "element a line, so that a script that rewrites the whole document shows only "
+            "what it changed). Nothing is applied to libvirt; "
             "the scripts' log lines go to the config's log_file, marked as a trial. With "
             "--xml, DOMAIN is only the name the trial uses and libvirt is not contacted; "
             "before_vdsm_start and after_vdsm_stop take no domain. A device event "
@@ -303,16 +305,18 @@ def _show_xml_change(source: _Source, after: bytes, editors: list[str]) -> None:
     names = ", ".join(dict.fromkeys(os.path.basename(script) for script in editors))
     print(f"the XML the scripts produced (changed by {names}):")
     name = source.name if source.name != "-" else "domain"
-    diff = difflib.unified_diff(
-        _lines(before), _lines(after), f"{name}.xml (before)", f"{name}.xml (after)"
-    )
-    sys.stdout.writelines(diff)
     try:
-        same = domxml.same_meaning(before, after)
+        # Both documents as one serialiser writes them: a script that re-serialises the
+        # whole document (minidom, hooking) shows only what it changed.
+        old, new, how = domxml.normalised(before), domxml.normalised(after), ", normalised"
     except domxml.XMLError as exc:
         print(f"note: the XML the scripts left is not well-formed: {exc}")
-        return
-    if same:
+        old, new, how = before, after, ""
+    diff = difflib.unified_diff(
+        _lines(old), _lines(new), f"{name}.xml (before{how})", f"{name}.xml (after{how})"
+    )
+    sys.stdout.writelines(diff)
+    if how and old == new:
         print("note: the bytes changed, not the meaning (only a re-serialisation)")
 
 

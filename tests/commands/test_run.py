@@ -53,8 +53,8 @@ def test_shows_rc_duration_stderr_and_the_diff(bridge: Bridge, trial: Path) -> N
     assert re.search(r"^20_edit: rc=0, \d+\.\d{3}s ", out, re.M)
     assert "  stderr: (empty)\n  stdout: 10 bytes (dropped, as in a real run)\n" in out
     assert "the XML the scripts produced (changed by 20_edit):" in lines
-    diff = out[out.index("--- vm1.xml (before)") :]
-    assert "+++ vm1.xml (after)\n" in diff
+    diff = out[out.index("--- vm1.xml (before, normalised)") :]
+    assert "+++ vm1.xml (after, normalised)\n" in diff
     assert "\n-  <vcpu>1</vcpu>\n+  <vcpu>4</vcpu>\n" in diff
     assert "result: all 2 script(s) succeeded" in lines
     assert f"log: {bridge.log} (lines marked [trial])" in lines
@@ -152,9 +152,38 @@ def test_xml_from_stdin_and_a_mere_reserialisation(
     status, out, err = run("run", "before_vm_migrate_destination", "other", "--xml", "-")
     assert status == 0
     assert "  XML: stdin" in out
-    assert "--- other.xml (before)" in out
+    # The documents mean the same: no line of diff, and a note saying why.
+    assert "--- other.xml" not in out
     assert "note: the bytes changed, not the meaning (only a re-serialisation)" in out
     assert err == "libvirt-bridge run: the XML names the domain 'vm1'; the trial calls it 'other'\n"
+
+
+def test_a_script_that_rewrites_the_whole_document_shows_only_its_changes(
+    bridge: Bridge, trial: Path
+) -> None:
+    # minidom's toprettyxml re-indents every line and rewrites the declaration; the script
+    # changes two things.
+    rewrite = (
+        "from xml.dom import minidom\n"
+        "path = os.environ['_hook_domxml']\n"
+        "doc = minidom.parse(path)\n"
+        "doc.getElementsByTagName('vcpu')[0].firstChild.data = '4'\n"
+        "doc.getElementsByTagName('memory')[0].firstChild.data = '131072'\n"
+        "open(path, 'w').write(doc.toprettyxml(indent='\\t'))\n"
+    )
+    bridge.probe("before_vm_start", tail=rewrite)
+    status, out, _ = run("run", "before_vm_start", "vm1", "--xml", str(trial))
+    assert status == 0
+    diff = out[out.index("--- vm1.xml (before, normalised)") :].splitlines()
+    changed = [line for line in diff if line[:1] in ("+", "-") and line[:3] not in ("---", "+++")]
+    assert sorted(changed) == sorted(
+        [
+            "-  <vcpu>1</vcpu>",
+            "+  <vcpu>4</vcpu>",
+            '-  <memory unit="KiB">65536</memory>',
+            '+  <memory unit="KiB">131072</memory>',
+        ]
+    ), "\n".join(diff)
 
 
 def test_xml_left_broken_is_pointed_out(bridge: Bridge, trial: Path) -> None:

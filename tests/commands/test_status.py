@@ -40,6 +40,27 @@ def test_listener_that_does_not_run_is_a_problem(host: Host) -> None:
     assert host.cmd("uninstall")[0] == 0
 
 
+def test_an_install_without_listener_is_a_choice_not_a_problem(tmp_path: Path) -> None:
+    host = Host(tmp_path)
+    host.bridge.write_config(libvirt_uri="test:///default")
+    status, out, err = host.install()  # --no-listener
+    assert status == 0, err
+    marker = service.no_listener_marker(str(host.config))
+    assert f"wrote {marker} (status takes the missing listener for this choice)" in out
+    status, out, _ = host.cmd("status")
+    assert status == 0, out
+    assert "note: no listener: the bridge was installed without one (install --no-listener)" in out
+    assert "PROBLEM" not in out
+    # Installed with the listener later, its absence is a problem again.
+    status, out, err = host.install(listener=True)
+    assert status == 0, err
+    assert f"removed {marker} (the listener is installed again)" in out
+    service.stop_background(str(host.bridge.state))
+    status, out, _ = host.cmd("status")
+    assert status == 1 and "PROBLEM: the listener is not running" in out
+    assert host.cmd("uninstall")[0] == 0
+
+
 def test_clean_install_is_well(host: Host) -> None:
     status, out, _ = host.cmd("status")
     assert status == 0, out

@@ -54,6 +54,13 @@ def test_demo_shows_every_event_virsh_fires_and_leaves_nothing(
     missing = [event for event in FIRED_BY_VIRSH if event not in result.stdout]
     assert missing == [], result.stdout
     assert "every expected VDSM event fired" in result.stdout
+    # A header, and on each line the libvirt call behind the VDSM event.
+    assert "    host     mode   VDSM event" in result.stdout
+    lines = result.stdout.splitlines()
+    starts = [line for line in lines if " before_vm_start " in line]
+    assert starts and all(line.endswith("qemu prepare begin (fresh)") for line in starts), starts
+    pauses = [line for line in lines if " after_vm_pause " in line]
+    assert pauses and all(line.endswith("event SUSPENDED/PAUSED") for line in pauses), pauses
     assert live_processes_mentioning((short_dir.encode(),)) == set()
     assert mounts_mentioning(short_dir) == []
     assert os.listdir(short_dir) == []

@@ -112,9 +112,9 @@ def test_a_failing_before_disk_hotplug_attaches_nothing(
     sandbox.add_hook_script("before_disk_hotplug", "60_refuse", REFUSE)
     result = verb(sandbox, "attach-device", "g1", str(files / "disk.xml"), "--prop", "tier=x")
     assert result.returncode == 1
-    assert "before_disk_hotplug refused to attach-device the <disk>; nothing was done" in (
-        result.stderr
-    )
+    assert (
+        "before_disk_hotplug refused to attach the <disk> sdb to 'g1'; nothing was done"
+    ) in result.stderr
     assert "not on this host" in result.stderr
     assert events(probe.new(1)) == ["before_disk_hotplug"]
     assert live_device(sandbox, "ua-disk1") is None

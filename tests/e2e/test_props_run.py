@@ -178,7 +178,7 @@ def test_run_tries_the_scripts_and_changes_nothing(bridged: Bridged) -> None:
     assert out.startswith(f"trial of before_vm_start for domain g1 (vmId {uuid}): nothing is")
     assert "    pincpu=0\n" in out
     assert "50_probe: rc=0, " in out and "  | probe saw pincpu=0\n" in out
-    assert "-  <vcpu placement='static'>1</vcpu>\n+  <vcpu placement='static'>2</vcpu>\n" in out
+    assert '-  <vcpu placement="static">1</vcpu>\n+  <vcpu placement="static">2</vcpu>\n' in out
     assert "result: all 1 script(s) succeeded" in out
     # Nothing reached libvirt.
     assert sandbox.virsh("dumpxml", "g1").stdout == before
