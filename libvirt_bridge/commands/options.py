@@ -24,10 +24,11 @@ def _parent() -> argparse.ArgumentParser:
     return argparse.ArgumentParser(add_help=False)
 
 
-def add_config(parser: argparse.ArgumentParser) -> None:
+def add_config(parser: argparse.ArgumentParser, default: object = None) -> None:
     parser.add_argument(
         "--config",
         metavar="FILE",
+        default=default,
         help=(
             f"the bridge's config file (default: ${configmod.ENV_VAR}, else "
             f"{configmod.DEFAULT_PATH})"

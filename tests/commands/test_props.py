@@ -323,6 +323,11 @@ def test_connect_after_the_action_and_from_the_config(
     config.write_text(f'libvirt_uri = "{URI}"\n')
     monkeypatch.setenv("LIBVIRT_BRIDGE_CONFIG", str(config))
     assert run("props", "test", "get") == (0, "z=1\n", "")
+    # --config after the action too, and before it, as every command takes it.
+    monkeypatch.delenv("LIBVIRT_BRIDGE_CONFIG")
+    assert run("props", "test", "get", "--config", str(config)) == (0, "z=1\n", "")
+    assert run("props", "--config", str(config), "test", "get") == (0, "z=1\n", "")
+    monkeypatch.setenv("LIBVIRT_BRIDGE_CONFIG", str(config))
     config.write_text("libvirt_uri = 1\n")
     status, _, err = run("props", "test", "get")
     assert status == 1
