@@ -88,8 +88,8 @@ def journal(host: Host, *matches: str) -> list[dict[str, str]]:
 def install_bridge(host: Host, deb: Path) -> str:
     """Install the package and the bridge, with a probe in each event of ``PROBED``;
     what ``libvirt-bridge install`` printed."""
-    host.put(deb, "/root/first.deb")
-    host.run(["apt-get", "install", "-y", "/root/first.deb"], timeout=300)
+    host.put(deb, "/srv/lb-test/first.deb")
+    host.run(["apt-get", "install", "-y", "/srv/lb-test/first.deb"], timeout=300)
     out = host.run(["libvirt-bridge", "install"]).stdout
     host.run(["mkdir", "-p", RECORD.rsplit("/", 1)[0]])
     for event in PROBED:

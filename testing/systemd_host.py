@@ -261,7 +261,8 @@ class Host:
     def put(self, source: Path, dest: str, mode: int = 0o644) -> None:
         """Copy a file of this machine into the host."""
         full = ["nsenter", "-t", str(self.leader), "-a", "sh", "-c"]
-        full += [f"cat > {shlex.quote(dest)} && chmod {mode:o} {shlex.quote(dest)}"]
+        q = shlex.quote
+        full += [f"mkdir -p $(dirname {q(dest)}) && cat > {q(dest)} && chmod {mode:o} {q(dest)}"]
         with open(source, "rb") as f:
             subprocess.run(full, stdin=f, check=True, timeout=60, cwd="/")
 

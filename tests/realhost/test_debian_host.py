@@ -27,7 +27,7 @@ from testing.systemd_host import Host
 
 def test_install_then_status_is_clean_at_once(host: Host, debs: tuple[Path, Path]) -> None:
     host.write("/etc/libvirt/hooks/qemu", FOREIGN_HOOK, mode=0o755)
-    host.put(debs[1], "/root/newer.deb")
+    host.put(debs[1], "/srv/lb-test/newer.deb")
     out = install_bridge(host, debs[0])
     assert f"enabled and started {UNIT}" in out, out
     status(host)
@@ -49,8 +49,8 @@ def test_install_then_status_is_clean_at_once(host: Host, debs: tuple[Path, Path
 
 
 def test_each_virsh_action_fires_its_events_once(host: Host) -> None:
-    host.write("/root/g1.xml", GUEST)
-    host.run(["virsh", "-c", "qemu:///system", "define", "/root/g1.xml"])
+    host.write("/srv/lb-test/g1.xml", GUEST)
+    host.run(["virsh", "-c", "qemu:///system", "define", "/srv/lb-test/g1.xml"])
     fires(host, ["start", "g1"], ["before_vm_start", "after_vm_start"])
     fires(host, ["suspend", "g1"], ["after_vm_pause"])
     fires(host, ["resume", "g1"], ["after_vm_cont"])
@@ -100,7 +100,7 @@ def test_an_upgrade_leaves_the_listener_running_the_new_code(host: Host) -> None
     assert unit_property(host, "FragmentPath") == copy
     host.run(["systemctl", "restart", UNIT])
     before = unit_property(host, "MainPID")
-    host.run(["apt-get", "install", "-y", "/root/newer.deb"], timeout=300)
+    host.run(["apt-get", "install", "-y", "/srv/lb-test/newer.deb"], timeout=300)
     version = host.run(["dpkg-query", "-W", "-f=${Version}", "libvirt-bridge"]).stdout
     assert version.endswith("upgrade1")
     assert host.run(["systemctl", "is-active", UNIT], check=False).stdout.strip() == "active"

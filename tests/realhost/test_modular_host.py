@@ -87,8 +87,8 @@ def test_the_listener_keeps_virtqemud_and_never_starts_libvirtd(
     assert not [c for c in modular.commands() if c.startswith("/usr/sbin/libvirtd")]
     assert main_pid(modular, "virtqemud.service") == virtqemud
     # The events come from virtqemud's hook calls and lifecycle events.
-    modular.write("/root/g1.xml", GUEST)
-    modular.run(["virsh", "-c", "qemu:///system", "define", "/root/g1.xml"])
+    modular.write("/srv/lb-test/g1.xml", GUEST)
+    modular.run(["virsh", "-c", "qemu:///system", "define", "/srv/lb-test/g1.xml"])
     fires(modular, ["start", "g1"], ["before_vm_start", "after_vm_start"])
     fires(modular, ["suspend", "g1"], ["after_vm_pause"])
     fires(modular, ["resume", "g1"], ["after_vm_cont"])
