@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__
+from . import __version__, config
 from .commands import (
     check_props,
     demo,
     devices,
     hook,
     install,
+    lab,
     lifecycle,
     listen,
     options,
@@ -30,6 +31,7 @@ from .errors import BridgeError
 
 COMMANDS = (
     demo,
+    lab,
     install,
     uninstall,
     status,
@@ -42,8 +44,10 @@ COMMANDS = (
     listen,
     hook,
 )
-# Commands that read no config of the bridge's (the demo writes its own).
-WITHOUT_CONFIG = frozenset({"demo"})
+# Commands that read no config of the bridge's (the demo and the lab write their own).
+WITHOUT_CONFIG = frozenset({"demo", "lab"})
+# Commands that work for no other libvirt than the one that runs them (libvirt runs hook).
+WITHOUT_CONFDIR = WITHOUT_CONFIG | {"hook"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,12 +57,24 @@ def build_parser() -> argparse.ArgumentParser:
             "Run oVirt VDSM-style hook directories (before_vm_start/50_pincpu, ...) on a "
             "plain libvirt/KVM host."
         ),
+        epilog=(
+            "Every command but demo, lab and hook works with one installation: libvirt's "
+            f"configuration directory (--confdir, else ${config.CONFDIR_ENV_VAR}, else "
+            f"{config.ETC_LIBVIRT}) and the bridge's config (--config, else ${config.ENV_VAR}, "
+            "else the config the launchers in that directory read, else "
+            f"{config.DEFAULT_PATH}). A config named with --config must exist (install "
+            f"writes it). The config's paths under {config.ETC_LIBVIRT} are as that "
+            "directory's daemon sees them, so they are taken under the directory. Options go "
+            "before or after the positional arguments."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, **kwargs: object) -> argparse.ArgumentParser:
         parents = list(kwargs.pop("parents", None) or [])  # type: ignore[call-overload]
+        if name not in WITHOUT_CONFDIR:
+            parents.insert(0, options.CONFDIR)
         if name not in WITHOUT_CONFIG:
             parents.insert(0, options.CONFIG)
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
@@ -72,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        status: int = args.func(args)
+        with options.confdir_in_force(args):
+            status: int = args.func(args)
     except BridgeError as exc:
         sys.stderr.write(f"libvirt-bridge {args.command}: error: {exc}\n")
         return exc.status

@@ -23,6 +23,14 @@ if TYPE_CHECKING:
 
 DEFAULT_PATH = "/etc/libvirt-bridge.toml"
 ENV_VAR = "LIBVIRT_BRIDGE_CONFIG"
+# The libvirt configuration directory this process works for, when it is not the host's
+# own: the config's paths are as that libvirt's daemon sees them, where it is /etc/libvirt.
+# An environment variable so that the listener's drainer and runners inherit it; hook
+# scripts never see it (screening: LIBVIRT_*).
+CONFDIR_ENV_VAR = "LIBVIRT_BRIDGE_CONFDIR"
+ETC_LIBVIRT = "/etc/libvirt"
+# The keys that hold paths.
+PATH_KEYS = ("state_dir", "log_file", "qemu_status_dir", "properties_dir")
 
 DEFAULTS: dict[str, object] = {
     # Under /etc/libvirt/hooks/ because the AppArmor profile of Debian's and Ubuntu's
@@ -142,6 +150,31 @@ class Config:
         return self._schema
 
 
+def host_path(path: str, confdir: str) -> str:
+    """Where ``path``, as a daemon using ``confdir`` sees it, is for this process."""
+    if path == ETC_LIBVIRT or path.startswith(ETC_LIBVIRT + "/"):
+        return confdir.rstrip("/") + path[len(ETC_LIBVIRT) :]
+    return path
+
+
+def confdir() -> str:
+    """The libvirt configuration directory this process works for ($LIBVIRT_BRIDGE_CONFDIR,
+    else /etc/libvirt)."""
+    return (environ().get(CONFDIR_ENV_VAR) or ETC_LIBVIRT).rstrip("/") or "/"
+
+
+def seen_from_here(values: dict[str, object]) -> dict[str, object]:
+    """``values`` with their paths under /etc/libvirt taken under $LIBVIRT_BRIDGE_CONFDIR."""
+    here = confdir()
+    if here == ETC_LIBVIRT:
+        return values
+    seen = dict(values)
+    seen["hooks_dirs"] = [host_path(d, here) for d in values["hooks_dirs"]]  # type: ignore[attr-defined]
+    for key in PATH_KEYS:
+        seen[key] = host_path(str(values[key]), here)
+    return seen
+
+
 def config_path() -> str:
     """The config file in force: $LIBVIRT_BRIDGE_CONFIG, else the default path."""
     return environ().get(ENV_VAR) or DEFAULT_PATH
@@ -156,7 +189,7 @@ def load(path: str | None = None) -> Config:
     path = path or config_path()
     st = _stat(path)
     if st is None:
-        return Config(dict(DEFAULTS), path)
+        return Config(seen_from_here(DEFAULTS), path)
     key = (_CACHE_FORMAT, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
     cache = _cache_path(path)
     cached = _read_cache(cache, key)
@@ -168,16 +201,16 @@ def load(path: str | None = None) -> Config:
     if values is None:
         values = _values(path)
         _write_cache(cache, key, (values, _dropins_key(values)))
-    return Config(values, path, st.st_mtime_ns)
+    return Config(seen_from_here(values), path, st.st_mtime_ns)
 
 
 def read(path: str) -> Config:
     """The config at ``path`` as :func:`load` gives it, neither reading nor writing the cache."""
     st = _stat(path)
     if st is None:
-        return Config(dict(DEFAULTS), path)
+        return Config(seen_from_here(DEFAULTS), path)
     # Taken before parsing: a file changed meanwhile then looks changed, never the reverse.
-    return Config(_values(path), path, st.st_mtime_ns)
+    return Config(seen_from_here(_values(path)), path, st.st_mtime_ns)
 
 
 def _stat(path: str) -> posix.stat_result | None:

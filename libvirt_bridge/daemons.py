@@ -15,8 +15,7 @@ import signal
 from typing import NamedTuple
 
 from . import mapping
-
-ETC_LIBVIRT = "/etc/libvirt"
+from .config import ETC_LIBVIRT
 
 
 class Daemon(NamedTuple):

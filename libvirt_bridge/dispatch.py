@@ -265,7 +265,7 @@ def fire(
     if device_scripts:
         from .per_device import run_before
 
-        status, _ = run_before(row, config, log, name, uuid, data, device_scripts)
+        status, _, _ = run_before(row, config, log, name, uuid, data, device_scripts)
     if scripts and not status:
         from .sync import run_sync
 

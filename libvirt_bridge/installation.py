@@ -31,7 +31,7 @@ from .confinement import (
     apparmor_risk,
     outside_apparmor_dir,
 )
-from .daemons import ETC_LIBVIRT, Daemon, daemons_using, no_daemon_message, picked_up, send_sighup
+from .daemons import Daemon, daemons_using, no_daemon_message, picked_up, send_sighup
 from .discovery import find_scripts
 from .errors import BridgeError
 from .files import temp_path, write_atomic
@@ -58,7 +58,7 @@ class InstallError(BridgeError):
 def read_config(path: str) -> Config:
     """The config at ``path`` (defaults when missing), without writing the parse cache."""
     if not os.path.lexists(path):
-        return Config(dict(configmod.DEFAULTS), path)
+        return Config(configmod.seen_from_here(configmod.DEFAULTS), path)
     if not os.path.exists(path):
         raise ConfigError(f"cannot read config {path}: it is a dangling symlink")
     return configmod.read(path)
@@ -70,10 +70,7 @@ def default_config_text() -> str:
 
 def host_path(path: str, confdir: str) -> str:
     """Where ``path``, as a daemon using ``confdir`` sees it, is for this process."""
-    norm = os.path.normpath(path)
-    if norm == ETC_LIBVIRT or norm.startswith(ETC_LIBVIRT + "/"):
-        return os.path.abspath(confdir) + norm[len(ETC_LIBVIRT) :]
-    return norm
+    return configmod.host_path(os.path.normpath(path), os.path.abspath(confdir))
 
 
 def check_confdir(confdir: str) -> None:
@@ -242,7 +239,7 @@ def plan_install(
         _plan_listener_choice(plan, config_path, listener)
     if listener:
         plan_listener_install(plan, cfg, config_path)
-    elif service.systemd_running() and service.packaged_unit() and _unit_in_use():
+    elif service.runs_as_unit() and service.packaged_unit() and _unit_in_use():
         # An upgrade (install --if-installed --no-listener) replaces an earlier copy of
         # the unit; the package's postinst restarts the listener.
         plan_unit_files(plan, config_path)
@@ -364,7 +361,7 @@ def plan_logrotate_uninstall(plan: Plan, config_path: str, entry_dir: str) -> No
 
 def plan_listener_install(plan: Plan, cfg: Config, config_path: str) -> None:
     """Install and start the listener: a systemd unit, else a background process."""
-    if service.systemd_running():
+    if service.runs_as_unit():
         changed = plan_unit_files(plan, config_path)
         # A changed unit applies at the next start; one that runs now must restart for it.
         # With Type=notify, both return once the listener is connected.
@@ -477,7 +474,7 @@ def _start_listener(config_path: str, state_dir: str) -> None:
 def plan_listener_uninstall(plan: Plan, config_path: str) -> None:
     """Stop the listener and remove its unit (a packaged unit stays, stopped and disabled)."""
     unit = os.path.join(service.UNIT_DIR, service.UNIT_NAME)
-    if service.systemd_running():
+    if service.runs_as_unit():
         if os.path.exists(unit):
             plan.do(
                 f"stopped and disabled {service.UNIT_NAME}, removed {unit}",
@@ -552,7 +549,7 @@ def _plan_config(plan: Plan, config_path: str) -> Config:
     if not os.path.lexists(config_path):
         text = default_config_text()
         plan.do(f"wrote default config {config_path}", partial(_write_config, config_path, text))
-        return Config(dict(configmod.DEFAULTS), config_path)
+        return Config(configmod.seen_from_here(configmod.DEFAULTS), config_path)
     try:
         return read_config(config_path)
     except ConfigError as exc:

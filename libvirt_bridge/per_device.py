@@ -59,8 +59,9 @@ def run_before(
     uuid: str,
     xml: bytes,
     scripts: list[str],
-) -> tuple[int, bytes]:
-    """Run ``row``'s companion for each device; (status, the domain XML after them).
+) -> tuple[int, bytes, int]:
+    """Run ``row``'s companion for each device; (status, the domain XML after them, how
+    many devices it ran for).
 
     The XML is ``xml`` unless an applied companion's scripts changed a device's element.
     """
@@ -74,24 +75,26 @@ def run_before(
         root = domxml.parse(xml, remove_blank_text=True)
     except domxml.XMLError as exc:
         log.error(f"{device_row.event} domain={name!r}: the domain XML is not well-formed ({exc})")
-        return (1 if row.veto else 0), xml
+        return (1 if row.veto else 0), xml, 0
     changed = False
+    ran = 0
     for element, props in _devices(device_row.event, root):
         data = devices.event_xml(element)
+        ran += 1
         status, output = run_sync(device_row, config, log, name, uuid, data, scripts, props)
         if status:
-            return status, xml
+            return status, xml, ran
         if output:
             try:
                 new = devices.parse_element(output)
             except devices.DeviceError as exc:
                 log.error(f"{device_row.event} domain={name!r}: scripts left no device ({exc})")
-                return (1 if row.veto else 0), xml
+                return (1 if row.veto else 0), xml, ran
             parent = element.getparent()
             assert parent is not None  # a device of <devices>
             parent.replace(element, new)
             changed = True
-    return 0, (etree.tostring(root) if changed else xml)
+    return 0, (etree.tostring(root) if changed else xml), ran
 
 
 def run_after(

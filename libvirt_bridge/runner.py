@@ -93,6 +93,8 @@ class EventRun:
 # What libvirt passes to a hook from its own environment, besides LC_ALL=C
 # (virCommandAddEnvPassCommon): a real event's scripts get these and nothing else of it.
 LIBVIRT_PASSED_ENV = ("LD_PRELOAD", "LD_LIBRARY_PATH", "PATH", "HOME", "USER", "LOGNAME", "TMPDIR")
+# How the help texts name that environment.
+LIBVIRT_ENV_TEXT = f"LC_ALL=C and, when libvirt's daemon has them, {', '.join(LIBVIRT_PASSED_ENV)}"
 
 
 def libvirt_hook_environment() -> dict[str, str]:

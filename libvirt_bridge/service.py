@@ -24,7 +24,7 @@ import sys
 import time
 from importlib import resources
 
-from .config import ENV_VAR
+from .config import ENV_VAR, ETC_LIBVIRT, confdir
 from .files import write_atomic
 
 UNIT_NAME = "libvirt-bridge-listener.service"
@@ -41,6 +41,13 @@ STOP_TIMEOUT = 10.0
 
 def systemd_running() -> bool:
     return os.path.isdir("/run/systemd/system")
+
+
+def runs_as_unit() -> bool:
+    """Whether this installation's listener is the systemd unit: on a systemd host, for the
+    host's own libvirt. Another libvirt's (--confdir) runs in the background: the unit is
+    the host's, one of it."""
+    return systemd_running() and confdir() == ETC_LIBVIRT
 
 
 def no_listener_marker(config_path: str) -> str:

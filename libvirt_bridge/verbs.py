@@ -75,6 +75,16 @@ def hook_process_environment(extra: Mapping[str, str] | None = None) -> Iterator
         os.environ.update(saved)
 
 
+def per_device_summary(event: str, scripts: int, devices: int) -> str:
+    """What a per-device event did: its scripts run once per device with custom properties."""
+    if not devices:
+        return (
+            f"{event}: no device it fires for has custom properties; "
+            f"its {scripts} script(s) did not run"
+        )
+    return f"{event}: {scripts} script(s) ran for each of {devices} device(s)"
+
+
 class Verbs:
     """One connection, and the verbs on it."""
 
@@ -117,11 +127,11 @@ class Verbs:
             if device_scripts:
                 from .per_device import run_before
 
-                status, data = run_before(
+                status, data, devices = run_before(
                     row, self.config, self.log, name, uuid, xml, device_scripts
                 )
                 refused_by = mapping.DEVICE_COMPANIONS[row.event]
-                print(f"{refused_by}: {len(device_scripts)} script(s) ran, per device")
+                print(per_device_summary(refused_by, len(device_scripts), devices))
             if scripts and not status:
                 refused_by = row.event
                 status, output = run_sync(row, self.config, self.log, name, uuid, data, scripts)

@@ -75,6 +75,23 @@ def test_security_lists_the_codes_names() -> None:
     assert table in SECURITY.read_text(), f"docs/security.md's list is not the code's:\n{table}"
 
 
+def test_the_environment_libvirt_gives_hooks_is_the_codes_in_one_place() -> None:
+    from libvirt_bridge.runner import LIBVIRT_PASSED_ENV
+
+    names = ", ".join(f"`{name}`" for name in LIBVIRT_PASSED_ENV)
+    listed = f"(`LC_ALL=C` and, when libvirt's daemon has them, {names})"
+    text = " ".join((ROOT / "docs" / "hook-authors.md").read_text().split())
+    assert listed in text, f"docs/hook-authors.md#environment should read {listed}"
+    # The other documents link there rather than keep a list of their own.
+    for path in (ROOT / "README.md", ROOT / "hooks.d" / "README.md", *DOCS.glob("*.md")):
+        if path.name == "hook-authors.md":
+            continue
+        for line in path.read_text().splitlines():
+            assert not re.search(r"environment.*\bPATH\b.*\bHOME\b", line), (
+                f"{path.relative_to(ROOT)} lists hooks' environment: {line!r}"
+            )
+
+
 def _slug(heading: str) -> str:
     """The anchor GitHub gives a heading."""
     text = re.sub(r"[^\w\- ]", "", heading.strip().lower())

@@ -145,6 +145,20 @@ def test_a_start_that_is_not_refused_fires_no_destroy_event(verbs: Verbs) -> Non
     assert [r["event"] for r in bridge.wait_async()] == ["before_vm_start"]
 
 
+def test_a_per_device_event_that_fires_for_no_device_says_so(verbs: Verbs) -> None:
+    # g1 has no device with custom properties: before_device_create has nothing to run for.
+    verbs.bridge.probe("before_device_create")
+    verbs.bridge.probe("before_vm_start")
+    result = verbs.verb("start", "g1")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "before_device_create: no device it fires for has custom properties; "
+        "its 1 script(s) did not run\n"
+    ) in result.stdout
+    assert "before_vm_start: 1 script(s) ran\n" in result.stdout
+    assert [r["event"] for r in verbs.bridge.wait_async()] == ["before_vm_start"]
+
+
 @pytest.mark.parametrize(
     ("verb", "domain", "problem"),
     [

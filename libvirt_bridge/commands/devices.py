@@ -11,13 +11,14 @@ import sys
 import textwrap
 
 from ..errors import UsageError
+from ..runner import LIBVIRT_ENV_TEXT
 from . import options
 from .options import AddParser
 
 # Operators may expect a variable exported in their shell to reach the scripts: it does not.
 ENVIRONMENT = (
     "The scripts get that device's element alone in $_hook_domxml, and the environment "
-    "libvirt gives its hooks (PATH, HOME, LC_ALL=C) plus the device's custom properties, "
+    f"libvirt gives its hooks ({LIBVIRT_ENV_TEXT}) plus the device's custom properties, "
     "then the VM's, then vmId, as in VDSM. The domain must be running: a change of the "
     "persistent definition alone fires no VDSM event (use virsh --config)."
 )

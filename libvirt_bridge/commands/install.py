@@ -22,7 +22,7 @@ from .options import AddParser
 def add_parser(add: AddParser) -> None:
     parser = add(
         "install",
-        parents=[options.CONFDIR, options.LOGROTATE_DIR, options.DRY_RUN],
+        parents=[options.LOGROTATE_DIR, options.DRY_RUN],
         help="install the hook launchers into libvirt's hooks directory (idempotent)",
         description=textwrap.fill(
             "Install the bridge: the launchers CONFDIR/hooks/qemu and CONFDIR/hooks/daemon "
@@ -79,7 +79,7 @@ def add_parser(add: AddParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    config_path = options.installed_config_path(args)
+    config_path = options.config_path(args)
     names: list[str] = args.hooks or []
     if catalogue.LIST in names:
         if len(names) > 1:
@@ -90,19 +90,19 @@ def main(args: argparse.Namespace) -> int:
         print("install them with: libvirt-bridge install --hooks NAME [NAME...]")
         return 0
     selected = catalogue.select(names, catalogue.available()) if names else []
-    if args.if_installed and not installation.launchers_installed(args.confdir):
-        hooks_dir = os.path.join(args.confdir, "hooks")
+    if args.if_installed and not installation.launchers_installed(options.confdir(args)):
+        hooks_dir = os.path.join(options.confdir(args), "hooks")
         print(f"nothing to update: no libvirt-bridge launcher in {hooks_dir}")
         return 0
     plan = installation.plan_install(
-        args.confdir,
+        options.confdir(args),
         config_path,
         not args.no_listener,
         args.logrotate_dir,
         record_listener_choice=not args.if_installed,
     )
     if selected:
-        plan_hooks(plan, selected, args.confdir, config_path)
+        plan_hooks(plan, selected, options.confdir(args), config_path)
     plan.execute(args.dry_run)
     return 0
 

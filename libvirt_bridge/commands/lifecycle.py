@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
+from ..runner import LIBVIRT_ENV_TEXT
 from ..verbs import Verbs
 from . import options
 from .options import AddParser
@@ -70,7 +71,7 @@ HELP = {
 
 # Operators may expect a variable exported in their shell to reach the scripts: it does not.
 ENVIRONMENT = (
-    "The scripts get the environment libvirt gives its hooks (PATH, HOME, LC_ALL=C), not "
+    f"The scripts get the environment libvirt gives its hooks ({LIBVIRT_ENV_TEXT}), not "
     "the caller's, plus the VM's custom properties and vmId, as under virsh."
 )
 

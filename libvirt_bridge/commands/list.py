@@ -23,7 +23,7 @@ class _StderrLog(Log):
 def add_parser(add: AddParser) -> None:
     parser = add(
         "list",
-        parents=[options.CONFDIR],
+        parents=[],
         help="list the scripts each event runs, in run order, with their sha256",
         description=textwrap.fill(
             "List, per VDSM event that has at least one script that would run, its scripts "
@@ -44,7 +44,7 @@ def add_parser(add: AddParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     cfg = installation.read_config(options.config_path(args))
-    roots = [installation.host_path(root, args.confdir) for root in cfg.hooks_dirs]
+    roots = [installation.host_path(root, options.confdir(args)) for root in cfg.hooks_dirs]
     report = installation.installed(roots, _StderrLog(""))
     if args.json:
         print(json.dumps(report, indent=2))

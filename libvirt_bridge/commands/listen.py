@@ -10,6 +10,7 @@ import sys
 from types import FrameType
 
 from .. import mapping
+from ..config import ENV_VAR
 from ..errors import BridgeError
 from ..files import write_atomic
 from ..log import BOTH, FILE, Log
@@ -82,7 +83,9 @@ def listener_log_target(target: str) -> str:
 
 def _start_detached(args: argparse.Namespace) -> None:
     """The same listener in a new session, its stdio on /dev/null; this process returns."""
-    argv = [sys.executable, "-m", "libvirt_bridge", "listen", "--config", options.config_path(args)]
+    argv = [sys.executable, "-m", "libvirt_bridge", "listen"]
+    # Named as the unit names it: a config that does not exist yet means the defaults.
+    env = dict(os.environ, **{ENV_VAR: options.config_path(args)})
     if args.connect:
         argv += ["--connect", args.connect]
     if args.pidfile:
@@ -92,6 +95,7 @@ def _start_detached(args: argparse.Namespace) -> None:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
         cwd="/",
         start_new_session=True,
     )

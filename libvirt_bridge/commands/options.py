@@ -1,19 +1,28 @@
 """The options several commands share, each defined once.
 
-``cli`` gives every command that reads the bridge's config ``--config``; a command adds
-the others it needs as ``parents`` of its parser (``CONNECT`` for the commands that talk to
-libvirt, ``CONFDIR`` and ``LOGROTATE_DIR`` for those that look at a host's files).
+``cli`` gives every command that works with an installation ``--config`` and ``--confdir``
+(the hook command, which libvirt runs, only ``--config``); a command adds the others it
+needs as ``parents`` of its parser (``CONNECT`` for the commands that talk to libvirt,
+``LOGROTATE_DIR`` for those that write a host's files).
+
+One rule finds the installation: the libvirt configuration directory is ``--confdir``, else
+$LIBVIRT_BRIDGE_CONFDIR, else /etc/libvirt; the config is ``--config``, else
+$LIBVIRT_BRIDGE_CONFIG, else the config the launchers installed in that directory read,
+else the default. The config's paths under /etc/libvirt are as the daemon using the
+directory sees them, so they are taken under it (``config.seen_from_here``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 
 from .. import config as configmod
 from .. import installation, logrotate
-from ..daemons import ETC_LIBVIRT
+from ..config import ETC_LIBVIRT
 
 # What a command module's ``add_parser`` is given: ``add_subparsers().add_parser``, with
 # the shared options and formatting already in place.
@@ -30,8 +39,8 @@ def add_config(parser: argparse.ArgumentParser, default: object = None) -> None:
         metavar="FILE",
         default=default,
         help=(
-            f"the bridge's config file (default: ${configmod.ENV_VAR}, else "
-            f"{configmod.DEFAULT_PATH})"
+            f"the bridge's config file (default: ${configmod.ENV_VAR}, else the one the "
+            f"launchers in the confdir read, else {configmod.DEFAULT_PATH})"
         ),
     )
 
@@ -52,16 +61,22 @@ add_config(CONFIG)
 CONNECT = _parent()
 add_connect(CONNECT)
 
+
+def add_confdir(parser: argparse.ArgumentParser, default: object = None) -> None:
+    parser.add_argument(
+        "--confdir",
+        default=default,
+        metavar="DIR",
+        help=(
+            "libvirt's configuration directory, the one its daemon sees as /etc/libvirt "
+            f"(default: ${configmod.CONFDIR_ENV_VAR}, else {ETC_LIBVIRT}); the config's paths "
+            "under /etc/libvirt are taken under it"
+        ),
+    )
+
+
 CONFDIR = _parent()
-CONFDIR.add_argument(
-    "--confdir",
-    default=ETC_LIBVIRT,
-    metavar="DIR",
-    help=(
-        "libvirt's configuration directory, the one its daemon sees as /etc/libvirt "
-        f"(default: {ETC_LIBVIRT}); config paths under /etc/libvirt are taken under it"
-    ),
-)
+add_confdir(CONFDIR)
 
 LOGROTATE_DIR = _parent()
 LOGROTATE_DIR.add_argument(
@@ -81,24 +96,61 @@ DRY_RUN.add_argument(
 )
 
 
+def confdir(args: argparse.Namespace) -> str:
+    """``--confdir``, else $LIBVIRT_BRIDGE_CONFDIR, else /etc/libvirt; absolute."""
+    return os.path.abspath(getattr(args, "confdir", None) or configmod.confdir())
+
+
+@contextlib.contextmanager
+def confdir_in_force(args: argparse.Namespace) -> Iterator[None]:
+    """Make ``--confdir`` this process's (and its children's: the listener's drainer) for
+    every config read while the command runs. Commands without ``--confdir`` keep the
+    environment's."""
+    if not getattr(args, "confdir", None):
+        yield
+        return
+    before = os.environ.get(configmod.CONFDIR_ENV_VAR)
+    os.environ[configmod.CONFDIR_ENV_VAR] = confdir(args)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[configmod.CONFDIR_ENV_VAR]
+        else:
+            os.environ[configmod.CONFDIR_ENV_VAR] = before
+
+
 def config_path(args: argparse.Namespace) -> str:
-    """``--config``, else ``$LIBVIRT_BRIDGE_CONFIG``, else the default; absolute, since the
+    """The config file of the installation, by the rule above; absolute, since the
     installed launchers are run by libvirt with cwd /."""
-    return os.path.abspath(args.config or configmod.config_path())
-
-
-def installed_config_path(args: argparse.Namespace) -> str:
-    """``--config``, else ``$LIBVIRT_BRIDGE_CONFIG``, else the config the launchers installed
-    in ``--confdir`` read, else the default: what install and uninstall work with, so that
-    running either again keeps to the config the bridge was installed with."""
     if args.config or os.environ.get(configmod.ENV_VAR):
-        return config_path(args)
-    return installation.launchers_config(args.confdir) or config_path(args)
+        return os.path.abspath(args.config or configmod.config_path())
+    if hasattr(args, "confdir"):
+        here = confdir(args)
+        launched = installation.launchers_config(here)
+        if launched:
+            return installation.host_path(launched, here)
+    return configmod.DEFAULT_PATH
 
 
 def load_config(args: argparse.Namespace) -> configmod.Config:
-    """The config ``--config`` names (raises ConfigError, a BridgeError)."""
-    return configmod.load(config_path(args))
+    """The installation's config (raises ConfigError, a BridgeError). A file named with
+    --config must exist: one that does not is a typo, not a request for the defaults."""
+    path = config_path(args)
+    if args.config and not os.path.lexists(path):
+        raise configmod.ConfigError(
+            f"config {path} does not exist (a config named with --config must; "
+            f"`libvirt-bridge install --config {path}` writes one)"
+        )
+    if args.config and hasattr(args, "confdir"):
+        here = confdir(args)
+        launched = installation.launchers_config(here)
+        if launched and installation.host_path(launched, here) != path:
+            sys.stderr.write(
+                f"note: the launchers in {here}/hooks read {launched}, not {path}; {path}'s "
+                f"paths under {ETC_LIBVIRT} are taken as {here}'s (--confdir names another)\n"
+            )
+    return configmod.load(path)
 
 
 def libvirt_uri(args: argparse.Namespace) -> str:

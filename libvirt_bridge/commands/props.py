@@ -103,6 +103,7 @@ def add_parser(add: AddParser) -> None:
         # Also after the action: ``props vm1 get --connect URI`` (SUPPRESS: one given before
         # the action is not reset).
         options.add_config(action, argparse.SUPPRESS)
+        options.add_confdir(action, argparse.SUPPRESS)
         options.add_connect(action, argparse.SUPPRESS)
         action.add_argument("--device", metavar="ID", default=argparse.SUPPRESS, help=DEVICE_HELP)
     parser.set_defaults(func=main)

@@ -49,7 +49,7 @@ class Report:
 def add_parser(add: AddParser) -> None:
     parser = add(
         "status",
-        parents=[options.CONFDIR, options.LOGROTATE_DIR],
+        parents=[options.LOGROTATE_DIR],
         help="check the installation and the hook scripts; list each problem with its fix",
         description=textwrap.fill(
             "Check that the launchers are installed in CONFDIR/hooks (and which earlier hooks "
@@ -78,7 +78,7 @@ def add_parser(add: AddParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    confdir = os.path.abspath(args.confdir)
+    confdir = os.path.abspath(options.confdir(args))
     config_path = options.config_path(args)
     try:
         installation.check_confdir(confdir)
@@ -404,7 +404,7 @@ def check_listener(report: Report, cfg: Config | None, config_path: str) -> None
     )
     why = f"the log {cfg.log_file} says why"
     without = os.path.lexists(service.no_listener_marker(config_path))
-    if service.systemd_running():
+    if service.runs_as_unit():
         result = service.systemctl("is-active", service.UNIT_NAME)
         if result.stdout.strip() != "active" and without:
             report.info(NO_LISTENER)

@@ -14,7 +14,7 @@ from .options import AddParser
 def add_parser(add: AddParser) -> None:
     parser = add(
         "uninstall",
-        parents=[options.CONFDIR, options.LOGROTATE_DIR, options.DRY_RUN],
+        parents=[options.LOGROTATE_DIR, options.DRY_RUN],
         help="remove the hook launchers and restore the hooks they kept (idempotent)",
         description=textwrap.fill(
             "Remove the bridge's launchers CONFDIR/hooks/qemu and CONFDIR/hooks/daemon (only "
@@ -37,7 +37,7 @@ def add_parser(add: AddParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    config_path = options.installed_config_path(args)
-    plan = installation.plan_uninstall(args.confdir, config_path, args.logrotate_dir)
+    config_path = options.config_path(args)
+    plan = installation.plan_uninstall(options.confdir(args), config_path, args.logrotate_dir)
     plan.execute(args.dry_run)
     return 0

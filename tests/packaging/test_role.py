@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -44,14 +45,19 @@ def sha256(path: Path) -> str:
 class Ansible:
     """ansible-playbook in ``world``, with the collection from this checkout."""
 
-    def __init__(self, world: PackageWorld, work: Path) -> None:
+    def __init__(self, world: PackageWorld, work: Path, installed: bool = False) -> None:
+        """``installed``: the collection as ``ansible-galaxy collection install`` puts it
+        (a copy, its playbooks away from any checkout), else a link to this checkout's."""
         self.world = world
         self.work = work
-        collections = work / "collections" / "ansible_collections" / "libvirt_bridge"
-        collections.mkdir(parents=True)
-        (collections / "hosts").symlink_to(COLLECTION)
         for name in ("home", "tmp"):
-            (work / name).mkdir()
+            (work / name).mkdir(parents=True)
+        if installed:
+            self.galaxy("collection", "install", str(COLLECTION), "-p", str(work / "collections"))
+        else:
+            collections = work / "collections" / "ansible_collections" / "libvirt_bridge"
+            collections.mkdir(parents=True)
+            (collections / "hosts").symlink_to(COLLECTION)
         self.inventory = work / "inventory.json"
         # Its own (empty) config: none from the cwd or /etc/ansible.
         (work / "ansible.cfg").write_text("[defaults]\n")
@@ -69,6 +75,12 @@ class Ansible:
             "ANSIBLE_NOCOLOR": "1",
         }
         return ["env", *(f"{key}={value}" for key, value in values.items())]
+
+    def galaxy(self, *args: str) -> None:
+        result = subprocess.run(
+            [*self.env(), "ansible-galaxy", *args], capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, f"ansible-galaxy failed:\n{result.stdout}{result.stderr}"
 
     def playbook(self, name: str, *args: str) -> dict[str, object]:
         """``ansible-playbook libvirt_bridge.hosts.NAME ARGS``: its JSON report."""
@@ -159,6 +171,56 @@ def copy_host(ansible: Ansible, sandbox: Sandbox, name: str) -> None:
     (root / "etc-libvirt").mkdir(parents=True)
     shutil.copytree(sandbox.hooks_root, root / "hooks", symlinks=True)
     (root / "bridge.toml").write_text(f"hooks_dirs = {json.dumps([str(root / 'hooks')])}\n")
+
+
+def docs_inventory_vars() -> dict[str, str]:
+    """The group variables of the inventory docs/many-hosts.md gives, as written."""
+    text = (packaging.REPO / "docs" / "many-hosts.md").read_text()
+    block = text[text.index("`inventory.yml`:") :]
+    block = block[block.index("```yaml\n") + 8 :]
+    block = block[block.index("  vars:\n") : block.index("\n```")]
+    # Its quoted values (no YAML parser in the venv; the docs quote every path).
+    return dict(re.findall(r'^    (\w+): "([^"]*)"', block, re.M))
+
+
+def test_the_installed_collection_finds_what_the_docs_inventory_names(
+    deb: Path, world: PackageWorld, tmp_path: Path
+) -> None:
+    """The collection's site playbook, run from the installed collection as the docs say,
+    with the docs' inventory: the .deb and the hooks tree are the inventory's neighbours."""
+    documented = docs_inventory_vars()
+    deb_var, src_var = documented["libvirt_bridge_deb"], documented["libvirt_bridge_hooks_src"]
+    assert deb_var.startswith("{{ inventory_dir }}/") and src_var == "{{ inventory_dir }}/hooks"
+    sandbox = world.sandbox
+    ansible = Ansible(world, tmp_path / "ansible", installed=True)
+    installed = ansible.work / "collections" / "ansible_collections" / "libvirt_bridge" / "hosts"
+    assert (installed / "playbooks" / "site.yml").is_file() and not installed.is_symlink()
+    # The operator's directory: inventory.yml, dist/ with the .deb, hooks/<event>/<script>.
+    ops = tmp_path / "ops"
+    package = ops / deb_var.removeprefix("{{ inventory_dir }}/")
+    package.parent.mkdir(parents=True)
+    shutil.copy(deb, package)
+    (ops / "hooks" / "after_vm_destroy").mkdir(parents=True)
+    (ops / "hooks" / "after_vm_destroy" / "20_hello").write_text(HELLO.format(event="x"))
+    ansible.inventory = ops / "inventory.yml"
+    write_inventory(ansible, sandbox, deb, ops / "hooks")
+    inventory = json.loads(ansible.inventory.read_text())
+    host = inventory["libvirt_hosts"]["hosts"][sandbox.name]
+    host.pop("libvirt_bridge_deb"), host.pop("libvirt_bridge_hooks_src")
+    inventory["libvirt_hosts"]["vars"] = {
+        "libvirt_bridge_deb": deb_var,
+        "libvirt_bridge_hooks_src": src_var,
+    }
+    ansible.inventory.write_text(json.dumps(inventory))  # JSON is YAML
+
+    before = snapshot(world)
+    report = ansible.playbook("site", "--check")
+    assert snapshot(world) == before
+    assert "Copy the package to the host" in changed(report, sandbox.name)
+    copied = result_of(report, sandbox.name, "Copy the hook scripts (owner root, mode 0755)")
+    assert [item["item"] for item in copied["results"]] == [  # type: ignore[attr-defined]
+        str(ops / "hooks" / "after_vm_destroy" / "20_hello")
+    ]
 
 
 def test_the_roles_defaults_are_the_bridges(tmp_path: Path) -> None:
