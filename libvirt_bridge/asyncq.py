@@ -43,7 +43,7 @@ class Job:
     the runner finds them, so that the hook call that queues it parses nothing.
     """
 
-    __slots__ = ("event", "name", "path", "per_device", "props", "uuid", "xml")
+    __slots__ = ("event", "name", "path", "per_device", "props", "source", "uuid", "xml")
 
     def __init__(
         self,
@@ -54,6 +54,7 @@ class Job:
         path: str = "",
         props: EventProperties | None = None,
         per_device: bool = False,
+        source: str = "",
     ) -> None:
         self.event = event
         self.name = name
@@ -62,6 +63,8 @@ class Job:
         self.path = path
         self.props = props
         self.per_device = per_device
+        # What fired it (``mapping.Row.source``), for the runs' records.
+        self.source = source
 
     def encode(self) -> bytes:
         # The name is hex-encoded: a domain name may hold newlines or any other character.
@@ -72,6 +75,8 @@ class Job:
             header += f"properties={json.dumps(self.props.to_json()).encode().hex()}\n"
         if self.per_device:
             header += "per_device=1\n"
+        if self.source:
+            header += f"source={self.source}\n"
         return header.encode() + b"\n" + self.xml
 
     @classmethod
@@ -91,7 +96,14 @@ class Job:
                 props = EventProperties(json.loads(bytes.fromhex(fields["props"])))
         per_device = fields.get("per_device") == "1"
         return cls(
-            fields.get("event", ""), name, fields.get("uuid", ""), xml, path, props, per_device
+            fields.get("event", ""),
+            name,
+            fields.get("uuid", ""),
+            xml,
+            path,
+            props,
+            per_device,
+            fields.get("source", ""),
         )
 
 
@@ -253,7 +265,9 @@ def _run_job(config: Config, log: Log, job: Job) -> None:
         if job.per_device:
             from .per_device import run_after
 
-            run_after(config, log, job.event, job.name, job.uuid, job.xml, scripts, tmp_prefix)
+            run_after(
+                config, log, job.event, job.name, job.uuid, job.xml, scripts, tmp_prefix, job.source
+            )
         else:
             run_scripts_for(
                 config,
@@ -265,6 +279,7 @@ def _run_job(config: Config, log: Log, job: Job) -> None:
                 scripts,
                 tmp_prefix,
                 job.props,
+                job.source,
             )
     finally:
         _unlink(job.path)

@@ -15,6 +15,7 @@ from .commands import (
     check_props,
     demo,
     devices,
+    history,
     hook,
     install,
     lab,
@@ -41,6 +42,7 @@ COMMANDS = (
     props,
     check_props,
     run,
+    history,
     listen,
     hook,
 )

@@ -30,7 +30,7 @@ ENV_VAR = "LIBVIRT_BRIDGE_CONFIG"
 CONFDIR_ENV_VAR = "LIBVIRT_BRIDGE_CONFDIR"
 ETC_LIBVIRT = "/etc/libvirt"
 # The keys that hold paths.
-PATH_KEYS = ("state_dir", "log_file", "qemu_status_dir", "properties_dir")
+PATH_KEYS = ("state_dir", "log_file", "qemu_status_dir", "properties_dir", "metrics_file")
 
 DEFAULTS: dict[str, object] = {
     # Under /etc/libvirt/hooks/ because the AppArmor profile of Debian's and Ubuntu's
@@ -44,6 +44,8 @@ DEFAULTS: dict[str, object] = {
     "qemu_status_dir": "/run/libvirt/qemu",
     "start_xml_changes": "warn",
     "properties_dir": "/etc/libvirt-bridge.d/properties",
+    "history_size": 4096,
+    "metrics_file": "",
 }
 
 KEY_HELP: dict[str, str] = {
@@ -67,6 +69,14 @@ KEY_HELP: dict[str, str] = {
         "schema ([vm], [interface], ... tables of NAME = 'regex'), read when [properties] "
         "puts a schema in force"
     ),
+    "history_size": (
+        "KiB the history of script runs (`libvirt-bridge history`) keeps in state_dir, the "
+        "oldest dropped first; 0: keep none"
+    ),
+    "metrics_file": (
+        "absolute path of a Prometheus text file (*.prom, for node_exporter's textfile "
+        "collector) with counters of script runs; empty: none"
+    ),
 }
 
 # The property schema: a table of scopes (``vm``, or a device element's name), each a
@@ -81,7 +91,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "log_target": TARGETS,
 }
 
-_CACHE_FORMAT = 5
+_CACHE_FORMAT = 6
 
 
 class ConfigError(BridgeError):
@@ -103,10 +113,12 @@ class Config:
     __slots__ = (
         "_schema",
         "declared_properties",
+        "history_size",
         "hooks_dirs",
         "libvirt_uri",
         "log_file",
         "log_target",
+        "metrics_file",
         "mtime_ns",
         "path",
         "prepared_patterns",
@@ -130,6 +142,8 @@ class Config:
         self.qemu_status_dir = str(values["qemu_status_dir"])
         self.start_xml_changes = str(values["start_xml_changes"])
         self.properties_dir = str(values["properties_dir"])
+        self.history_size = int(values["history_size"])  # type: ignore[call-overload]
+        self.metrics_file = str(values["metrics_file"])
         # Scope -> name -> regexes, from the file's [properties] and the drop-in files;
         # None: no schema is in force.
         self.declared_properties: dict[str, dict[str, list[str]]] | None = values.get(  # type: ignore[assignment]
@@ -360,6 +374,12 @@ def _check(key: str, value: object, path: str) -> object:
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ConfigError(f"{where} must be a number of seconds >= 0 ({KEY_HELP[key]})")
         return float(value)
+    if key == "history_size":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{where} must be a whole number of KiB >= 0 ({KEY_HELP[key]})")
+        return value
+    if key == "metrics_file" and value == "":
+        return value
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where} must be a non-empty string ({KEY_HELP[key]})")
     if key in CHOICES:

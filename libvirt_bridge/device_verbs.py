@@ -201,7 +201,7 @@ class DeviceVerbs:
         if row is None or not find_scripts(self.config.hooks_dirs, row.event, self.log):
             return
         uuid = dom.UUIDString()
-        job = Job(row.event, dom.name(), uuid, device.xml, props=device.props)
+        job = Job(row.event, dom.name(), uuid, device.xml, props=device.props, source=row.source)
         with hook_process_environment():
             # The domain's hook calls the launcher deferred happened before this change.
             take_deferred(self.config, self.log, name=dom.name())
@@ -218,11 +218,11 @@ class DeviceVerbs:
         self, dom: libvirt.virDomain, element: etree._Element, new_props: Mapping[str, str]
     ) -> list[tuple[int, str | None]]:
         """Write ``new_props`` as the device's; return each definition's metadata before."""
-        key = devices.key_of(element)
-        if not new_props or key is None:
+        ref = devices.ref_of(element)
+        if not new_props or ref is None:
             return []
         kept = [(flag, props.read_element(dom, flag)) for _, flag in props.definitions(dom)]
-        props.change(dom, new_props, [], key, str(element.tag))
+        props.change(dom, new_props, [], ref)
         return kept
 
     def _restore_metadata(self, dom: libvirt.virDomain, kept: list[tuple[int, str | None]]) -> None:

@@ -323,14 +323,14 @@ def _queue(
     queued = 0
     if scripts:
         try:
-            enqueue(config.state_dir, key, Job(row.event, name, uuid, data))
+            enqueue(config.state_dir, key, Job(row.event, name, uuid, data, source=row.source))
             queued += 1
         except OSError as exc:
             log.error(
                 f"{call}: cannot queue {row.event} in {config.state_dir}: {exc.strerror}; lost"
             )
     if device_scripts:
-        queued += queue_companion(row.event, config, log, key, name, uuid, data)
+        queued += queue_companion(row.event, config, log, key, name, uuid, data, row.source)
     if queued:
         (start_runner or spawn_runner)(config, log, key)
     return 0
@@ -343,7 +343,14 @@ def companion_scripts(event: str, config: Config, log: Log | None) -> list[str]:
 
 
 def queue_companion(
-    event: str, config: Config, log: Log, key: str, name: str, uuid: str, xml: bytes
+    event: str,
+    config: Config,
+    log: Log,
+    key: str,
+    name: str,
+    uuid: str,
+    xml: bytes,
+    source: str = "",
 ) -> int:
     """Queue ``event``'s per-device companion for the domain ``xml`` behind what is queued;
     how many jobs (0 or 1). The runner finds the devices (``per_device.run_after``)."""
@@ -351,7 +358,8 @@ def queue_companion(
 
     device_event = mapping.DEVICE_COMPANIONS[event]
     try:
-        enqueue(config.state_dir, key, Job(device_event, name, uuid, xml, per_device=True))
+        job = Job(device_event, name, uuid, xml, per_device=True, source=source)
+        enqueue(config.state_dir, key, job)
     except OSError as exc:
         log.error(f"cannot queue {device_event} of {name!r}: {exc.strerror}; lost")
         return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import domxml
 from .discovery import find_scripts
+from .reporting import Reporter
 from .runner import EventProperties, EventRun, event_label, run_event, script_environment
 
 TYPE_CHECKING = False
@@ -31,10 +32,12 @@ def run_scripts_for(
     scripts: list[str] | None = None,
     tmp_prefix: str = "",
     properties: EventProperties | None = None,
+    source: str = "",
 ) -> EventRun | None:
     """Run ``event``'s scripts on ``xml``; None when the event has no script.
 
-    The scripts' custom properties are ``properties``, else those of the domain ``xml``;
+    ``source`` names what fired it in the runs' records. The scripts' custom properties
+    are ``properties``, else those of the domain ``xml``;
     those ``screening`` refuses are left out. A malformed XML is logged and the scripts
     still run, without custom properties: callers that may veto check the XML before
     they get here.
@@ -52,4 +55,5 @@ def run_scripts_for(
             log.error(f"{label}: domain XML is not well-formed ({exc}); running without properties")
             props = EventProperties()
     env = script_environment(props, uuid or None, config, log, label)
-    return run_event(scripts, xml, env, config.script_timeout, log, label, tmp_prefix)
+    reporter = Reporter(config, log, event, name, uuid, source)
+    return run_event(scripts, xml, env, config.script_timeout, log, label, tmp_prefix, reporter)

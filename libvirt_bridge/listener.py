@@ -21,8 +21,10 @@
   that starts has its drainer run what a listener killed before it left queued.
 - The connection is watched (close callback, keepalive); when it drops, the listener
   reconnects with back-off, registers its callbacks again and resynchronises: what it knew
-  of each domain is compared with the domain's state now, which also covers what changed
-  while the listener itself was not running (the known states are kept in ``state_dir``).
+  of each domain is compared with the domain's state now, and of each running domain's
+  devices with its devices now, which also covers what changed while the listener itself
+  was not running (the known states, and the live XML the devices were taken from, are
+  kept in ``state_dir``).
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ from . import mapping
 from .asyncq import Job, enqueue
 from .config import ConfigError, load
 from .connection import LibvirtFailure, message, open_connection
-from .devicewatch import DeviceWatch
+from .devicewatch import DeviceWatch, Missed
 from .discovery import find_scripts
 from .dispatch import companion_scripts, queue_companion, take_deferred
+from .domxml import XMLError
 from .drainer import Drainer
 from .launcher import import_path
 from .serial import Serial
@@ -172,6 +175,7 @@ class Listener:
         # Touched by a domain's handler for that domain only, and by a resync (which waits
         # for the handlers).
         self.devices = DeviceWatch()
+        self._load_devices()
         self.handlers = Serial(log, "handler", HANDLERS)
         self.drainer = Drainer(config.path, config.state_dir, import_path(), log)
         self.config_refused = False
@@ -366,7 +370,7 @@ class Listener:
         if event_name == "started":
             self._see_devices(uuid, dom)
         elif current[0] == "shutoff":
-            self.devices.forget(uuid)
+            self._forget_devices(uuid)
         if fired:
             why = f"{event_name.upper()}/{detail_name.upper()}, state {current[0]}/{current[1]}"
             self._fire(
@@ -381,6 +385,9 @@ class Listener:
         if what == METADATA_CHANGED:
             return
         why = f"{what.upper().replace('-', '_')} of {alias!r}"
+        if self.devices.echo(uuid, what, alias):
+            self.log.info(f"listener: {why} in domain {name!r}: fired by the resync already")
+            return
         if not self.devices.knows(uuid, alias):
             # Seen neither in the live XML before it went nor after it came.
             self.log.warning(
@@ -388,6 +395,8 @@ class Listener:
             )
             return
         fired = self.devices.fired(uuid, what, alias)
+        if what == mapping.DEVICE_REMOVED:
+            self._keep_devices(uuid)
         if fired is None:
             self.log.info(f"listener: {why} in domain {name!r}: no event for this device")
             return
@@ -397,14 +406,39 @@ class Listener:
 
     def _see_devices(self, uuid: str, dom: libvirt.virDomain) -> None:
         """Take the domain's devices from its live XML (gone: forget them)."""
+        xml = self._live_xml(uuid, dom)
+        if xml is not None and xml != self.devices.xml.get(uuid):
+            self.devices.remember(uuid, xml)
+            self._keep_devices(uuid)
+
+    def _live_xml(self, uuid: str, dom: libvirt.virDomain) -> str | None:
+        """The domain's live XML; None when it is gone (its devices are forgotten)."""
         try:
-            xml = dom.XMLDesc(0)
+            xml: str = dom.XMLDesc(0)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise
-            self.devices.forget(uuid)
-            return
-        self.devices.remember(uuid, xml)
+            self._forget_devices(uuid)
+            return None
+        return xml
+
+    def _catch_up_devices(self, uuid: str, name: str, dom: libvirt.virDomain) -> int:
+        """Fire the device events the domain's devices show were missed; their number."""
+        xml = self._live_xml(uuid, dom)
+        if xml is None:
+            return 0
+        if xml == self.devices.xml.get(uuid):
+            return 0
+        missed = self.devices.catch_up(uuid, xml)
+        self._keep_devices(uuid)
+        for change in missed:
+            self._fire_missed(change, name, uuid)
+        return len(missed)
+
+    def _fire_missed(self, change: Missed, name: str, uuid: str) -> None:
+        why = f"{change.op.upper().replace('-', '_')} of {change.alias!r} found on resync"
+        job = Job(change.event, name, uuid, change.payload.xml, props=change.payload.props)
+        self._fire(change.event, name, uuid, why, lambda: job)
 
     def _state(self, dom: libvirt.virDomain) -> DomainState:
         """The domain's state now: read after its event, maybe after later ones too."""
@@ -429,8 +463,10 @@ class Listener:
             with self.tracker_lock:
                 missed = self.tracker.resync(uuid, current, after_gap)
             self._save_known(uuid, current)
-            if current[0] != "shutoff":
-                self._see_devices(uuid, dom)
+            if current[0] == "shutoff":
+                self._forget_devices(uuid)
+            else:
+                fired += self._catch_up_devices(uuid, dom.name(), dom)
             if missed:
                 fired += 1
                 why = f"state {current[0]}/{current[1]} found on resync"
@@ -442,14 +478,16 @@ class Listener:
                 self.tracker.forget(uuid)
         for uuid in gone:
             self._save_known(uuid, None)
-            self.devices.forget(uuid)
+        for uuid in (gone | set(self.devices.domains)) - seen:
+            self._forget_devices(uuid)
         self._note_looked()
         if after_gap:
             # Events are not replayed: what changed and changed back meanwhile is lost.
             self.log.warning(
                 f"listener: resynchronised {len(seen)} domain(s) after a gap, {fired} missed "
-                "event(s) fired from their state now; a pause and resume that both happened "
-                "during the gap cannot be seen and were missed"
+                "event(s) fired from their state and devices now; a pause and resume, or a "
+                "device attached and detached, that both happened during the gap cannot be "
+                "seen and were missed"
             )
 
     def _fire(
@@ -463,7 +501,10 @@ class Listener:
             f"{len(scripts)} script(s){per_device}"
         )
         if scripts or device_scripts:
-            self._queue(make_job(), bool(device_scripts))
+            job = make_job()
+            # The runs' records name what fired them (``history``).
+            job.source = f"listener: {why}"
+            self._queue(job, bool(device_scripts))
 
     # --- jobs -----------------------------------------------------------------------------
 
@@ -489,7 +530,16 @@ class Listener:
                 f"listener: cannot queue {job.event} for {job.name!r}: {exc.strerror}; lost"
             )
         if per_device:
-            queue_companion(job.event, self.config, self.log, job.uuid, job.name, job.uuid, job.xml)
+            queue_companion(
+                job.event,
+                self.config,
+                self.log,
+                job.uuid,
+                job.name,
+                job.uuid,
+                job.xml,
+                job.source,
+            )
         self.drainer.hand_over(job.uuid)
 
     def _hand_over(self, config: Config, log: Log, key: str) -> None:
@@ -510,6 +560,24 @@ class Listener:
             self.store.keep_known(uuid, known)
         except OSError as exc:
             self._cannot_keep(exc)
+
+    def _load_devices(self) -> None:
+        """What the listener before this one kept of each running domain's devices."""
+        for uuid, xml in self.store.live_xmls().items():
+            try:
+                self.devices.remember(uuid, xml)
+            except XMLError as exc:
+                self.log.warning(f"listener: the kept XML of domain {uuid} is unusable: {exc}")
+
+    def _keep_devices(self, uuid: str) -> None:
+        try:
+            self.store.keep_live_xml(uuid, self.devices.xml.get(uuid))
+        except OSError as exc:
+            self._cannot_keep(exc)
+
+    def _forget_devices(self, uuid: str) -> None:
+        self.devices.forget(uuid)
+        self._keep_devices(uuid)
 
     def _cannot_keep(self, exc: OSError) -> None:
         self.log.error(f"listener: cannot keep state in {self.store.known_dir()}: {exc.strerror}")

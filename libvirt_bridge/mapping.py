@@ -87,6 +87,16 @@ class Row:
         return f"qemu NAME {self.op} {self.subop} {extra}"
 
     @property
+    def source(self) -> str:
+        """What fired the event, as a run's record names it: ``qemu prepare begin (fresh)``,
+        ``event SUSPENDED/PAUSED``, ``libvirt-bridge pause``."""
+        if self.driver == "listener":
+            return self.libvirt_argv
+        if self.driver == "verb":
+            return f"libvirt-bridge {self.op}"
+        return self.trigger
+
+    @property
     def trigger(self) -> str:
         """The libvirt call as an operator reads it, e.g. ``qemu prepare begin (fresh)``."""
         call = f"{self.driver} {self.op} {self.subop}"
@@ -163,8 +173,17 @@ DEVICE_COMPANIONS: dict[str, str] = {
 }
 # The one companion whose scripts' element is applied (where the VM's event's XML is).
 APPLIED_COMPANIONS = frozenset({"before_device_create"})
-# The companions that leave disks out (VDSM keeps a disk's properties elsewhere).
-NO_DISKS_COMPANIONS = frozenset({"before_device_create", "after_device_create"})
+# The device elements each companion fires for (those with custom properties), as VDSM's:
+# before_device_create for the devices whose element VDSM rebuilds from a hook's output
+# while it builds the domain XML (domxml_preprocess: NICs, host devices, leases); the others
+# for the devices of VDSM's model that carry custom properties (vm._customDevices), which
+# are NICs: a disk's properties go to its storage, a host device's to its creation only.
+COMPANION_TAGS: dict[str, frozenset[str]] = {
+    event: frozenset({"interface", "hostdev", "lease"})
+    if event == "before_device_create"
+    else frozenset({"interface"})
+    for event in DEVICE_COMPANIONS.values()
+}
 
 # Calls libvirt makes that fire no VDSM event on purpose (documented, not "unknown").
 SILENT_CALLS: frozenset[tuple[str, str, str]] = frozenset(

@@ -2,7 +2,8 @@
 
 before_device_create, after_device_create, ..._destroy and ..._migrate_source and
 _destination fire once per device of the domain that has custom properties in its
-metadata (not disks for device_create), each with that device's element alone and its
+metadata, of the classes VDSM fires each for (``mapping.COMPANION_TAGS``: NICs, and host
+devices and leases for before_device_create), each with that device's element alone and its
 properties then the VM's, as VDSM's do. A before_* one runs, per device in ``<devices>``
 order, before the VM's event, and a failure of one that can veto refuses the operation
 without running the VM's event; an after_* one is queued as one job behind the VM's
@@ -45,9 +46,8 @@ def companion(row: mapping.Row) -> mapping.Row | None:
 def _devices(event: str, root: etree._Element) -> list[tuple[etree._Element, EventProperties]]:
     from . import devices
 
-    found = devices.with_properties(root)
-    if event in mapping.NO_DISKS_COMPANIONS:
-        found = [(element, props) for element, props in found if element.tag != "disk"]
+    tags = mapping.COMPANION_TAGS[event]
+    found = [(element, _) for element, _ in devices.with_properties(root) if element.tag in tags]
     return [(element, devices.event_properties(root, element)) for element, _ in found]
 
 
@@ -106,6 +106,7 @@ def run_after(
     xml: bytes,
     scripts: list[str],
     tmp_prefix: str,
+    source: str = "",
 ) -> None:
     """Run a queued companion ``event`` (``dispatch.queue_companion``) on each device of
     the domain ``xml`` that has custom properties, in order."""
@@ -119,4 +120,4 @@ def run_after(
         return
     for element, props in _devices(event, root):
         data = devices.event_xml(element)
-        run_scripts_for(config, log, event, name, uuid, data, scripts, tmp_prefix, props)
+        run_scripts_for(config, log, event, name, uuid, data, scripts, tmp_prefix, props, source)

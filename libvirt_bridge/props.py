@@ -32,7 +32,7 @@ from lxml import etree
 
 from . import domxml
 from .connection import message
-from .devices import DeviceKey, entry_key
+from .devices import DeviceKey, DeviceRef, entry_key
 from .errors import BridgeError
 from .screening import VM, Refused, name_refusal, refusal
 
@@ -160,14 +160,19 @@ def _customs(root: etree._Element) -> list[etree._Element]:
     return [child for child in root if _is_ours(child, CUSTOM)]
 
 
-def _holders(root: etree._Element, device: DeviceKey | None) -> list[etree._Element]:
+def _holders(root: etree._Element, device: DeviceRef | None) -> list[etree._Element]:
     """Where the properties live: the element itself, or its ``device`` entries for ``device``."""
     if device is None:
         return [root]
-    return [child for child in root if _is_ours(child, "device") and entry_key(child) == device]
+    return [child for child in root if _is_ours(child, "device") and _names(child, device)]
 
 
-def element_properties(xml: str | None, device: DeviceKey | None = None) -> dict[str, str]:
+def _names(entry: etree._Element, device: DeviceRef) -> bool:
+    key = entry_key(entry)
+    return key is not None and device.matches(key)
+
+
+def element_properties(xml: str | None, device: DeviceRef | None = None) -> dict[str, str]:
     """The custom properties in an ``ovirt-vm:vm`` element as libvirt's metadata API gives it.
 
     The VM's, or with ``device`` that device's. The same reading as the hook's (leaf
@@ -193,22 +198,24 @@ def updated_element(
     xml: str | None,
     changes: Mapping[str, str],
     removals: Iterable[str],
-    device: DeviceKey | None = None,
-    device_tag: str = "",
+    device: DeviceRef | None = None,
 ) -> str | None:
     """The ``ovirt-vm:vm`` element ``xml`` with properties set and removed, for setMetadata.
 
-    The VM's properties, or with ``device`` that device's (``device_tag``: its element's
-    name, for a new entry of a device named by alias). Everything else in the element
+    The VM's properties, or with ``device`` that device's. Everything else in the element
     stays as it was. The result is unprefixed (what ``virDomainSetMetadata`` wants); None
     means the element is left with nothing in it and should be removed. A new element,
-    device entry or ``custom`` is created when needed; a device entry left empty goes.
+    device entry or ``custom`` is created when needed, in VDSM's form; a device entry left
+    empty goes; an entry in the bridge's earlier form (``alias=``) is rewritten in VDSM's.
     """
     root = _parse_element(xml) if xml else etree.Element("vm")
     if not _is_ours(root, "vm"):
         raise PropsError(f"the ovirt-vm metadata element is <{root.tag}>, not <vm>")
     _unqualify(root)
     holders = _holders(root, device)
+    if device is not None:
+        for holder in holders:
+            _in_vdsm_form(holder, device.key)
     customs = [custom for holder in holders for custom in _customs(holder)]
     custom = customs[0] if customs else None
     for name in removals:
@@ -219,7 +226,7 @@ def updated_element(
         if custom is None:
             if not holders:
                 assert device is not None
-                holders.append(etree.SubElement(root, "device", device.attributes(device_tag)))
+                holders.append(etree.SubElement(root, "device", device.key.attributes()))
             custom = etree.SubElement(holders[-1], CUSTOM)
         existing = [c for element in customs for c in _property_elements(element, name)]
         if existing and len(existing[-1]):
@@ -246,6 +253,16 @@ def updated_element(
     if not len(root) and not (root.text or "").strip() and not root.attrib:
         return None
     return etree.tostring(root, encoding="unicode")
+
+
+def _in_vdsm_form(entry: etree._Element, key: DeviceKey) -> None:
+    """Rewrite a device entry the bridge wrote before it wrote VDSM's form."""
+    legacy = entry.get("alias") is not None and entry.get("mac_address") is None
+    if legacy and not entry.get("name"):
+        for name in list(entry.attrib):
+            del entry.attrib[name]
+        for name, value in key.attributes().items():
+            entry.set(name, value)
 
 
 def _property_elements(custom: etree._Element, name: str) -> list[etree._Element]:
@@ -308,16 +325,19 @@ def write_element(dom: libvirt.virDomain, flag: int, xml: str | None) -> None:
         ) from None
 
 
-def resolve_device(dom: libvirt.virDomain, ident: str) -> tuple[DeviceKey, str]:
-    """The metadata key and element name of the device ``ident`` names (MAC, target, alias).
+def resolve_device(dom: libvirt.virDomain, ident: str) -> DeviceRef:
+    """The device ``ident`` names (MAC, target, UUID, key, alias or DEVTYPE:NAME).
 
     Looked for in the domain's current definition, then in its persistent one (a device
-    added for the next start only).
+    added for the next start only), then among its metadata's device entries (a device
+    detached since, or named before it is plugged); then, when ``ident`` is a MAC or
+    DEVTYPE:NAME, it names a device that is not there (``present`` False).
     """
     from . import devices
 
     problem = ""
-    for flags in (0, libvirt.VIR_DOMAIN_XML_INACTIVE):
+    metadata: list[str | None] = []
+    for which, flags in ((0, 0), (1, libvirt.VIR_DOMAIN_XML_INACTIVE)):
         try:
             root = domxml.parse(dom.XMLDesc(flags).encode("utf-8"))
         except libvirt.libvirtError as exc:
@@ -325,19 +345,99 @@ def resolve_device(dom: libvirt.virDomain, ident: str) -> tuple[DeviceKey, str]:
         try:
             element = devices.find(root, ident)
         except devices.DeviceError as exc:
-            problem = str(exc)
+            problem = problem or str(exc)
             continue
-        key = devices.key_of(element)
-        if key is None:
+        ref = devices.ref_of(element)
+        if ref is None:
             raise PropsError(
-                f"domain {dom.name()}: the <{element.tag}> {ident!r} has no MAC, target or "
-                "alias to keep its properties under"
+                f"domain {dom.name()}: the <{element.tag}> {ident!r} has no MAC, target, UUID, "
+                "key or alias to keep its properties under"
             )
-        return key, str(element.tag)
-    raise PropsError(f"domain {dom.name()}: {problem}")
+        return _in_team(root, ref) if which == 0 else ref
+    for _, flag in definitions(dom):
+        metadata.append(read_element(dom, flag))
+    absent = _named_by_metadata(metadata, ident) or devices.parse_ident(ident)
+    if absent is None:
+        raise PropsError(
+            f"domain {dom.name()}: {problem}; a device that is not plugged is named by its MAC "
+            "or as DEVTYPE:NAME (disk:vdb, hostdev:ua-hd0, mdev:UUID, lease:KEY)"
+        )
+    tag = {devices.NIC: "interface", devices.MDEV: "hostdev"}.get(absent.kind, absent.kind)
+    return DeviceRef((absent,), tag, absent.alias, present=False)
 
 
-def read(dom: libvirt.virDomain, device: DeviceKey | None = None) -> dict[str, dict[str, str]]:
+def _in_team(root: etree._Element, ref: DeviceRef) -> DeviceRef:
+    """A NIC that shares its MAC with another (a team) is written with its alias too."""
+    from . import devices
+
+    key = ref.key
+    if key.kind != devices.NIC or not ref.alias:
+        return ref
+    same_mac = [e for e in devices.devices(root) if devices.key_of(e) == key]
+    if len(same_mac) < 2:
+        return ref
+    return ref._replace(keys=(key._replace(alias=ref.alias), *ref.keys[1:]))
+
+
+def _named_by_metadata(elements: list[str | None], ident: str) -> DeviceKey | None:
+    """The key of a device entry of the metadata ``ident`` names, if one does."""
+    from . import devices
+
+    wanted = ident.strip()
+    named = devices.parse_ident(wanted)
+    for xml in elements:
+        if not xml:
+            continue
+        for entry in _parse_element(xml):
+            key = entry_key(entry) if _is_ours(entry, "device") else None
+            if key is None:
+                continue
+            if named is not None and (key.kind, key.value) == (named.kind, named.value):
+                return key
+            if wanted in (key.value, key.alias) or wanted.lower() == key.value:
+                return key
+    return None
+
+
+def device_entries(dom: libvirt.virDomain) -> list[DeviceEntry]:
+    """Every device entry of the domain's metadata (each definition's), with its
+    properties and whether its device is in the domain."""
+    from . import devices
+
+    found: dict[DeviceKey, DeviceEntry] = {}
+    for which, flag in definitions(dom):
+        xml = read_element(dom, flag)
+        xml_flags = libvirt.VIR_DOMAIN_XML_INACTIVE if which == PERSISTENT else 0
+        try:
+            root = domxml.parse(dom.XMLDesc(xml_flags).encode("utf-8"))
+        except libvirt.libvirtError as exc:
+            raise PropsError(f"domain {dom.name()}: {message(exc)}") from None
+        refs = [ref for ref in map(devices.ref_of, devices.devices(root)) if ref is not None]
+        for entry in _parse_element(xml) if xml else []:
+            key = entry_key(entry) if _is_ours(entry, "device") else None
+            if key is None:
+                continue
+            slot = found.setdefault(key, DeviceEntry(key))
+            slot.properties[which] = element_properties(xml, DeviceRef((key,), "", key.alias))
+            element = next((ref for ref in refs if ref.matches(key)), None)
+            if element is not None:
+                slot.present[which] = element.tag
+    return list(found.values())
+
+
+class DeviceEntry:
+    """One device entry of a domain's metadata: per definition (live, persistent), its
+    properties and the element of the device it names, if that device is there."""
+
+    __slots__ = ("key", "present", "properties")
+
+    def __init__(self, key: DeviceKey) -> None:
+        self.key = key
+        self.properties: dict[str, dict[str, str]] = {}
+        self.present: dict[str, str] = {}
+
+
+def read(dom: libvirt.virDomain, device: DeviceRef | None = None) -> dict[str, dict[str, str]]:
     """``{"live": {...}, "persistent": {...}}``: the properties of each definition.
 
     The VM's, or with ``device`` that device's.
@@ -352,8 +452,7 @@ def change(
     dom: libvirt.virDomain,
     changes: Mapping[str, str],
     removals: Iterable[str],
-    device: DeviceKey | None = None,
-    device_tag: str = "",
+    device: DeviceRef | None = None,
 ) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
     """Set ``changes`` and remove ``removals`` in every definition of ``dom``.
 
@@ -366,7 +465,7 @@ def change(
     for which, flag in definitions(dom):
         current = read_element(dom, flag)
         before = element_properties(current, device)
-        new = updated_element(current, changes, removals, device, device_tag)
+        new = updated_element(current, changes, removals, device)
         after = element_properties(new, device)
         if after != before:
             write_element(dom, flag, new)
@@ -382,9 +481,11 @@ class RefusedProperty:
 
     __slots__ = ("definitions", "device", "domain", "refused")
 
-    def __init__(self, domain: str, device: str, refused: Refused, definitions: list[str]) -> None:
+    def __init__(
+        self, domain: str, device: DeviceKey | None, refused: Refused, definitions: list[str]
+    ) -> None:
         self.domain = domain
-        self.device = device  # "" for the VM's own, else the device's metadata key
+        self.device = device  # None for the VM's own
         self.refused = refused
         self.definitions = definitions
 
@@ -400,7 +501,7 @@ class RefusedProperty:
     def fix(self) -> str:
         import shlex
 
-        device = f" --device {shlex.quote(self.device.split(' ', 1)[1])}" if self.device else ""
+        device = f" --device {shlex.quote(self.device.ident())}" if self.device else ""
         return (
             f"libvirt-bridge props {shlex.quote(self.domain)}{device} unset {self.refused.name}"
             "  (or declare it in the schema, if it is meant for scripts)"
@@ -409,7 +510,7 @@ class RefusedProperty:
     def to_json(self) -> dict[str, object]:
         return {
             "domain": self.domain,
-            "device": self.device or None,
+            "device": str(self.device) if self.device else None,
             "scope": self.refused.scope,
             "name": self.refused.name,
             "value": self.refused.value,
@@ -421,19 +522,19 @@ class RefusedProperty:
 def refused_in(dom: libvirt.virDomain, schema: Schema | None) -> list[RefusedProperty]:
     """The properties of ``dom`` (the VM's and its devices', in each of its definitions)
     that ``screening`` refuses; one entry for what both definitions hold alike."""
-    found: dict[tuple[str, str, str, str], tuple[Refused, list[str]]] = {}
+    found: dict[tuple[DeviceKey | None, str, str, str], tuple[Refused, list[str]]] = {}
     for which, flag in definitions(dom):
         xml = read_element(dom, flag)
         if not xml:
             continue
         root = _parse_element(xml)
-        holders: list[tuple[str, str, etree._Element]] = [("", VM, root)]
+        holders: list[tuple[DeviceKey | None, str, etree._Element]] = [(None, VM, root)]
         for entry in root:
             if _is_ours(entry, "device"):
                 key = entry_key(entry)
                 scope = "interface" if entry.get("mac_address") else str(entry.get("devtype", ""))
                 if key is not None:
-                    holders.append((str(key), scope, entry))
+                    holders.append((key, scope, entry))
         for device, scope, holder in holders:
             for custom in _customs(holder):
                 for child in custom:

@@ -32,9 +32,18 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import select
     from collections.abc import Callable, Mapping
+    from typing import Protocol
 
     from .config import Config
     from .log import Log
+
+    class Reporter(Protocol):
+        """What publishes the records of an event's runs (``reporting.Reporter``)."""
+
+        def outcome(self, result: ScriptResult) -> str: ...
+        def script_ran(self, result: ScriptResult, xml_changed: bool) -> None: ...
+        def done(self) -> None: ...
+
 
 CAPTURE_LIMIT = 64 * 1024
 KILL_GRACE = 2.0
@@ -204,8 +213,10 @@ def run_event(
     log: Log,
     label: str,
     tmp_prefix: str = "",
+    reporter: Reporter | None = None,
 ) -> EventRun:
-    """Run ``scripts`` in order on ``data``; ``label`` names the event in log lines.
+    """Run ``scripts`` in order on ``data``; ``label`` names the event in log lines, and
+    ``reporter`` (``reporting``) publishes a record of each run.
 
     The XML file is ``<tmp_prefix>XXXX.xml`` when a prefix is given (the async runner puts
     it beside its job, so that a runner killed midway leaves nothing it cannot clean up),
@@ -225,8 +236,10 @@ def run_event(
         for script in scripts:
             result = run_script(script, env, timeout)
             outcome.results.append(result)
-            _log_result(log, label, result)
+            _log_result(log, label, result, reporter.outcome(result) if reporter else "")
             after = _read(path)
+            if reporter is not None:
+                reporter.script_ran(result, after != before)
             if after != before:
                 outcome.edits.append((script, before, after))
                 before = after
@@ -239,6 +252,8 @@ def run_event(
             posix.unlink(path)
         except OSError:
             pass
+        if reporter is not None:
+            reporter.done()
     return outcome
 
 
@@ -570,7 +585,7 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
-def _log_result(log: Log, label: str, result: ScriptResult) -> None:
+def _log_result(log: Log, label: str, result: ScriptResult, outcome: str = "") -> None:
     first = result.stderr_text().split("\n", 1)[0][:300]
     message = (
         f"{label} script={result.script} {result.describe()} "
@@ -582,6 +597,8 @@ def _log_result(log: Log, label: str, result: ScriptResult) -> None:
     if log.target != FILE:
         fields = dict(getattr(label, "fields", ()), SCRIPT=result.script)
         fields["RC"] = "-" if result.rc is None else str(result.rc)
+        if outcome:
+            fields["OUTCOME"] = outcome
     if result.rc is not None and result.rc > 2 and not result.error:
         log.warning(f"{message} (exit codes above 2 are reserved; treated as 1)", fields)
     elif result.failed:

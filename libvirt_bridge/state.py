@@ -10,6 +10,9 @@ by name: a name may hold any character):
   is one left by another daemon process (a hook that outlived a killed daemon).
 - ``domains/<uuid>.stop``: why it stopped (``destroy``, ``saved``, ``migrated``), decided
   at ``stopped`` and read at ``release``, where libvirt < 10.5 no longer says.
+- ``listener/<uuid>`` and ``listener/<uuid>.xml``: the listener's own, what it knew of
+  a domain (its state; the live XML its devices were last taken from), kept across its
+  restarts.
 
 ``started`` needs no file of its own: libvirt's status file, which it has written by then,
 tells a boot from a restore and from an incoming migration.
@@ -34,6 +37,7 @@ DESTROYED_BY_VERB = "verb-destroy"
 
 STOP_KINDS = (DESTROY, SAVED, MIGRATED)
 KNOWN = "listener"  # the listener's known states, one file per domain
+LIVE_XML = ".xml"  # beside them, the live XML of each domain its devices were taken from
 
 # libvirt's own status files; the hook runs in the daemon's mount namespace.
 QEMU_STATUS_DIR = "/run/libvirt/qemu"
@@ -162,7 +166,7 @@ class State:
         self._remove("domains", f"{uuid}.stop")
         self._remove("markers", uuid)
 
-    # -- the listener's knowledge: each domain's last known (state, reason) --------------
+    # -- the listener's knowledge: each domain's last known (state, reason), its devices --
 
     def known_dir(self) -> str:
         return join(self.root, KNOWN)
@@ -200,6 +204,31 @@ class State:
     def start_known(self) -> None:
         """Mark that a listener has looked at the host. Raises OSError."""
         makedirs(self.known_dir(), 0o700)
+
+    def live_xmls(self) -> dict[str, str]:
+        """Each running domain's live XML as the listener last took its devices from it."""
+        found: dict[str, str] = {}
+        try:
+            names = posix.listdir(self.known_dir())
+        except OSError:
+            return found
+        for name in names:
+            uuid = name[: -len(LIVE_XML)]
+            if not name.endswith(LIVE_XML) or not is_uuid(uuid):
+                continue  # a known state, or a temp file of a write under way
+            try:
+                with open(self._path(KNOWN, name), encoding="utf-8") as f:
+                    found[uuid] = f.read()
+            except (OSError, UnicodeDecodeError):
+                continue
+        return found
+
+    def keep_live_xml(self, uuid: str, xml: str | None) -> None:
+        """Record (None: forget) the live XML of a domain's devices. Raises OSError."""
+        if xml is None:
+            self._remove(KNOWN, uuid + LIVE_XML)
+        else:
+            self._write(KNOWN, uuid + LIVE_XML, xml)
 
 
 def start_kind_from_status(status_xml: bytes) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from . import domxml, mapping
 from .log import say
 from .plainos import basename
+from .reporting import Reporter
 from .runner import EventProperties, EventRun, event_label, run_event, script_environment
 
 TYPE_CHECKING = False
@@ -57,7 +58,8 @@ def run_sync(
                 f"{label}: XML on stdin is not well-formed ({exc}); running without properties"
             )
     env = script_environment(props, uuid or None, config, log, label)
-    run = run_event(scripts, data, env, config.script_timeout, log, label)
+    reporter = Reporter(config, log, row.event, name, uuid, row.source, row.veto)
+    run = run_event(scripts, data, env, config.script_timeout, log, label, reporter=reporter)
     if row.veto and run.failures:
         for result in run.failures:
             detail = result.stderr_text()[:STDERR_IN_ERROR]

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Installs what libvirt-bridge needs to run, test and demo on Debian/Ubuntu, as root:
-# libvirt 9+ and QEMU from the distribution, the tools that build and check the Debian
-# package and run the Ansible role (scripts/setup-packaging.sh), then a venv in .venv with
-# this package (editable) and its test tools, then the cached root with libvirt 11.3 for
-# the tests (docs/libvirt-versions.md). Idempotent; starts no service.
+# libvirt 9+ and QEMU from the distribution, Cockpit and chromium (for the tests of the
+# Cockpit page), the tools that build and check the Debian package and run the Ansible
+# role (scripts/setup-packaging.sh), then a venv in .venv with this package (editable) and
+# its test tools, then the cached root with libvirt 11.3 for the tests
+# (docs/libvirt-versions.md). Idempotent; starts no service of its own (on a host booted
+# with systemd, Debian's cockpit-ws package enables its socket on port 9090).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# cockpit-*, chromium: the browser tests of Cockpit's Hooks page (tests/cockpit) run
+# cockpit-ws and its shell from /usr/share/cockpit, in headless chromium.
 packages=(libvirt-daemon-system qemu-system-x86 libvirt-clients libvirt-dev pkg-config
-          python3-venv python3-dev gcc util-linux logrotate mmdebstrap systemd-container)
+          python3-venv python3-dev gcc util-linux logrotate mmdebstrap systemd-container
+          cockpit-ws cockpit-bridge cockpit-system chromium chromium-driver)
 bash install/apt-install-missing.sh "${packages[@]}"
 
 bash scripts/setup-packaging.sh

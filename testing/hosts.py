@@ -48,6 +48,8 @@ class Host:
         self.logrotate_dir.mkdir()
         # Stands for /sys/fs/selinux; absent unless a test makes it.
         self.selinuxfs = root / "selinuxfs"
+        # Stands for /usr/share/cockpit; absent (no Cockpit) unless a test makes it.
+        self.cockpit_dir = root / "cockpit"
 
     def args(self) -> list[str]:
         return ["--confdir", str(self.confdir), "--config", str(self.config)]
@@ -57,6 +59,7 @@ class Host:
         args = self.args()
         if command in ("install", "uninstall", "status"):
             args += ["--logrotate-dir", str(self.logrotate_dir)]
+            args += ["--cockpit-dir", str(self.cockpit_dir)]
         if command == "status":
             args += ["--selinuxfs", str(self.selinuxfs)]
         return args

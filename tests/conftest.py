@@ -1,14 +1,14 @@
 """Fixtures shared by the tests; the helpers they share are the ``testing`` package.
 
 The whole suite must leave the machine as it found it: no file in the host's libvirt
-directories, nor one of the bridge's or libvirt's in /run, /tmp, /var/log or
-/etc/logrotate.d (tests work under pytest's tmp_path), and no process it started (hook
-runners, listeners, daemons, guests). ``host_untouched`` checks this once, at the end of
-the session. It watches only what the suite may create, so that other work on the
-machine (another test run, a shell) does not fail it: in the shared directories, names
-that are the bridge's or libvirt's and are still there a few seconds later; among
-processes, those that name this session's temp dir in their argv, environment or open
-files.
+directories, nor one of the bridge's or libvirt's in /run, /tmp, /var/log,
+/etc/logrotate.d or /usr/share/cockpit (tests work under pytest's tmp_path), and no
+process it started (hook runners, listeners, daemons, guests). ``host_untouched`` checks
+this once, at the end of the session. It watches only what the suite may create, so that
+other work on the machine (another test run, a shell) does not fail it: in the shared
+directories, names that are the bridge's or libvirt's and are still there a few seconds
+later; among processes, those that name this session's temp dir in their argv,
+environment or open files.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from libvirt_bridge.sandbox.cells import CELLS
 from testing.harness import Bridge, live_processes_mentioning
 
 WATCHED_TREES = ("/etc/libvirt", "/var/lib/libvirt", "/var/log/libvirt", "/run/libvirt")
-WATCHED_DIRS = ("/run", "/tmp", "/var/log", "/etc/logrotate.d")
+WATCHED_DIRS = ("/run", "/tmp", "/var/log", "/etc/logrotate.d", "/usr/share/cockpit")
 # What the bridge, libvirt and QEMU name the files they make (runner.py's temp XML files
 # are libvirt-bridge-*, the benchmarks' lb-bench-*).
 OUR_NAMES = ("libvirt", "bridge", "lb-", "vdsm", "qemu", "virt")

@@ -145,6 +145,13 @@ def test_job_round_trips_any_name() -> None:
     assert back.props is None
 
 
+def test_what_fired_a_job_round_trips_for_its_runs_records() -> None:
+    job = Job("after_vm_pause", "g1", "u", b"<domain/>", source="event SUSPENDED/PAUSED")
+    assert Job.decode(job.encode(), "p").source == "event SUSPENDED/PAUSED"
+    # A job an earlier version queued names no source.
+    assert Job.decode(b"event=after_vm_start\nname=6731\nuuid=u\n\n<domain/>", "p").source == ""
+
+
 def test_a_device_jobs_properties_round_trip() -> None:
     props = EventProperties({"pincpu": "1"}, {"extnet": "br-ext", "odd": "a\nb = ü"}, "interface")
     job = Job("after_nic_hotplug", "g1", "u", b"<interface/>", props=props)

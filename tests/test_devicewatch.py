@@ -148,3 +148,115 @@ def test_the_listeners_device_rows() -> None:
         "after_disk_hotunplug",
         "after_nic_hotunplug_fail",
     }
+
+
+# -- after a gap: what a resync finds missed ---------------------------------------------
+
+RUNNING = LIVE.replace("<domain type='kvm'>", "<domain type='kvm' id='3'>")
+NIC = """    <interface type='user'>
+      <mac address='52:54:00:aa:00:01'/>
+      <model type='usb-net'/>
+      <alias name='net0'/>
+    </interface>
+"""
+DISK2 = """    <disk type='file' device='disk'>
+      <source file='/images/more.img'/>
+      <target dev='sdc' bus='usb'/>
+      <alias name='ua-disk2'/>
+    </disk>
+"""
+CONTROLLER = "    <controller type='usb' index='0'>\n      <alias name='usb'/>\n    </controller>\n"
+
+
+def changed(xml: str = RUNNING, *, drop: str = "", add: str = "", run: str = "3") -> str:
+    """``xml`` with the device element ``drop`` taken out, ``add`` put in, run ``run``."""
+    assert drop in xml
+    xml = xml.replace(drop, "").replace("  </devices>", add + "  </devices>")
+    return xml.replace("id='3'", f"id='{run}'")
+
+
+def resynced(xml: str = RUNNING) -> DeviceWatch:
+    watch = DeviceWatch()
+    assert watch.catch_up(UUID, xml) == []  # nothing kept: the first look fires nothing
+    return watch
+
+
+def test_a_resync_finds_a_removed_and_an_added_device_once() -> None:
+    watch = resynced()
+    nic = watch.fired(UUID, ADDED, "net0")
+    assert nic is not None
+    now = changed(drop=NIC, add=DISK2)
+    missed = watch.catch_up(UUID, now)
+    assert [(m.op, m.alias, m.event) for m in missed] == [
+        (REMOVED, "net0", "after_nic_hotunplug"),
+        (ADDED, "ua-disk2", "after_disk_hotplug"),
+    ]
+    # The removed NIC's element and properties are those it had; the disk's are its own now.
+    assert missed[0].payload == nic[1]
+    assert missed[1].payload.xml.startswith(b'<disk type="file" device="disk">')
+    assert b"more.img" in missed[1].payload.xml
+    assert missed[1].payload.props == EventProperties({"extnet": "vm-wins"}, {}, "disk")
+    assert watch.catch_up(UUID, now) == []
+    assert watch.knows(UUID, "ua-disk2") and not watch.knows(UUID, "net0")
+
+
+def test_a_domain_started_again_meanwhile_came_with_its_devices() -> None:
+    watch = resynced()
+    assert watch.catch_up(UUID, changed(drop=NIC, add=DISK2, run="4")) == []
+    assert watch.knows(UUID, "ua-disk2") and not watch.knows(UUID, "net0")
+    # Kept from an inactive definition (no id): no run to compare with either.
+    inactive = DeviceWatch()
+    inactive.remember(UUID, LIVE)
+    assert inactive.catch_up(UUID, changed(drop=NIC)) == []
+
+
+def test_only_devices_with_events_are_found() -> None:
+    watch = resynced()
+    # A controller has no event; a memory device has one when added, none when removed.
+    memory = RUNNING[RUNNING.index("    <memory model") : RUNNING.index("    <controller")]
+    assert watch.catch_up(UUID, changed(drop=memory + CONTROLLER)) == []
+    missed = watch.catch_up(UUID, changed(add=memory + CONTROLLER))
+    assert [(m.op, m.alias, m.event) for m in missed] == [(ADDED, "dimm0", "after_memory_hotplug")]
+
+
+def test_the_late_libvirt_event_of_a_device_a_resync_found_fires_nothing_more() -> None:
+    # Changed after the listener subscribed, before the resync read the XML: the resync
+    # fired it, and libvirt's own event comes after.
+    watch = resynced()
+    watch.catch_up(UUID, changed(drop=NIC, add=DISK2))
+    assert watch.echo(UUID, ADDED, "ua-disk2")
+    assert not watch.echo(UUID, ADDED, "ua-disk2"), "once"
+    assert watch.echo(UUID, REMOVED, "net0")
+    assert not watch.echo(UUID, REMOVED, "net0")
+    assert not watch.echo(UUID, ADDED, "ua-disk1"), "a device no resync found"
+
+
+def test_libvirts_later_events_of_a_device_a_resync_found_are_news() -> None:
+    watch = resynced()
+    watch.catch_up(UUID, changed(drop=NIC, add=DISK2))
+    # Its event never came (it changed during the gap): its removal, then its return.
+    assert not watch.echo(UUID, REMOVED, "ua-disk2")
+    assert watch.fired(UUID, REMOVED, "ua-disk2") is not None
+    watch.remember(UUID, changed(drop=NIC, add=DISK2))
+    assert not watch.echo(UUID, ADDED, "ua-disk2")
+    # The NIC is back: a removal that follows is a new one.
+    watch.remember(UUID, RUNNING)
+    assert not watch.echo(UUID, REMOVED, "net0")
+    # The found memory device, by the name libvirt's event gives it.
+    memory = RUNNING[RUNNING.index("    <memory model") : RUNNING.index("    <controller")]
+    watch.catch_up(UUID, changed(drop=memory))
+    watch.catch_up(UUID, RUNNING)
+    assert watch.echo(UUID, ADDED, "memdimm0")
+
+
+def test_the_kept_xml_loses_a_removed_device_so_a_later_listener_fires_it_once() -> None:
+    watch = resynced()
+    assert watch.xml[UUID] == RUNNING
+    assert watch.fired(UUID, REMOVED, "net0") is not None
+    # What a listener started later reads back: the domain as it is, the same run.
+    later = DeviceWatch()
+    later.remember(UUID, watch.xml[UUID])
+    assert not later.knows(UUID, "net0") and later.knows(UUID, "ua-disk1")
+    assert later.catch_up(UUID, changed(drop=NIC)) == []
+    watch.forget(UUID)
+    assert UUID not in watch.xml and not watch.knows(UUID)

@@ -92,6 +92,23 @@ def test_the_environment_libvirt_gives_hooks_is_the_codes_in_one_place() -> None
             )
 
 
+def test_the_device_classes_of_each_per_device_event_are_the_codes() -> None:
+    from libvirt_bridge.mapping import COMPANION_TAGS
+
+    text = (DOCS / "hook-authors.md").read_text()
+    rows = re.findall(r"^\| ([a-z_, ]+(?:device_migrate events)?) \| (`<.*) \|$", text, re.M)
+    documented: dict[str, set[str]] = {}
+    for events, tags in rows:
+        names = set(re.findall(r"`<(\w+)>`", tags))
+        for event in events.split(", "):
+            if event == "the four device_migrate events":
+                for migrate in (e for e in COMPANION_TAGS if "device_migrate" in e):
+                    documented[migrate] = names
+            else:
+                documented[event] = names
+    assert documented == {event: set(tags) for event, tags in COMPANION_TAGS.items()}
+
+
 def _slug(heading: str) -> str:
     """The anchor GitHub gives a heading."""
     text = re.sub(r"[^\w\- ]", "", heading.strip().lower())

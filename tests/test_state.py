@@ -94,3 +94,28 @@ def test_marker_of_another_daemon_is_stale(tmp_path: Path) -> None:
     assert not (tmp_path / "markers" / U).exists()
     s.set_marker(U, "verb-start")  # left by a verb: for whichever daemon
     assert s.take_marker(U, ("verb-start",), daemon=200) == "verb-start"
+
+
+def test_the_listeners_live_xml_is_kept_beside_its_known_states(tmp_path: Path) -> None:
+    s = state.State(str(tmp_path))
+    other = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f1"
+    xml = "<domain type='kvm' id='7'><name>gäst</name><devices/></domain>\n"
+    s.keep_known(U, ("running", "booted"))
+    s.keep_live_xml(U, xml)
+    s.keep_live_xml(other, "<domain id='2'/>")
+    assert s.live_xmls() == {U: xml, other: "<domain id='2'/>"}
+    assert (tmp_path / "listener" / f"{U}.xml").stat().st_mode & 0o777 == 0o600
+    # Neither is taken for the other.
+    assert s.known_states() == {U: ("running", "booted")}
+    # What a write under way leaves (files.write_atomic's temp file) is no domain's.
+    (tmp_path / "listener" / f".{U}.xml.99.tmp").write_text("<half")
+    (tmp_path / "listener" / "not-a-uuid.xml").write_text("<domain/>")
+    assert set(s.live_xmls()) == {U, other}
+    s.keep_live_xml(other, None)
+    s.keep_live_xml(other, None)  # forgetting twice is no error
+    assert s.live_xmls() == {U: xml}
+    assert s.known_states() == {U: ("running", "booted")}
+
+
+def test_no_live_xml_before_a_listener_kept_one(tmp_path: Path) -> None:
+    assert state.State(str(tmp_path / "none")).live_xmls() == {}

@@ -11,7 +11,7 @@ import os
 import textwrap
 from functools import partial
 
-from .. import catalogue, installation
+from .. import catalogue, cockpit, installation, service
 from .. import config as configmod
 from ..catalogue import CatalogueError
 from ..installation import Plan
@@ -22,7 +22,7 @@ from .options import AddParser
 def add_parser(add: AddParser) -> None:
     parser = add(
         "install",
-        parents=[options.LOGROTATE_DIR, options.DRY_RUN],
+        parents=[options.LOGROTATE_DIR, options.COCKPIT_DIR, options.DRY_RUN],
         help="install the hook launchers into libvirt's hooks directory (idempotent)",
         description=textwrap.fill(
             "Install the bridge: the launchers CONFDIR/hooks/qemu and CONFDIR/hooks/daemon "
@@ -33,7 +33,10 @@ def add_parser(add: AddParser) -> None:
             "and runs first; a libvirt-bridge launcher found kept there is removed (or replaced "
             "by the foreign hook it ran first), since run first it would run the bridge again. "
             "Where logrotate is installed, an entry in LOGROTATE_DIR rotates the bridge's log "
-            "by renaming it. libvirt looks for hooks only at start and on SIGHUP, so the "
+            "by renaming it. Where Cockpit is installed (COCKPIT_DIR exists), its Hooks page "
+            "goes to COCKPIT_DIR/libvirt-bridge: links to the page's files and a manifest "
+            "naming this installation's command, --config and --confdir (the Debian package "
+            "ships the page itself). libvirt looks for hooks only at start and on SIGHUP, so the "
             "running libvirtd/virtqemud that uses CONFDIR gets a SIGHUP. Running it again "
             "updates only what changed (launchers, the fast-path file beside the config, "
             "missing event directories), and sends the SIGHUP only when a launcher changed or "
@@ -100,6 +103,9 @@ def main(args: argparse.Namespace) -> int:
         not args.no_listener,
         args.logrotate_dir,
         record_listener_choice=not args.if_installed,
+    )
+    cockpit.plan_install(
+        plan, args.cockpit_dir, service.bridge_command(), config_path, options.confdir(args)
     )
     if selected:
         plan_hooks(plan, selected, options.confdir(args), config_path)

@@ -3,7 +3,7 @@
 ``cli`` gives every command that works with an installation ``--config`` and ``--confdir``
 (the hook command, which libvirt runs, only ``--config``); a command adds the others it
 needs as ``parents`` of its parser (``CONNECT`` for the commands that talk to libvirt,
-``LOGROTATE_DIR`` for those that write a host's files).
+``LOGROTATE_DIR`` and ``COCKPIT_DIR`` for those that write a host's files).
 
 One rule finds the installation: the libvirt configuration directory is ``--confdir``, else
 $LIBVIRT_BRIDGE_CONFDIR, else /etc/libvirt; the config is ``--config``, else
@@ -20,8 +20,8 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 
+from .. import cockpit, installation, logrotate
 from .. import config as configmod
-from .. import installation, logrotate
 from ..config import ETC_LIBVIRT
 
 # What a command module's ``add_parser`` is given: ``add_subparsers().add_parser``, with
@@ -86,6 +86,17 @@ LOGROTATE_DIR.add_argument(
     help=(
         "where logrotate reads its entries, the bridge's log rotation among them "
         f"(default: {logrotate.ENTRY_DIR})"
+    ),
+)
+
+COCKPIT_DIR = _parent()
+COCKPIT_DIR.add_argument(
+    "--cockpit-dir",
+    default=cockpit.ENTRY_DIR,
+    metavar="DIR",
+    help=(
+        "Cockpit's directory of packages, where the Hooks page goes when Cockpit is "
+        f"installed (default: {cockpit.ENTRY_DIR})"
     ),
 )
 

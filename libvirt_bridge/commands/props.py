@@ -15,11 +15,13 @@ from .options import AddParser
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ..props import DeviceEntry
     from ..schema import Schema
 
 DEVICE_HELP = (
-    "a device's properties instead of the VM's: ID is a NIC's MAC, a disk's target (vda) or "
-    "a device's alias (ua-nic0)"
+    "a device's properties instead of the VM's: ID is a NIC's MAC, a disk's target (vda), a "
+    "device's alias (ua-hd0), an mdev's UUID, a lease's key, or DEVTYPE:NAME (disk:vdb, "
+    "hostdev:ua-hd0) for a device that is not plugged (yet, or any more)"
 )
 
 # (action, help, description, example)
@@ -37,6 +39,16 @@ ACTIONS = (
         "Set custom properties, in the persistent definition and, when the domain runs, in "
         "the live one. VALUE is everything after the first =.",
         "libvirt-bridge props vm1 set pincpu=1-4 'label=web server' empty=",
+    ),
+    (
+        "devices",
+        "list the device entries of the metadata: each device's properties, and whether "
+        "the device is there",
+        "List every device entry of the domain's ovirt-vm metadata (of each definition): "
+        "the device it names, whether that device is in the domain (an entry can name a "
+        "device before it is plugged, or after it is detached), and its properties as "
+        "NAME=VALUE lines; --json prints a list of objects.",
+        "libvirt-bridge props vm1 devices",
     ),
     (
         "unset",
@@ -89,7 +101,9 @@ def add_parser(add: AddParser) -> None:
         action = actions.add_parser(
             name, help=help_, description=description, epilog=f"example: {example}"
         )
-        if name == "get":
+        if name == "devices":
+            action.add_argument("--json", action="store_true", help="print a list of objects")
+        elif name == "get":
             action.add_argument("--json", action="store_true", help='print {"NAME": "VALUE", ...}')
             action.add_argument(
                 "--inactive",
@@ -105,7 +119,10 @@ def add_parser(add: AddParser) -> None:
         options.add_config(action, argparse.SUPPRESS)
         options.add_confdir(action, argparse.SUPPRESS)
         options.add_connect(action, argparse.SUPPRESS)
-        action.add_argument("--device", metavar="ID", default=argparse.SUPPRESS, help=DEVICE_HELP)
+        if name != "devices":
+            action.add_argument(
+                "--device", metavar="ID", default=argparse.SUPPRESS, help=DEVICE_HELP
+            )
     parser.set_defaults(func=main)
 
 
@@ -130,14 +147,21 @@ def main(args: argparse.Namespace) -> int:
     cfg = config_or_none(args)
     uri: str = args.connect or (cfg.libvirt_uri if cfg is not None else "")
     schema = cfg.property_schema if cfg is not None else None
-    conn = open_connection(uri, readonly=args.action == "get")
+    if args.action == "devices" and args.device is not None:
+        raise UsageError("devices lists every device's entry: it takes no --device")
+    conn = open_connection(uri, readonly=args.action in ("get", "devices"))
     try:
         dom = find_domain(conn, args.domain)
-        device, tag = (None, "")
-        if args.device is not None:
-            device, tag = props.resolve_device(dom, args.device)
+        if args.action == "devices":
+            return _devices(dom.name(), props.device_entries(dom), args.json)
+        device = None if args.device is None else props.resolve_device(dom, args.device)
+        if device is not None and not device.present:
+            note(
+                f"no device of {dom.name()} is the {device}: its properties are in the "
+                "metadata for when it is plugged (after_nic_hotplug, a start, ...)"
+            )
         subject = dom.name() if device is None else f"{dom.name()} {device}"
-        scope = VM if device is None else tag
+        scope = VM if device is None else device.tag
         if args.action == "get":
             found = props.read(dom, device)
             return _get(subject, found, args.json, args.inactive, scope, schema)
@@ -145,10 +169,46 @@ def main(args: argparse.Namespace) -> int:
             props.check_against_schema(changes, schema, scope, cfg.path if cfg else "")
         except props.PropsError as exc:
             raise UsageError(str(exc)) from None
-        outcome = props.change(dom, changes, removals, device, tag)
+        outcome = props.change(dom, changes, removals, device)
         return _change(subject, outcome, changes, removals)
     finally:
         conn.close()
+
+
+def _devices(domain: str, entries: list[DeviceEntry], as_json: bool) -> int:
+    if as_json:
+        listed = [
+            {
+                "device": str(entry.key),
+                "id": entry.key.ident(),
+                "present": entry.present,
+                "properties": entry.properties,
+            }
+            for entry in entries
+        ]
+        print(json.dumps(listed, indent=2, sort_keys=True))
+        return OK
+    if not entries:
+        print(f"{domain}: no device entry in its metadata")
+    for entry in entries:
+        where = ", ".join(f"<{tag}> in the {which}" for which, tag in entry.present.items())
+        print(f"{entry.key} (--device {entry.key.ident()}): {where or 'no such device'}")
+        shown = _one_or_each(entry.properties)
+        for which, found in shown.items():
+            label = f"  {which}:" if len(shown) > 1 else ""
+            if label:
+                print(label)
+            for name, value in sorted(found.items()):
+                print(f"{'    ' if label else '  '}{name}={value}")
+    return OK
+
+
+def _one_or_each(by_definition: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """The properties once when every definition holds the same, else each definition's."""
+    values = list(by_definition.values())
+    if all(found == values[0] for found in values[1:]):
+        return {"": values[0]} if values else {}
+    return by_definition
 
 
 def config_or_none(args: argparse.Namespace, command: str = "props") -> Config | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import os
 import sys
 import textwrap
@@ -41,6 +42,14 @@ def add_parser(add: AddParser) -> None:
             "before_vdsm_start and after_vdsm_stop take no domain. A device event "
             "(after_nic_hotplug, ...) needs --device: its scripts get that device's element "
             "alone, and its custom properties then the VM's, as the listener gives them. "
+            '--json prints one object instead of the text: {"event", "domain", '
+            '"uuid", "xml_source", "properties": {NAME: VALUE}, "left_out": [TEXT], '
+            '"notes": [TEXT], "hooks_dirs", "scripts": [{"script": PATH, "name", '
+            '"rc": N|null, "outcome": "ok"|"failed"|"timed out"|"could not run", '
+            '"status", "duration": SECONDS, "stderr", "stdout_size"}], "skipped": '
+            '[PATH], "xml_changed": BOOL, "changed_by": [NAME], "diff": UNIFIED_DIFF, '
+            '"xml_note": TEXT|null, "result": "ok"|"failed"|"no script", "failed": '
+            '[NAME], "log": PATH}. '
             "Exit status: 0 when every "
             "script succeeded (or none would run), 1 when a script failed or the trial could "
             "not run, 2 for bad usage.",
@@ -70,6 +79,11 @@ def add_parser(add: AddParser) -> None:
         "--device",
         metavar="ID",
         help="for a device event: the device, by its MAC, disk target (vda) or alias",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (the shape above) instead of the text report",
     )
     parser.set_defaults(func=main)
 
@@ -121,7 +135,7 @@ def main(args: argparse.Namespace) -> int:
     source = _source(args, cfg)
     if args.device:
         source = _device_source(source, args.device)
-    return trial(cfg, args.event, source)
+    return trial(cfg, args.event, source, args.json)
 
 
 def _source(args: argparse.Namespace, cfg: config.Config) -> _Source:
@@ -206,10 +220,45 @@ def _device_source(domain: _Source, ident: str) -> _Source:
     )
 
 
-def trial(cfg: config.Config, event: str, source: _Source) -> int:
-    from .. import domxml
+class Trial:
+    """What a trial found and did: rendered as text, or (``--json``) as one object."""
+
+    def __init__(self, event: str, source: _Source, log_file: str) -> None:
+        self.event = event
+        self.source = source
+        self.log_file = log_file
+        self.properties: dict[str, str] = {}
+        self.left_out: list[str] = []
+        self.notes: list[str] = []
+        self.hooks_dirs: list[str] = []
+        self.scripts: list[str] = []
+        self.results: list[ScriptResult] = []
+        self.after = b""
+        self.editors: list[str] = []
+
+    @property
+    def skipped(self) -> list[str]:
+        return self.scripts[len(self.results) :]
+
+    @property
+    def failed(self) -> list[str]:
+        return [os.path.basename(r.script) for r in self.results if r.failed]
+
+
+def trial(cfg: config.Config, event: str, source: _Source, as_json: bool = False) -> int:
+    done = run_trial(cfg, event, source)
+    if as_json:
+        print(json.dumps(trial_json(done), indent=2, ensure_ascii=False))
+    else:
+        print_trial(done)
+    return FAILED if done.failed else OK
+
+
+def run_trial(cfg: config.Config, event: str, source: _Source) -> Trial:
+    from .. import domxml, records
     from ..discovery import find_scripts
     from ..events import properties_of
+    from ..reporting import Reporter
     from ..runner import (
         EventProperties,
         event_label,
@@ -219,6 +268,7 @@ def trial(cfg: config.Config, event: str, source: _Source) -> int:
     )
     from ..screening import screen
 
+    done = Trial(event, source, cfg.log_file)
     log = _ShowingLog(cfg.log_file, cfg.log_target)
     try:
         properties = source.properties
@@ -229,49 +279,115 @@ def trial(cfg: config.Config, event: str, source: _Source) -> int:
     screened = screen(
         properties.vm, cfg.property_schema, properties.device, properties.device_scope
     )
+    done.properties = dict(sorted(screened.accepted.items()))
+    done.left_out = [refused.describe() for refused in screened.refused]
+    done.hooks_dirs = list(cfg.hooks_dirs)
+    done.scripts = find_scripts(cfg.hooks_dirs, event, log)
+    done.notes = list(log.shown)
+    del log.shown[:]
+    if not done.scripts:
+        return done
+    label = f"{event_label(event, source.name, source.uuid)} [trial]"
+    log.info(f"{label}: {TRIAL}; {len(done.scripts)} script(s)")
+    env = script_environment(
+        properties, source.uuid or None, cfg, log, label, libvirt_hook_environment()
+    )
+    # Its runs are on record too, marked as a trial (``history``).
+    reporter = Reporter(cfg, log, event, source.name, source.uuid, records.TRIAL)
+    outcome = run_event(
+        done.scripts, source.xml, env, cfg.script_timeout, log, label, reporter=reporter
+    )
+    done.results = outcome.results
+    done.after = outcome.data
+    done.editors = [script for script, _, _ in outcome.edits]
+    return done
+
+
+def print_trial(done: Trial) -> None:
+    source, event = done.source, done.event
     who = f"domain {source.name}" if source.name != "-" else "the daemon"
     vm_id = f" (vmId {source.uuid})" if source.uuid else ""
     print(f"trial of {event} for {who}{vm_id}: nothing is applied to libvirt")
     print(f"  XML: {source.origin}")
     if event not in DAEMON_EVENTS:
         print("  custom properties (in the scripts' environment):")
-        for key, value in sorted(screened.accepted.items()):
+        for key, value in done.properties.items():
             print(f"    {key}={value}")
-        if not screened.accepted:
+        if not done.properties:
             print("    (none)")
-        for refused in screened.refused:
-            print(f"  left out: {refused.describe()}")
-    scripts = find_scripts(cfg.hooks_dirs, event, log)
-    for message in log.shown:
+        for refused in done.left_out:
+            print(f"  left out: {refused}")
+    for message in done.notes:
         print(f"  note: {message}")
-    del log.shown[:]
-    if not scripts:
-        print(f"no script would run for {event} (hooks roots: {', '.join(cfg.hooks_dirs)})")
-        return OK
-    label = f"{event_label(event, source.name, source.uuid)} [trial]"
-    log.info(f"{label}: {TRIAL}; {len(scripts)} script(s)")
-    env = script_environment(
-        properties, source.uuid or None, cfg, log, label, libvirt_hook_environment()
-    )
-    outcome = run_event(scripts, source.xml, env, cfg.script_timeout, log, label)
+    if not done.scripts:
+        print(f"no script would run for {event} (hooks roots: {', '.join(done.hooks_dirs)})")
+        return
     print()
-    for result in outcome.results:
+    for result in done.results:
         _show_result(result)
-    skipped = scripts[len(outcome.results) :]
-    for script in skipped:
+    for script in done.skipped:
         print(f"{os.path.basename(script)}: not run ({script})")
         print("  a script before it exited 2: later scripts are skipped, as in a real run")
     print()
-    _show_xml_change(source, outcome.data, [script for script, _, _ in outcome.edits])
+    _show_xml_change(source, done.after, done.editors)
     print()
-    failed = [os.path.basename(r.script) for r in outcome.failures]
-    ran = len(outcome.results)
+    failed, ran = done.failed, len(done.results)
     if failed:
         print(f"result: {len(failed)} of {ran} script(s) failed: {', '.join(failed)}")
     else:
         print(f"result: all {ran} script(s) succeeded")
-    print(f"log: {cfg.log_file} (lines marked [trial])")
-    return FAILED if failed else OK
+    print(f"log: {done.log_file} (lines marked [trial])")
+
+
+def outcome_word(result: ScriptResult) -> str:
+    """A script's outcome in the words the hook runs' history uses."""
+    if result.error:
+        return "could not run"
+    if result.timed_out:
+        return "timed out"
+    return "failed" if result.failed else "ok"
+
+
+def trial_json(done: Trial) -> dict[str, object]:
+    """The ``--json`` object (its shape is in the command's description)."""
+    source = done.source
+    scripts = [
+        {
+            "script": result.script,
+            "name": os.path.basename(result.script),
+            "rc": result.rc,
+            "outcome": outcome_word(result),
+            "status": result.describe(),
+            "duration": round(result.duration, 3),
+            "stderr": result.stderr_text(),
+            "stdout_size": result.stdout_size,
+        }
+        for result in done.results
+    ]
+    changed = bool(done.scripts) and done.after != source.xml
+    diff, xml_note = _xml_diff(source, done.after) if changed else ("", None)
+    result = "failed" if done.failed else "ok"
+    if not done.scripts:
+        result = "no script"
+    return {
+        "event": done.event,
+        "domain": None if source.name == "-" else source.name,
+        "uuid": source.uuid or None,
+        "xml_source": source.origin,
+        "properties": done.properties,
+        "left_out": done.left_out,
+        "notes": done.notes,
+        "hooks_dirs": done.hooks_dirs,
+        "scripts": scripts,
+        "skipped": done.skipped,
+        "xml_changed": changed,
+        "changed_by": list(dict.fromkeys(os.path.basename(s) for s in done.editors)),
+        "diff": diff,
+        "xml_note": xml_note,
+        "result": result,
+        "failed": done.failed,
+        "log": done.log_file,
+    }
 
 
 def _show_result(result: ScriptResult) -> None:
@@ -295,8 +411,6 @@ def _show_result(result: ScriptResult) -> None:
 
 
 def _show_xml_change(source: _Source, after: bytes, editors: list[str]) -> None:
-    from .. import domxml
-
     before = source.xml
     if after == before:
         what = "the scripts left the XML unchanged" if before else "the scripts got no XML"
@@ -304,20 +418,40 @@ def _show_xml_change(source: _Source, after: bytes, editors: list[str]) -> None:
         return
     names = ", ".join(dict.fromkeys(os.path.basename(script) for script in editors))
     print(f"the XML the scripts produced (changed by {names}):")
+    diff, xml_note = _xml_diff(source, after)
+    if xml_note and xml_note.startswith(_NOT_WELL_FORMED):
+        print(f"note: {xml_note}")
+        sys.stdout.write(diff)
+        return
+    sys.stdout.write(diff)
+    if xml_note:
+        print(f"note: {xml_note}")
+
+
+_NOT_WELL_FORMED = "the XML the scripts left is not well-formed"
+_ONLY_BYTES = "the bytes changed, not the meaning (only a re-serialisation)"
+
+
+def _xml_diff(source: _Source, after: bytes) -> tuple[str, str | None]:
+    """The unified diff of the XML before and after the scripts, and a note on it."""
+    from .. import domxml
+
+    before = source.xml
     name = source.name if source.name != "-" else "domain"
+    xml_note = None
     try:
         # Both documents as one serialiser writes them: a script that re-serialises the
         # whole document (minidom, hooking) shows only what it changed.
         old, new, how = domxml.normalised(before), domxml.normalised(after), ", normalised"
     except domxml.XMLError as exc:
-        print(f"note: the XML the scripts left is not well-formed: {exc}")
+        xml_note = f"{_NOT_WELL_FORMED}: {exc}"
         old, new, how = before, after, ""
     diff = difflib.unified_diff(
         _lines(old), _lines(new), f"{name}.xml (before{how})", f"{name}.xml (after{how})"
     )
-    sys.stdout.writelines(diff)
     if how and old == new:
-        print("note: the bytes changed, not the meaning (only a re-serialisation)")
+        xml_note = _ONLY_BYTES
+    return "".join(diff), xml_note
 
 
 def _lines(data: bytes) -> list[str]:

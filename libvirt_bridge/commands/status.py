@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import os
 import shlex
 import textwrap
 
 from .. import (
+    cockpit,
     confinement,
     daemons,
     discovery,
@@ -30,26 +32,58 @@ _HEAD = 65536
 
 
 class Report:
-    """Prints what is fine and each problem with its fix; counts the problems."""
+    """What is fine, notes, and each problem with its fix; counts the problems.
 
-    def __init__(self) -> None:
+    Printed as it goes, or (``as_json``) kept for one JSON document at the end, the shape
+    ``--json`` documents: {"ok", "problems", "checks": [{"level", "message", "fix"}],
+    "listener": {"state", "pid", "detail"}, "cockpit_page"}.
+    """
+
+    def __init__(self, as_json: bool = False) -> None:
         self.problems = 0
+        self.as_json = as_json
+        self.checks: list[dict[str, str | None]] = []
+        # The listener's state as check_listener found it: the page shows it on its own.
+        self.listener: dict[str, object] = {"state": "unknown", "pid": None, "detail": ""}
+        self.cockpit_page: str | None = None
+
+    def _add(self, level: str, message: str, fix: str | None = None) -> None:
+        self.checks.append({"level": level, "message": message, "fix": fix})
+        if self.as_json:
+            return
+        if level == "problem":
+            print(f"PROBLEM: {message}\n  fix: {fix}")
+        else:
+            print(f"{level}: {message}")
 
     def ok(self, message: str) -> None:
-        print(f"ok: {message}")
+        self._add("ok", message)
 
     def info(self, message: str) -> None:
-        print(f"note: {message}")
+        self._add("note", message)
 
     def problem(self, message: str, fix: str) -> None:
         self.problems += 1
-        print(f"PROBLEM: {message}\n  fix: {fix}")
+        self._add("problem", message, fix)
+
+    def set_listener(self, state: str, pid: int | None = None, detail: str = "") -> None:
+        self.listener = {"state": state, "pid": pid, "detail": detail}
+
+    def to_json(self) -> str:
+        document = {
+            "ok": self.problems == 0,
+            "problems": self.problems,
+            "checks": self.checks,
+            "listener": self.listener,
+            "cockpit_page": self.cockpit_page,
+        }
+        return json.dumps(document, indent=2, ensure_ascii=False)
 
 
 def add_parser(add: AddParser) -> None:
     parser = add(
         "status",
-        parents=[options.LOGROTATE_DIR],
+        parents=[options.LOGROTATE_DIR, options.COCKPIT_DIR],
         help="check the installation and the hook scripts; list each problem with its fix",
         description=textwrap.fill(
             "Check that the launchers are installed in CONFDIR/hooks (and which earlier hooks "
@@ -62,15 +96,24 @@ def add_parser(add: AddParser) -> None:
             "(libvirt-bridge check-props lists what the domains carry that scripts never "
             "get); that the state dir is root's; that SELinux, "
             "where it enforces, lets hooks run unconfined (virt_hooks_unconfined), and that "
-            "something rotates a large log. Each problem "
-            "is printed with its fix. Exit status: 0 when all is well, 1 when there is a "
-            "problem, 2 when CONFDIR does not exist."
+            "something rotates a large log, and whether Cockpit's Hooks page is "
+            "installed where Cockpit is. Each problem "
+            "is printed with its fix. --json prints one object instead: "
+            '{"ok": BOOL, "problems": N, "checks": [{"level": "ok"|"note"|"problem", '
+            '"message": TEXT, "fix": TEXT|null}], "listener": {"state": "connected"|"not '
+            'connected"|"not running"|"not installed"|"unknown", "pid": N|null, "detail": '
+            'TEXT}, "cockpit_page": "packaged"|"installed"|"broken"|"foreign"|null}. '
+            "Exit status: 0 when all is well, 1 when there is a problem, 2 when CONFDIR does "
+            "not exist."
         ),
         epilog=(
             "examples: sudo libvirt-bridge status\n"
             "          sudo libvirt-bridge status --confdir /srv/lab/etc/libvirt "
             "--config /srv/lab/bridge.toml"
         ),
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object (the shape above) instead"
     )
     # Where the kernel shows SELinux; another root only for tests.
     parser.add_argument("--selinuxfs", default=confinement.SELINUXFS, help=argparse.SUPPRESS)
@@ -84,7 +127,7 @@ def main(args: argparse.Namespace) -> int:
         installation.check_confdir(confdir)
     except installation.InstallError as exc:
         raise UsageError(str(exc)) from None
-    report = Report()
+    report = Report(args.json)
     install = f"libvirt-bridge install --confdir {shlex.quote(confdir)} --config " + shlex.quote(
         config_path
     )
@@ -100,11 +143,35 @@ def main(args: argparse.Namespace) -> int:
         check_log_rotation(report, cfg, args.logrotate_dir, install)
     check_selinux(report, args.selinuxfs)
     check_listener(report, cfg, config_path)
-    if report.problems:
+    check_cockpit_page(report, args.cockpit_dir, install)
+    if args.json:
+        print(report.to_json())
+    elif report.problems:
         print(f"{report.problems} problem(s)")
-        return 1
-    print("all is well")
-    return 0
+    else:
+        print("all is well")
+    return 1 if report.problems else 0
+
+
+def check_cockpit_page(report: Report, cockpit_dir: str, install: str) -> None:
+    """Where Cockpit is installed, is its Hooks page? Never a problem without Cockpit."""
+    if not os.path.isdir(cockpit_dir):
+        return
+    found, where = None, cockpit.destination(cockpit_dir)
+    for directory in cockpit.package_dirs(cockpit_dir):
+        found = cockpit.installed_page(directory)
+        if found is not None:
+            where = cockpit.destination(directory)
+            break
+    report.cockpit_page = found
+    if found in ("packaged", "installed"):
+        report.ok(f"Cockpit's Hooks page is installed ({where})")
+    elif found == "broken":
+        report.problem(f"Cockpit's Hooks page {where} names files that are gone", install)
+    elif found == "foreign":
+        report.info(f"{where} is not libvirt-bridge's Hooks page; install leaves it alone")
+    else:
+        report.info(f"Cockpit is installed and its Hooks page is not: {install} adds it")
 
 
 def check_config(report: Report, path: str) -> Config | None:
@@ -407,9 +474,11 @@ def check_listener(report: Report, cfg: Config | None, config_path: str) -> None
     if service.runs_as_unit():
         result = service.systemctl("is-active", service.UNIT_NAME)
         if result.stdout.strip() != "active" and without:
+            report.set_listener("not installed", detail=NO_LISTENER)
             report.info(NO_LISTENER)
             return
         if result.stdout.strip() != "active":
+            report.set_listener("not running", detail=result.stdout.strip() or "not active")
             report.problem(
                 f"the listener ({service.UNIT_NAME}) is {result.stdout.strip() or 'not active'}:"
                 f" {mapping.listener_events_text()} do not fire",
@@ -422,9 +491,11 @@ def check_listener(report: Report, cfg: Config | None, config_path: str) -> None
     else:
         pid = service.running_pid(cfg.state_dir)
         if pid is None and without:
+            report.set_listener("not installed", detail=NO_LISTENER)
             report.info(NO_LISTENER)
             return
         if pid is None:
+            report.set_listener("not running")
             report.problem(
                 f"the listener is not running: {mapping.listener_events_text()} do not fire",
                 start,
@@ -435,6 +506,7 @@ def check_listener(report: Report, cfg: Config | None, config_path: str) -> None
     # A status file outlives its listener: only the running one's says anything.
     written_by = service.status_pid(state)
     if written_by != pid:
+        report.set_listener("not connected", pid, "it has not said whether it is connected")
         earlier = (
             f"; {service.status_file(cfg.state_dir)} is an earlier listener's"
             if (written_by)
@@ -446,8 +518,10 @@ def check_listener(report: Report, cfg: Config | None, config_path: str) -> None
             f"wait a moment and run status again; if it stays so, {why}",
         )
     elif state.startswith("connected"):
+        report.set_listener("connected", pid, state)
         report.ok(f"the listener is {state}")
     else:
+        report.set_listener("not connected", pid, state)
         report.problem(
             f"the listener is not connected to {cfg.libvirt_uri} ({state})",
             f"check that libvirtd or virtqemud runs; {why}",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import textwrap
 
+from .. import cockpit, installation
 from .. import config as configmod
-from .. import installation
 from . import options
 from .options import AddParser
 
@@ -14,15 +14,15 @@ from .options import AddParser
 def add_parser(add: AddParser) -> None:
     parser = add(
         "uninstall",
-        parents=[options.LOGROTATE_DIR, options.DRY_RUN],
+        parents=[options.LOGROTATE_DIR, options.COCKPIT_DIR, options.DRY_RUN],
         help="remove the hook launchers and restore the hooks they kept (idempotent)",
         description=textwrap.fill(
             "Remove the bridge's launchers CONFDIR/hooks/qemu and CONFDIR/hooks/daemon (only "
             "files written by libvirt-bridge) and rename the kept earlier hooks qemu.legacy "
             "and daemon.legacy back, unchanged (a libvirt-bridge launcher kept there is removed, "
-            "never restored), and remove the logrotate entry install wrote. The hooks roots, "
-            "their scripts, the log and the config file are left alone. The running "
-            "libvirtd/virtqemud that uses CONFDIR gets a "
+            "never restored), and remove the logrotate entry and the Cockpit page install "
+            "wrote. The hooks roots, their scripts, the log and the config file are left "
+            "alone. The running libvirtd/virtqemud that uses CONFDIR gets a "
             "SIGHUP so that it looks for hooks again. Without --config or "
             f"${configmod.ENV_VAR}, the config is the one the installed launchers read, so "
             "that uninstall undoes what install did with it (the Debian package's prerm "
@@ -39,5 +39,6 @@ def add_parser(add: AddParser) -> None:
 def main(args: argparse.Namespace) -> int:
     config_path = options.config_path(args)
     plan = installation.plan_uninstall(options.confdir(args), config_path, args.logrotate_dir)
+    cockpit.plan_uninstall(plan, args.cockpit_dir)
     plan.execute(args.dry_run)
     return 0

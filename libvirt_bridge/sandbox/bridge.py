@@ -3,9 +3,10 @@
 :meth:`Bridge.install` writes the config, then runs ``libvirt-bridge install`` in the
 sandbox's namespaces, where /etc/libvirt is the sandbox's: the real installer writes the
 launchers, the fast-path file and the event directories, and sends SIGHUP to the one
-libvirtd (or virtqemud) whose /etc/libvirt that is, the sandbox's. Two of its host paths
+libvirtd (or virtqemud) whose /etc/libvirt that is, the sandbox's. Three of its host paths
 are redirected: its logrotate entry goes to the sandbox's ``etc/logrotate.d``
-(``--logrotate-dir``), and no systemd unit is written (``--no-listener``): the listener
+(``--logrotate-dir``), no Cockpit page is installed (``--cockpit-dir``, a directory that
+does not exist), and no systemd unit is written (``--no-listener``): the listener
 starts as ``install`` starts it on a host without systemd (``service.start_background``),
 in the namespaces too.
 
@@ -44,7 +45,7 @@ CONFDIR = "/etc/libvirt"
 # The source tree of this package, when it runs from one (a wheel is built from it).
 _SOURCE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # What of the source tree a wheel is made of (pyproject.toml's packages and readme).
-_WHEEL_INPUTS = ("pyproject.toml", "README.md", "libvirt_bridge", "install", "hooks.d")
+_WHEEL_INPUTS = ("pyproject.toml", "README.md", "libvirt_bridge", "install", "hooks.d", "cockpit")
 _WHEEL_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
 
 
@@ -202,6 +203,8 @@ class Bridge:
         argv = [*self.command(), "install", "--confdir", CONFDIR]
         argv += ["--config", self.layout.config_path]
         argv += ["--logrotate-dir", self.layout.logrotate_dir, "--no-listener"]
+        # No Cockpit there: the host's /usr/share/cockpit is never the sandbox's to change.
+        argv += ["--cockpit-dir", os.path.join(self.layout.private_dir, "no-cockpit")]
         return self._run_logged(argv, 120.0, "libvirt-bridge install").stdout
 
     def _run_logged(

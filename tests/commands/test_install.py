@@ -85,6 +85,7 @@ def test_missing_config_gets_the_default_one(tmp_path: Path) -> None:
     logrotate_dir = tmp_path / "logrotate.d"
     logrotate_dir.mkdir()
     args = ["--confdir", str(confdir), "--config", str(path), "--logrotate-dir", str(logrotate_dir)]
+    args += ["--cockpit-dir", str(tmp_path / "cockpit")]
     # The default hooks root is /etc/libvirt/hooks/vdsm.d as the daemon sees it: under the
     # confdir. Check on a dry run that nothing would land outside the temp dir.
     status, out, _ = run("install", *args, "--dry-run")

@@ -91,3 +91,21 @@ def test_invalid_config_is_an_error(host: Host) -> None:
     assert status == 1
     assert out == ""
     assert f"libvirt-bridge list: error: config {host.config} is not valid TOML" in err
+
+
+def test_domains_lists_the_domains_with_their_state(testdrv: object, host: Host) -> None:
+    status, out, err = host.cmd("list", "--domains", "--json", "--connect", "test:///default")
+    assert status == 0, err
+    rows = json.loads(out)
+    [test] = [row for row in rows if row["name"] == "test"]
+    assert test["state"] == "running" and test["persistent"] is True
+    assert len(test["uuid"]) == 36
+    status, out, _ = host.cmd("list", "--domains", "--connect", "test:///default")
+    assert status == 0
+    assert f"test  {test['uuid']}  running\n" in out
+
+
+def test_connect_without_domains_is_a_usage_error(host: Host) -> None:
+    status, _, err = host.cmd("list", "--connect", "test:///default")
+    assert status == 2
+    assert "--connect is for --domains" in err

@@ -26,7 +26,7 @@ def test_the_packaged_logrotate_entry_is_left_to_the_package(host: Host, tmp_pat
     entry.write_text(logrotate.render_packaged())
     assert f'"{config.DEFAULTS["log_file"]}" {{' in entry.read_text()
     args = ["--confdir", str(host.confdir), "--config", str(cfg)]
-    args += ["--logrotate-dir", str(host.logrotate_dir)]
+    args += ["--logrotate-dir", str(host.logrotate_dir), "--cockpit-dir", str(host.cockpit_dir)]
     status, out, err = run("install", *args, "--no-listener")
     assert status == 0, err
     assert f"up to date: {entry} (shipped by the libvirt-bridge package)" in out
@@ -54,6 +54,7 @@ def test_uninstall_without_config_reads_the_launchers_config(
     assert fast.exists() and len(entries) == 1
     monkeypatch.delenv(config.ENV_VAR, raising=False)
     args = ["--confdir", str(host.confdir), "--logrotate-dir", str(host.logrotate_dir)]
+    args += ["--cockpit-dir", str(host.cockpit_dir)]
     status, out, err = run("uninstall", *args)
     assert status == 0, err
     assert f"the config {host.config};" in out
@@ -67,6 +68,7 @@ def test_uninstall_config_option_wins_over_the_launchers(host: Host, tmp_path: P
     assert status == 0, err
     other = tmp_path / "other.toml"
     args = ["--confdir", str(host.confdir), "--logrotate-dir", str(host.logrotate_dir)]
+    args += ["--cockpit-dir", str(host.cockpit_dir)]
     status, out, err = run("uninstall", *args, "--config", str(other))
     assert status == 0, err
     assert f"the config {other};" in out
@@ -80,6 +82,7 @@ def test_install_again_without_config_keeps_the_launchers_config(
     launchers = {p.name: p.read_text() for p in host.hooks.iterdir()}
     monkeypatch.delenv(config.ENV_VAR, raising=False)
     args = ["--confdir", str(host.confdir), "--logrotate-dir", str(host.logrotate_dir)]
+    args += ["--cockpit-dir", str(host.cockpit_dir)]
     status, out, err = run("install", *args, "--no-listener")
     assert status == 0, err
     assert f"up to date: {host.hooks / 'qemu'}" in out
@@ -107,6 +110,7 @@ def test_if_installed_updates_what_an_earlier_version_wrote(
     fast.unlink()
     monkeypatch.delenv(config.ENV_VAR, raising=False)
     args = ["--confdir", str(host.confdir), "--logrotate-dir", str(host.logrotate_dir)]
+    args += ["--cockpit-dir", str(host.cockpit_dir)]
     status, out, err = run("install", *args, "--if-installed", "--no-listener")
     assert status == 0, err
     assert f"updated {qemu}" in out and f"up to date: {host.hooks / 'daemon'}" in out

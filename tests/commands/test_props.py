@@ -15,7 +15,7 @@ import pytest
 from lxml import etree
 
 from libvirt_bridge import devices, domxml, props
-from libvirt_bridge.devices import DeviceKey
+from libvirt_bridge.devices import DeviceKey, DeviceRef
 from testing.hosts import run
 
 from .conftest import TINY, URI
@@ -169,12 +169,12 @@ def test_a_structured_entry_is_not_overwritten() -> None:
 
 # -- a device's properties -----------------------------------------------------------------
 
-NIC = DeviceKey(devices.NIC, "52:54:00:12:34:56")
-SDA = DeviceKey(devices.DISK, "sda")
+NIC = DeviceRef((DeviceKey(devices.NIC, "52:54:00:12:34:56"),), "interface")
+SDA = DeviceRef((DeviceKey(devices.DISK, "sda"),), "disk")
 
 
 def test_a_device_property_goes_into_its_own_entry() -> None:
-    new = props.updated_element(RICH, {"extnet": "br-ext"}, [], NIC, "interface")
+    new = props.updated_element(RICH, {"extnet": "br-ext"}, [], NIC)
     assert new is not None
     root = etree.fromstring(new)
     assert [child.tag for child in root] == ["clusterVersion", "custom", "device", "device"]
@@ -187,26 +187,39 @@ def test_a_device_property_goes_into_its_own_entry() -> None:
 
 
 def test_a_device_entry_keeps_what_else_it_holds_and_goes_when_empty() -> None:
-    new = props.updated_element(RICH, {"cache": "none"}, [], SDA, "disk")
+    new = props.updated_element(RICH, {"cache": "none"}, [], SDA)
     assert new is not None
     [disk] = etree.fromstring(new).findall("device")
     assert [child.tag for child in disk] == ["poolID", "{urn:other}other", "custom"]
     assert props.element_properties(new, SDA) == {"cache": "none"}
     # Its last property gone, the entry stays for what else it holds.
-    kept = props.updated_element(new, {}, ["cache"], SDA, "disk")
+    kept = props.updated_element(new, {}, ["cache"], SDA)
     assert kept is not None and props.element_properties(kept, SDA) == {}
     assert etree.fromstring(kept).find("device/poolID") is not None
     # An entry that held only the properties goes with the last of them.
-    alone = props.updated_element(None, {"a": "1"}, [], NIC, "interface")
-    assert props.updated_element(alone, {}, ["a"], NIC, "interface") is None
+    alone = props.updated_element(None, {"a": "1"}, [], NIC)
+    assert props.updated_element(alone, {}, ["a"], NIC) is None
 
 
-def test_a_device_named_by_alias_gets_its_element_name_as_devtype() -> None:
-    usb = DeviceKey(devices.ALIAS, "ua-usb1")
-    new = props.updated_element(None, {"port": "3"}, [], usb, "hostdev")
+def test_a_device_named_by_alias_is_written_as_vdsm_names_it() -> None:
+    usb = DeviceRef((DeviceKey("hostdev", "ua-usb1"),), "hostdev", "ua-usb1")
+    new = props.updated_element(None, {"port": "3"}, [], usb)
     assert new == (
+        '<vm><device devtype="hostdev" name="ua-usb1"><custom><port>3</port></custom></device></vm>'
+    )
+
+
+def test_an_entry_in_the_bridges_earlier_form_is_rewritten_when_changed() -> None:
+    old = (
         '<vm><device devtype="hostdev" alias="ua-usb1"><custom><port>3</port></custom>'
         "</device></vm>"
+    )
+    usb = DeviceRef((DeviceKey("hostdev", "ua-usb1"),), "hostdev", "ua-usb1")
+    assert props.element_properties(old, usb) == {"port": "3"}
+    new = props.updated_element(old, {"speed": "high"}, [], usb)
+    assert new == (
+        '<vm><device devtype="hostdev" name="ua-usb1"><custom><port>3</port>'
+        "<speed>high</speed></custom></device></vm>"
     )
 
 
@@ -349,13 +362,64 @@ def test_device_properties_of_a_nic_and_a_disk(testdrv: libvirt.virConnect) -> N
     assert cmd("test", "get") == (0, "pincpu=0\n", "")  # the VM's own, unchanged
     dom = testdrv.lookupByName("test")
     root = domxml.parse(dom.XMLDesc(0).encode())
-    assert {key: p for key, p in devices.metadata_properties(root).items()} == {
-        DeviceKey(devices.NIC, "aa:bb:cc:dd:ee:ff"): {"extnet": "br-ext"},
-        DeviceKey(devices.DISK, "vda"): {"cache": "none"},
-    }
+    assert devices.metadata_entries(root) == [
+        (DeviceKey(devices.NIC, "aa:bb:cc:dd:ee:ff"), {"extnet": "br-ext"}),
+        (DeviceKey(devices.DISK, "vda"), {"cache": "none"}),
+    ]
     assert cmd("test", "--device", "vda", "unset", "cache")[0] == 0
     root = domxml.parse(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode())
-    assert list(devices.metadata_properties(root)) == [DeviceKey(devices.NIC, "aa:bb:cc:dd:ee:ff")]
+    assert [key for key, _ in devices.metadata_entries(root)] == [
+        DeviceKey(devices.NIC, "aa:bb:cc:dd:ee:ff")
+    ]
+
+
+def test_properties_of_a_device_not_plugged_yet_or_any_more(testdrv: libvirt.virConnect) -> None:
+    status, out, err = cmd("test", "--device", "52:54:00:00:00:99", "set", "extnet=lab")
+    assert status == 0
+    assert err == (
+        "libvirt-bridge props: no device of test is the NIC 52:54:00:00:00:99: its properties "
+        "are in the metadata for when it is plugged (after_nic_hotplug, a start, ...)\n"
+    )
+    assert "test NIC 52:54:00:00:00:99: set extnet=lab" in out
+    assert cmd("test", "--device", "disk:vdz", "set", "tier=slow")[0] == 0
+    assert cmd("test", "--device", "hostdev:ua-hd0", "set", "port=3")[0] == 0
+    # get and unset find an entry of a device that is not there, by what names it.
+    assert cmd("test", "--device", "52:54:00:00:00:99", "get")[:2] == (0, "extnet=lab\n")
+    assert cmd("test", "--device", "vdz", "get")[:2] == (0, "tier=slow\n")
+    assert cmd("test", "--device", "ua-hd0", "get")[:2] == (0, "port=3\n")
+    assert cmd("test", "--device", "aa:bb:cc:dd:ee:ff", "set", "extnet=br-ext")[0] == 0
+    status, out, err = cmd("test", "devices")
+    assert (status, err) == (0, "")
+    assert out == (
+        "NIC 52:54:00:00:00:99 (--device 52:54:00:00:00:99): no such device\n"
+        "  extnet=lab\n"
+        "disk vdz (--device disk:vdz): no such device\n"
+        "  tier=slow\n"
+        "hostdev ua-hd0 (--device hostdev:ua-hd0): no such device\n"
+        "  port=3\n"
+        "NIC aa:bb:cc:dd:ee:ff (--device aa:bb:cc:dd:ee:ff): <interface> in the live, "
+        "<interface> in the persistent\n"
+        "  extnet=br-ext\n"
+    )
+    listed = json.loads(cmd("test", "devices", "--json")[1])
+    assert listed[0] == {
+        "device": "NIC 52:54:00:00:00:99",
+        "id": "52:54:00:00:00:99",
+        "present": {},
+        "properties": {"live": {"extnet": "lab"}, "persistent": {"extnet": "lab"}},
+    }
+    assert listed[3]["present"] == {"live": "interface", "persistent": "interface"}
+    # Entries in VDSM's form.
+    root = element(testdrv.lookupByName("test"), libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    assert [dict(e.attrib) for e in root.findall("device")] == [
+        {"mac_address": "52:54:00:00:00:99"},
+        {"devtype": "disk", "name": "vdz"},
+        {"devtype": "hostdev", "name": "ua-hd0"},
+        {"mac_address": "aa:bb:cc:dd:ee:ff"},
+    ]
+    assert cmd("test", "--device", "vdz", "unset", "tier")[0] == 0
+    assert "disk vdz" not in cmd("test", "devices")[1]
+    assert cmd("test", "--device", "vda", "devices")[0] == 2
 
 
 def test_a_device_that_is_not_there(testdrv: libvirt.virConnect) -> None:
@@ -363,5 +427,6 @@ def test_a_device_that_is_not_there(testdrv: libvirt.virConnect) -> None:
     assert (status, out) == (1, "")
     assert err == (
         "libvirt-bridge props: error: domain test: no device of this domain has the MAC, "
-        "disk target or alias 'vdz'\n"
+        "disk target, UUID, key or alias 'vdz'; a device that is not plugged is named by its "
+        "MAC or as DEVTYPE:NAME (disk:vdb, hostdev:ua-hd0, mdev:UUID, lease:KEY)\n"
     )

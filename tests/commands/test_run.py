@@ -303,4 +303,35 @@ def test_a_device_that_is_not_there_is_an_error(bridge: Bridge, with_devices: Pa
     args = ["run", "after_disk_hotunplug", "vm1", "--xml", str(with_devices), "--device", "sdz"]
     status, _, err = run(*args)
     assert status == 1
-    assert "no device of this domain has the MAC, disk target or alias 'sdz'" in err
+    assert "no device of this domain has the MAC, disk target, UUID, key or alias 'sdz'" in err
+
+
+def test_json_has_each_scripts_result_and_the_diff(bridge: Bridge, trial: Path) -> None:
+    import json
+
+    bridge.probe("before_vm_start", "10_probe", tail="sys.stderr.write('probe says hi\\n')")
+    bridge.probe("before_vm_start", "20_edit", tail=EDIT + "sys.exit(1)")
+    status, out, err = run("run", "before_vm_start", "vm1", "--xml", str(trial), "--json")
+    assert (status, err) == (1, "")
+    result = json.loads(out)
+    assert result["event"] == "before_vm_start" and result["domain"] == "vm1"
+    assert result["uuid"] == uuid_of(trial.read_bytes())
+    assert result["properties"] == {"label": "web & db", "pincpu": "1-4"}
+    probe, edit = result["scripts"]
+    assert probe["name"] == "10_probe" and probe["rc"] == 0 and probe["outcome"] == "ok"
+    assert probe["stderr"] == "probe says hi" and probe["script"].endswith("/10_probe")
+    assert edit["outcome"] == "failed" and edit["rc"] == 1 and edit["status"] == "rc=1"
+    assert result["xml_changed"] is True and result["changed_by"] == ["20_edit"]
+    assert "\n-  <vcpu>1</vcpu>\n+  <vcpu>4</vcpu>\n" in result["diff"]
+    assert result["diff"].startswith("--- vm1.xml (before, normalised)\n")
+    assert (result["result"], result["failed"]) == ("failed", ["20_edit"])
+    assert result["skipped"] == [] and result["xml_note"] is None
+
+
+def test_json_without_scripts_says_so(bridge: Bridge, trial: Path) -> None:
+    import json
+
+    status, out, _ = run("run", "before_vm_start", "vm1", "--xml", str(trial), "--json")
+    assert status == 0
+    result = json.loads(out)
+    assert (result["result"], result["scripts"], result["diff"]) == ("no script", [], "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -429,3 +430,27 @@ def test_selinux_confining_hooks_is_a_problem_with_its_fix(
         assert expected in out
     if problem:
         assert "  fix: setsebool -P virt_hooks_unconfined on\n" in out
+
+
+def test_json_has_every_check_the_listener_and_the_exit_status(host: Host) -> None:
+    status, text, _ = host.cmd("status")
+    status_json, out, err = host.cmd("status", "--json")
+    assert (status, status_json, err) == (0, 0, "")
+    report = json.loads(out)
+    assert report["ok"] is True and report["problems"] == 0
+    # The same checks as the text, in the same order.
+    lines = [f"{c['level']}: {c['message']}" for c in report["checks"]]
+    assert lines == text.splitlines()[:-1]
+    pid = service.running_pid(str(host.bridge.state))
+    assert report["listener"]["state"] == "connected" and report["listener"]["pid"] == pid
+    assert report["cockpit_page"] is None
+
+    assert service.stop_background(str(host.bridge.state))
+    status, out, _ = host.cmd("status", "--json")
+    report = json.loads(out)
+    assert status == 1 and report["ok"] is False and report["problems"] == 1
+    [problem] = [c for c in report["checks"] if c["level"] == "problem"]
+    assert problem["message"].startswith("the listener is not running")
+    assert problem["fix"].startswith("libvirt-bridge install")
+    assert report["listener"] == {"state": "not running", "pid": None, "detail": ""}
+    assert host.cmd("uninstall")[0] == 0

@@ -39,6 +39,25 @@ MIGRATE = (
     "after_device_migrate_destination",
 )
 SENTINEL = ("after_vm_pause", "after_vm_cont")
+# A domain as oVirt exports it: each device's entry in VDSM's form. The host device is a
+# USB one no host has (its start fails after the prepare hook call), the watchdog any
+# other device with properties.
+HOSTDEV = (
+    "<hostdev mode='subsystem' type='usb' managed='no'><source><vendor id='0x1d6b'/>"
+    "<product id='0x0bad'/></source><alias name='ua-hd0'/></hostdev>"
+)
+WATCHDOG = "<watchdog model='i6300esb' action='reset'><alias name='ua-wd0'/></watchdog>"
+OVIRT_EXPORT = (
+    '<ovirt-vm:vm xmlns:ovirt-vm="http://ovirt.org/vm/1.0">'
+    "<ovirt-vm:custom><ovirt-vm:owner>ops</ovirt-vm:owner></ovirt-vm:custom>"
+    f'<ovirt-vm:device mac_address="{MAC.upper()}"><ovirt-vm:custom>'
+    "<ovirt-vm:extnet>br-test</ovirt-vm:extnet></ovirt-vm:custom></ovirt-vm:device>"
+    '<ovirt-vm:device devtype="hostdev" name="ua-hd0"><ovirt-vm:custom>'
+    "<ovirt-vm:usbkey>token-1</ovirt-vm:usbkey></ovirt-vm:custom></ovirt-vm:device>"
+    '<ovirt-vm:device devtype="watchdog" name="ua-wd0"><ovirt-vm:custom>'
+    "<ovirt-vm:wd>1</ovirt-vm:wd></ovirt-vm:custom></ovirt-vm:device>"
+    "</ovirt-vm:vm>"
+)
 
 
 def define_with_nic(sandbox: Sandbox, tmp_path: Path, name: str = "g1") -> str:
@@ -123,6 +142,46 @@ def test_a_failing_before_device_create_refuses_virsh_start(
     # libvirt follows a refused prepare with stopped and release, as for before_vm_start.
     events = [r["event"] for r in probe.settled()]
     assert events[0] == "before_device_create" and "before_vm_start" not in events
+
+
+def test_a_domain_as_ovirt_exported_it_fires_device_create_for_nic_and_hostdev_only(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    probe = probed(sandbox, events=(*START, *DESTROY))
+    xml = sandbox.domain_xml("g1", metadata=OVIRT_EXPORT).replace(
+        "</devices>", f"    {NIC}\n    {HOSTDEV}\n    {WATCHDOG}\n  </devices>"
+    )
+    path = tmp_path / "g1.xml"
+    path.write_text(xml)
+    sandbox.virsh("define", str(path))
+    uuid = str(etree.fromstring(xml.encode()).findtext("uuid"))
+    result = sandbox.virsh("start", "g1", check=False)
+    # libvirt finds no such USB device (or no USB bus), after its prepare call.
+    assert result.returncode != 0 and "usb" in result.stderr.lower()
+    assert sandbox.domstate("g1") == "shut off"
+    records = probe.settled()
+    creates = [r for r in records if r["event"] == "before_device_create"]
+    elements = [etree.fromstring(str(r["xml"]).encode()) for r in creates]
+    assert [e.tag for e in elements] == ["interface", "hostdev"]
+    envs = [r["env"] for r in creates]
+    assert isinstance(envs[0], dict) and isinstance(envs[1], dict)
+    assert (envs[0].get("extnet"), envs[0].get("owner"), envs[0].get("vmId")) == (
+        "br-test",
+        "ops",
+        uuid,
+    )
+    assert (envs[1].get("usbkey"), envs[1].get("owner"), envs[1].get("vmId")) == (
+        "token-1",
+        "ops",
+        uuid,
+    )
+    assert "extnet" not in envs[1] and "wd" not in envs[0] and "wd" not in envs[1]
+    assert elements[1].find("alias").get("name") == "ua-hd0"  # type: ignore[union-attr]
+    assert [r["event"] for r in records].index("before_vm_start") > 1
+    # What fires for the device at its end is for the NIC alone, as in VDSM.
+    for record in records:
+        if record["event"] in ("before_device_destroy", "after_device_destroy"):
+            assert etree.fromstring(str(record["xml"]).encode()).tag == "interface"
 
 
 def test_a_live_migration_fires_the_device_migrate_events_on_both_sides(

@@ -207,7 +207,10 @@ def test_the_verbs_refuse_what_they_cannot_do(
     assert "detach-device takes the device's FILE or --device ID, one of them" in result.stderr
     result = verb(sandbox, "detach-device", "g1", "--device", "sdz")
     assert result.returncode == 1
-    assert "no device of this domain has the MAC, disk target or alias 'sdz'" in result.stderr
+    assert (
+        "no device of this domain has the MAC, disk target, UUID, key or alias 'sdz'"
+        in result.stderr
+    )
     sandbox.virsh("destroy", "g1")
     result = verb(sandbox, "attach-device", "g1", str(files / "nic.xml"))
     assert result.returncode == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections import Counter
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from libvirt_bridge.sandbox import Sandbox
-from testing.e2e import ListenedProbe, Record, kill_listener, listened, wait_until
+from testing.e2e import ListenedProbe, Record, bridge_cli, kill_listener, listened, wait_until
 
 pytestmark = pytest.mark.libvirt
 
@@ -57,6 +58,15 @@ def test_suspend_and_resume_fire_once_each(sandbox: Sandbox) -> None:
         "after_vm_cont",
     ]
     assert all(r["vmId"] == uuid and r["name"] == "g1" for r in got)
+    # Each run on record, with what fired it.
+    history = bridge_cli(sandbox, "history", "g1", "--json")
+    sources = [json.loads(line)["source"] for line in history.stdout.splitlines()]
+    assert sources == [
+        "qemu prepare begin (fresh)",
+        "qemu started begin (fresh)",
+        "listener: SUSPENDED/PAUSED, state paused/user",
+        "listener: RESUMED/UNPAUSED, state running/unpaused",
+    ]
 
 
 def test_save_start_restore_fire_no_pause_or_continue(sandbox: Sandbox, tmp_path: Path) -> None:

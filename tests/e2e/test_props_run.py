@@ -19,9 +19,11 @@ from lxml import etree
 
 from libvirt_bridge import domxml
 from libvirt_bridge.sandbox import Sandbox
-from testing.e2e import Probe, bridge_cli
+from testing.e2e import Probe, bridge_cli, listened
 
 pytestmark = pytest.mark.libvirt
+
+SENTINEL = ("after_vm_pause", "after_vm_cont")
 
 NS = domxml.OVIRT_VM_NS
 RICH_METADATA = (
@@ -208,3 +210,47 @@ def test_run_with_a_failing_script(bridged: Bridged) -> None:
     assert "60_veto: rc=1, failed, " in result.stdout and "  | no, not now\n" in result.stdout
     assert "result: 1 of 2 script(s) failed: 60_veto" in result.stdout
     assert sandbox.domstate("g1") == "shut off"
+
+
+PLANNED_MAC = "52:54:00:aa:00:07"
+PLANNED_NIC = f"""<interface type='user'>
+  <mac address='{PLANNED_MAC}'/>
+  <model type='usb-net'/>
+  <alias name='ua-nic7'/>
+</interface>
+"""
+
+
+def test_a_nic_named_before_it_is_plugged_gets_its_properties_under_plain_virsh(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    probe = listened(sandbox, ("after_nic_hotplug", "after_nic_hotunplug", *SENTINEL))
+    sandbox.define_guest("g1")
+    sandbox.virsh("start", "g1")
+
+    def props(*args: str) -> subprocess.CompletedProcess[str]:
+        return bridge_cli(sandbox, "props", "--connect", sandbox.uri, "g1", *args)
+
+    planned = props("--device", PLANNED_MAC, "set", "extnet=lab")
+    assert planned.returncode == 0, planned.stderr
+    assert f"no device of g1 is the NIC {PLANNED_MAC}" in planned.stderr
+    nic = tmp_path / "nic.xml"
+    nic.write_text(PLANNED_NIC)
+    sandbox.virsh("attach-device", "g1", str(nic), "--live")
+    [plugged] = probe.new(1)
+    assert plugged["event"] == "after_nic_hotplug"
+    env = plugged["env"]
+    assert isinstance(env, dict) and env.get("extnet") == "lab"
+    listed = props("devices")
+    assert f"NIC {PLANNED_MAC} (--device {PLANNED_MAC}): <interface> in the live" in listed.stdout
+
+    sandbox.virsh("detach-device", "g1", str(nic), "--live")
+    [unplugged] = probe.new(1)
+    assert unplugged["event"] == "after_nic_hotunplug"
+    # The entry of the detached NIC can still be seen and removed with the tool.
+    assert props("--device", PLANNED_MAC, "get").stdout == "extnet=lab\n"
+    listed = props("devices")
+    assert f"NIC {PLANNED_MAC} (--device {PLANNED_MAC}): no such device" in listed.stdout
+    gone = props("--device", PLANNED_MAC, "unset", "extnet")
+    assert gone.returncode == 0, gone.stderr
+    assert props("devices").stdout == "g1: no device entry in its metadata\n"

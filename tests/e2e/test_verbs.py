@@ -217,6 +217,7 @@ def test_install_over_a_foreign_hook_and_uninstall(sandbox: Sandbox) -> None:
     logrotate_dir.mkdir()
     args = ["--confdir", sandbox.etc_dir, "--config", str(config)]
     args += ["--logrotate-dir", str(logrotate_dir), "--no-listener"]
+    args += ["--cockpit-dir", str(Path(sandbox.bridge_dir) / "no-cockpit")]
     env = dict(os.environ)
     run = [sys.executable, "-m", "libvirt_bridge"]
     first = subprocess.run([*run, "install", *args], capture_output=True, text=True, env=env)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_bridge import fastpath, launcher, service
+from libvirt_bridge import cockpit, fastpath, launcher, service
 from libvirt_bridge.sandbox import Sandbox
 from testing import packaging
 from testing.e2e import PROBE, Probe
@@ -139,6 +139,8 @@ def test_the_deb_holds_what_the_wheel_holds(deb: Path, tmp_path: Path) -> None:
         "/etc/logrotate.d/libvirt-bridge",
         "/usr/share/man/man8/libvirt-bridge.8.gz",
         "/usr/share/lintian/overrides/libvirt-bridge",
+        # Cockpit's Hooks page: a symlink to the package data (docs/cockpit.md).
+        "/usr/share/cockpit/libvirt-bridge",
     }
 
 
@@ -186,6 +188,11 @@ def test_install_use_remove_purge(deb: Path, world: PackageWorld) -> None:
     write_config(sandbox)
     out = install_bridge(sandbox)
     assert f"kept the earlier hook as {qemu_hook}.legacy; it runs first" in out
+    # Cockpit's Hooks page is the package's, which install leaves as it is.
+    page = Path("/usr/share/cockpit/libvirt-bridge")
+    assert os.readlink(page) == cockpit.PACKAGED_TARGET
+    assert (page / "manifest.json").is_file() and (page / "hooks.js").is_file()
+    assert f"up to date: {page} (shipped by the libvirt-bridge package)" in out
     text = qemu_hook.read_text()
     call = launcher.read_call(text)
     assert call is not None and call.interpreter == PYTHON

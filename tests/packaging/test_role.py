@@ -410,3 +410,26 @@ def test_the_role_installs_configures_syncs_and_reports(
             }
         }
     }
+
+    # The failed runs of every host, in one report: a start the host's hooks refused.
+    report = ansible.playbook("failures")
+    shown = result_of(report, host, "Show the hosts with failed runs")["msg"]
+    assert shown == "no failed hook run since 24h"
+    refuse = root / "before_vm_start" / "60_refuse"
+    refuse.write_text("#!/bin/sh\necho 'no hugepages left' >&2\nexit 1\n")
+    refuse.chmod(0o755)
+    assert sandbox.virsh("start", "g1", check=False).returncode != 0
+    report = ansible.playbook("failures", "-e", "libvirt_bridge_failures_since=1h")
+    shown = result_of(report, host, "Show the hosts with failed runs")["msg"]
+    assert isinstance(shown, dict)
+    [(what, failed)] = shown.items()
+    assert what == "failed hook runs since 1h"
+    [run] = failed[host]
+    assert (run["domain"], run["event"], run["rc"], run["outcome"]) == (
+        "g1",
+        "before_vm_start",
+        1,
+        "vetoed",
+    )
+    assert run["script"] == str(refuse) and run["stderr"] == "no hugepages left"
+    assert set(failed) == {host}

@@ -7,6 +7,7 @@ upgrade, reboot, switch to the modular daemon, remove the package.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from testing.bridge_on_host import (
@@ -86,8 +87,15 @@ def test_hook_lines_reach_the_journal_with_fields_when_asked(host: Host) -> None
         runs = [e for e in entries if e.get("SCRIPT") == f"{HOOKS_ROOT}/before_vm_start/50_probe"]
         assert runs, entries[-5:]
         assert runs[-1]["RC"] == "0" and runs[-1]["PRIORITY"] == "6"
+        assert runs[-1]["OUTCOME"] == "ok"
         assert runs[-1]["UUID"] and runs[-1]["SYSLOG_IDENTIFIER"] == "libvirt-bridge"
         fires(host, ["destroy", "g1"], ["before_vm_destroy", "after_vm_destroy"])
+        # The same runs in the history, each with what fired it.
+        history = host.run(["libvirt-bridge", "history", "g1", "--json"]).stdout.splitlines()
+        records = [json.loads(line) for line in history]
+        sources = {r["event"]: r["source"] for r in records if r["outcome"] == "ok"}
+        assert sources["before_vm_start"] == "qemu prepare begin (fresh)"
+        assert sources["after_vm_destroy"].startswith("qemu release end")
     finally:
         host.run(["sed", "-i", 's/^log_target = .*/log_target = "file"/', config])
 
