@@ -46,6 +46,8 @@ DEFAULTS: dict[str, object] = {
     "properties_dir": "/etc/libvirt-bridge.d/properties",
     "history_size": 4096,
     "metrics_file": "",
+    "notify_url": "",
+    "notify": "failed",
 }
 
 KEY_HELP: dict[str, str] = {
@@ -77,6 +79,11 @@ KEY_HELP: dict[str, str] = {
         "absolute path of a Prometheus text file (*.prom, for node_exporter's textfile "
         "collector) with counters of script runs; empty: none"
     ),
+    "notify_url": (
+        "an http:// or https:// URL that gets one JSON POST per script run notify names "
+        "(sent by a detached process, never inside libvirt's hook call); empty: none"
+    ),
+    "notify": "which script runs notify_url gets: failed (the default), or all",
 }
 
 # The property schema: a table of scopes (``vm``, or a device element's name), each a
@@ -89,9 +96,10 @@ PREPARED = "_prepared_patterns"
 CHOICES: dict[str, tuple[str, ...]] = {
     "start_xml_changes": ("warn", "refuse"),
     "log_target": TARGETS,
+    "notify": ("failed", "all"),
 }
 
-_CACHE_FORMAT = 6
+_CACHE_FORMAT = 7
 
 
 class ConfigError(BridgeError):
@@ -120,6 +128,8 @@ class Config:
         "log_target",
         "metrics_file",
         "mtime_ns",
+        "notify",
+        "notify_url",
         "path",
         "prepared_patterns",
         "properties_dir",
@@ -144,6 +154,8 @@ class Config:
         self.properties_dir = str(values["properties_dir"])
         self.history_size = int(values["history_size"])  # type: ignore[call-overload]
         self.metrics_file = str(values["metrics_file"])
+        self.notify_url = str(values["notify_url"])
+        self.notify = str(values["notify"])
         # Scope -> name -> regexes, from the file's [properties] and the drop-in files;
         # None: no schema is in force.
         self.declared_properties: dict[str, dict[str, list[str]]] | None = values.get(  # type: ignore[assignment]
@@ -378,7 +390,13 @@ def _check(key: str, value: object, path: str) -> object:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"{where} must be a whole number of KiB >= 0 ({KEY_HELP[key]})")
         return value
-    if key == "metrics_file" and value == "":
+    if key in ("metrics_file", "notify_url") and value == "":
+        return value
+    if key == "notify_url":
+        if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"{where} must be an http:// or https:// URL, or empty, not {value!r}"
+            )
         return value
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where} must be a non-empty string ({KEY_HELP[key]})")

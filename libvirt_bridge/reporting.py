@@ -4,7 +4,8 @@ As cloud-init's reporting does: the runner makes one :class:`RunRecord` for each
 it ran, and once the event's scripts have run hands them to :func:`publish`, which gives
 them to each sink (:func:`_sinks`): the history store (``history``; on unless
 ``history_size = 0``) and the Prometheus text file (``metrics``; when ``metrics_file`` is
-set). One event's records go at once: a sink pays its file operations once per event,
+set), and the webhook (``notify``; when ``notify_url`` is set). One event's records go at
+once: a sink pays its file operations once per event,
 not once per script. The journal gets the same run's fields
 (``OUTCOME`` among them) with its log line (``log_target``). A sink never raises and never
 holds up the work it reports on: one that fails says so in the log and the run goes on.
@@ -120,6 +121,6 @@ def publish(config: Config, log: Log, records: list[RunRecord]) -> None:
 
 def _sinks() -> tuple[tuple[str, Callable[[Config, list[RunRecord]], None]], ...]:
     # Imported here: each sink module imports what it needs only when a run is published.
-    from . import history, metrics
+    from . import history, metrics, notify
 
-    return (("history", history.append), ("metrics", metrics.count))
+    return (("history", history.append), ("metrics", metrics.count), ("notify", notify.queue))

@@ -71,6 +71,8 @@ _PACKAGES = (
     "python3-libvirt",
     "python3-lxml",
     "logrotate",
+    # Cockpit's bridge, which lists the pages (packages) a host's Cockpit shows.
+    "cockpit-bridge",
 )
 
 RECIPES = {

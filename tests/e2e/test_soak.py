@@ -132,7 +132,8 @@ def test_cycles_fire_each_event_once_and_leave_nothing(
     figures["end"] = listener_figures(listener)
     # What may stay, each bounded: the listener's pid and status files, its known state
     # of each domain, the record of each daemon that looked for hooks, one queue lock per
-    # domain (and the daemon's), the inbox's lock. Anything else is residue.
+    # domain (and the daemon's), the inbox's lock, the history of runs (history_size KiB,
+    # in two files). Anything else is residue.
     kept = state_files(sandbox.state_dir)
     bounded = {
         "listener.pid",
@@ -142,8 +143,15 @@ def test_cycles_fire_each_event_once_and_leave_nothing(
         f"queue/{uuid}.lock",
         "queue/daemon.lock",
         "inbox.lock",
+        "history/runs.jsonl",
+        "history/runs.jsonl.1",
     }
     assert set(kept) <= bounded, f"files left in the state dir: {set(kept) - bounded}"
+    # One record per script run, none lost, none twice.
+    from libvirt_bridge import history
+
+    runs = [r for r in history.read(sandbox.state_dir) if r["domain"] == "g1"]
+    assert len(runs) == soak_cycles * per_cycle
     fds_warm, rss_warm = figures["warm"]
     fds_end, rss_end = figures["end"]
     print(

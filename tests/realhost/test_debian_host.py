@@ -49,6 +49,12 @@ def test_install_then_status_is_clean_at_once(host: Host, debs: tuple[Path, Path
         assert "ok: the listener is connected qemu:///system" in status(host)
 
 
+def test_the_host_s_cockpit_shows_the_hooks_page_the_package_installed(host: Host) -> None:
+    listed = host.run(["cockpit-bridge", "--packages"]).stdout.splitlines()
+    [page] = [line for line in listed if line.startswith("libvirt-bridge ")]
+    assert "Hooks" in page and "/usr/share/cockpit/libvirt-bridge" in page, page
+
+
 def test_each_virsh_action_fires_its_events_once(host: Host) -> None:
     host.write("/srv/lb-test/g1.xml", GUEST)
     host.run(["virsh", "-c", "qemu:///system", "define", "/srv/lb-test/g1.xml"])
