@@ -14,7 +14,6 @@ is renamed ``.running`` while its scripts run; a ``.running`` left by a runner t
 
 from __future__ import annotations
 
-import gc
 import posix
 import time
 
@@ -125,29 +124,12 @@ def enqueue(state_dir: str, key: str, job: Job) -> str:
 
 def spawn_runner(config: Config, log: Log, key: str) -> None:
     """Fork a detached process that drains queue ``key``; return at once."""
-    try:
-        pid = posix.fork()
-    except OSError as exc:
-        log.error(f"cannot start the async runner for {key}: {exc.strerror}; queued jobs wait")
-        return
-    if pid:
-        return
-    # The hook's process runs without the cyclic garbage collector (hook.launch); a runner
-    # may drain a long queue, so it collects as usual.
-    gc.enable()
-    status = 0
-    try:
-        posix.setsid()
-        devnull = posix.open("/dev/null", posix.O_RDWR)
-        for fd in (0, 1, 2):
-            posix.dup2(devnull, fd)
-        posix.closerange(3, 65536)
-        drain(config, log, key)
-    except BaseException as exc:  # the child must never return into the hook's code
-        log.error(f"async runner for {key} failed: {exc!r}")
-        status = 1
-    finally:
-        posix._exit(status)
+    from .detached import fork_detached
+
+    # A lambda, not functools.partial: functools costs the hook path an import.
+    fork_detached(
+        lambda: drain(config, log, key), log, f"the async runner for {key}", "queued jobs wait"
+    )
 
 
 def run_queue(config_path: str, key: str) -> int:

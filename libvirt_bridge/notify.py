@@ -31,6 +31,8 @@ OUTBOX_LIMIT = 1000
 
 def queue(config: Config, records: list[RunRecord]) -> None:
     """The ``notify`` sink: put what is to be sent in the outbox, start a sender."""
+    from .log import Log
+
     if not config.notify_url:
         return
     wanted = [r for r in records if config.notify == "all" or r.outcome != "ok"]
@@ -42,28 +44,15 @@ def queue(config: Config, records: list[RunRecord]) -> None:
     makedirs(outbox, 0o700)
     name = f"{time.time_ns():020d}-{posix.getpid()}{SUFFIX}"
     write_atomic(join(outbox, name), "".join(r.to_json() + "\n" for r in wanted), 0o600)
-    _spawn_sender(config)
+    _spawn_sender(config, Log.of(config))
 
 
-def _spawn_sender(config: Config) -> None:
+def _spawn_sender(config: Config, log: Log) -> None:
     """Fork a detached process that sends the outbox; return at once."""
-    pid = posix.fork()
-    if pid:
-        return
-    status = 0
-    try:
-        posix.setsid()
-        devnull = posix.open("/dev/null", posix.O_RDWR)
-        for fd in (0, 1, 2):
-            posix.dup2(devnull, fd)
-        posix.closerange(3, 65536)
-        from .log import Log
+    from .detached import fork_detached
 
-        send_outbox(config, Log.of(config))
-    except BaseException:  # the child must never return into its parent's code
-        status = 1
-    finally:
-        posix._exit(status)
+    work = lambda: send_outbox(config, log)  # noqa: E731
+    fork_detached(work, log, "the webhook's sender", "the records wait in the outbox")
 
 
 def send_outbox(config: Config, log: Log) -> None:
