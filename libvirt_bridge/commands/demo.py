@@ -7,6 +7,7 @@ import os
 import textwrap
 
 from ..errors import BridgeError, UsageError
+from . import options
 from .options import AddParser
 
 
@@ -31,35 +32,16 @@ def add_parser(add: AddParser) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--workdir", help="where the sandboxes live (default: a temp dir)")
-    parser.add_argument(
-        "--libvirt",
-        metavar="CELL",
-        default="system-monolithic",
-        help=(
-            "which libvirt the daemons run, and how: the host's own (system-monolithic, "
-            "the default: one libvirtd), or libvirt 11.3 from the cached root with one "
-            "libvirtd (11.3-monolithic) or modular daemons (11.3-modular: virtqemud, "
-            "virtlogd)"
-        ),
-    )
+    options.add_libvirt_cell(parser)
     parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    # The sandbox is imported here, not with the CLI: it is most of the CLI's import time.
-    from ..sandbox import SandboxError, check_host_can_run_libvirt
-    from ..sandbox.cells import Cell
-
-    try:
-        cell = Cell.parse(args.libvirt)
-    except SandboxError as exc:
-        raise UsageError(f"--libvirt: {exc}") from None
     if args.workdir is not None and not os.path.isdir(args.workdir):
         raise UsageError(f"--workdir {args.workdir!r} is not a directory")
-    reason = check_host_can_run_libvirt(cell)
-    if reason is not None:
-        raise BridgeError(f"cannot run libvirt {cell} here: {reason}")
+    cell = options.libvirt_cell(args)
     from ..demo import run_demo
+    from ..sandbox import SandboxError
 
     try:
         return run_demo(workdir=args.workdir, cell=cell)

@@ -6,8 +6,9 @@ import argparse
 import shlex
 import textwrap
 
-from ..errors import OK, BridgeError, UsageError
+from ..errors import OK, BridgeError
 from ..lab import DEFAULT_DIR, GUEST, Lab
+from . import options
 from .options import AddParser
 
 FAILED = 1
@@ -50,13 +51,7 @@ def add_parser(add: AddParser) -> None:
             help=f"the lab's directory (default: {DEFAULT_DIR})",
         )
         if name == "up":
-            action.add_argument(
-                "--libvirt",
-                metavar="CELL",
-                default="system-monolithic",
-                help="which libvirt it runs, as for demo: system-monolithic (the default: "
-                "the host's), 11.3-monolithic or 11.3-modular (the cached root)",
-            )
+            options.add_libvirt_cell(action)
     parser.set_defaults(func=main)
 
 
@@ -81,17 +76,8 @@ def main(args: argparse.Namespace) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     from .. import lab
-    from ..sandbox import SandboxError, check_host_can_run_libvirt
-    from ..sandbox.cells import Cell
 
-    try:
-        cell = Cell.parse(args.libvirt)
-    except SandboxError as exc:
-        raise UsageError(f"--libvirt: {exc}") from None
-    reason = check_host_can_run_libvirt(cell)
-    if reason is not None:
-        raise BridgeError(f"cannot run libvirt {cell} here: {reason}")
-    started, new = lab.up(args.dir, str(cell))
+    started, new = lab.up(args.dir, str(options.libvirt_cell(args)))
     what = "started" if new else "runs already"
     print(
         f"lab {what} in {started.directory} (libvirt {started.libvirt}, pid {started.keeper_pid})"
