@@ -1,4 +1,4 @@
-"""Parts 3 to 5: a real libvirt daemon in a private sandbox (``libvirt_bridge.sandbox``).
+"""Parts 3 to 5: a real libvirt daemon in a private sandbox (``libvirt_bridge_lab.sandbox``).
 
 The benchmark talks to the sandbox through libvirt-python, not ``virsh``, so that a
 figure holds libvirt's work and the hooks', not a client's start.
@@ -22,7 +22,7 @@ from common import PYTHON, bridge_idle, median, ms, quantile, ratio, spread, tab
 from hookcalls import BASH_DISPATCHER
 
 from libvirt_bridge import launcher, log, mapping
-from libvirt_bridge.sandbox import Sandbox
+from libvirt_bridge_lab.sandbox import Sandbox
 
 TARGET_CYCLE_RATIO = 1.03
 TARGET_SCRIPTS_CYCLE_RATIO = 1.10  # with a script in every event

@@ -5,7 +5,7 @@
 Parts: 1 one hook call without scripts; 2 the bridge's cost per script; 3 a guest's
 start+destroy on a real libvirt daemon; 4 a daemon restart with many guests running;
 5 the listener's delay from a lifecycle event to its script. Parts 3-5 run a private
-libvirt daemon (``libvirt_bridge.sandbox``) and need root. The report (markdown) goes to
+libvirt daemon (``libvirt_bridge_lab.sandbox``) and need root. The report (markdown) goes to
 stdout and to ``--out``.
 """
 
@@ -27,7 +27,7 @@ import libvirt
 import live
 from common import table
 
-from libvirt_bridge.sandbox import Sandbox, check_host_can_run_libvirt
+from libvirt_bridge_lab.sandbox import Sandbox, check_host_can_run_libvirt
 
 
 @dataclass(frozen=True)

@@ -2,23 +2,23 @@
 
 Each module has ``add_parser(add)``, which defines its parser through ``add`` (so every
 command gets ``--config`` and the same formatting), and the ``main(args)`` it sets as
-``func``. Errors are ``BridgeError``s, printed here and nowhere else.
+``func``. Errors are ``BridgeError``s, printed here and nowhere else. ``demo`` and ``lab``
+are the bench's (``libvirt_bridge_lab``, installed from a checkout, never on a host).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from types import ModuleType
 
 from . import __version__, config
 from .commands import (
     check_props,
-    demo,
     devices,
     history,
     hook,
     install,
-    lab,
     lifecycle,
     listen,
     options,
@@ -30,9 +30,21 @@ from .commands import (
 from .commands import list as list_
 from .errors import BridgeError
 
+
+def bench_commands() -> tuple[ModuleType, ...]:
+    """``demo`` and ``lab``: the bench's (a checkout's venv), else a note of where they are."""
+    try:
+        from libvirt_bridge_lab.commands import demo, lab
+    except ModuleNotFoundError as exc:
+        if exc.name != "libvirt_bridge_lab":
+            raise
+        from .commands import without_bench
+
+        return (without_bench,)
+    return (demo, lab)
+
+
 COMMANDS = (
-    demo,
-    lab,
     install,
     uninstall,
     status,
@@ -82,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         return subparsers.add_parser(name, parents=parents, **kwargs)  # type: ignore[arg-type]
 
-    for command in COMMANDS:
+    for command in (*bench_commands(), *COMMANDS):
         command.add_parser(add)
     return parser
 

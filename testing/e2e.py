@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from libvirt_bridge import mapping
-from libvirt_bridge.sandbox import Sandbox, process_alive
+from libvirt_bridge_lab.sandbox import Sandbox, process_alive
 
 from .harness import queues_empty
 

@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from libvirt_bridge.sandbox import Sandbox
+from libvirt_bridge_lab.sandbox import Sandbox
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "libvirt-bridge"

@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from libvirt_bridge.sandbox.roots import cache_dir, debian_mirror
+from libvirt_bridge_lab.sandbox.roots import cache_dir, debian_mirror
 
 # The file in a finished root that says which recipe built it.
 MARK = ".libvirt-bridge-host"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_bridge.sandbox.cells import CELLS
+from libvirt_bridge_lab.sandbox.cells import CELLS
 from testing.harness import Bridge, live_processes_mentioning
 
 WATCHED_TREES = ("/etc/libvirt", "/var/lib/libvirt", "/var/log/libvirt", "/run/libvirt")
@@ -38,7 +38,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=(
             "which libvirt the end-to-end tests run on: a comma-separated list of "
             f"{', '.join(CELLS)}, or 'all' (default: system-monolithic). A cell other than "
-            "the host's needs its root built: python -m libvirt_bridge.sandbox.roots build 11.3"
+            "the host's needs its root built: python -m libvirt_bridge_lab.sandbox.roots build 11.3"
         ),
     )
     parser.addoption(

@@ -1,4 +1,4 @@
-"""The cached roots' names and pruning (libvirt_bridge.sandbox.roots), without building one."""
+"""The cached roots' names and pruning (libvirt_bridge_lab.sandbox.roots), without building one."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_bridge.sandbox import roots
+from libvirt_bridge_lab.sandbox import roots
 
 
 def test_a_roots_path_names_its_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -73,3 +73,22 @@ def test_the_core_imports_nothing_of_the_cli() -> None:
     core = [m for m in GRAPH if not m.startswith(CLI)]
     offenders = {m: sorted(t for t in GRAPH[m] if t.startswith(CLI)) for m in core}
     assert {m: t for m, t in offenders.items() if t} == {}
+
+
+def test_the_package_leaves_the_bench_alone() -> None:
+    """What runs on a host never imports the bench (``libvirt_bridge_lab``), which a host's
+    package does not carry; the CLI alone offers its commands where it is installed."""
+    bench = {
+        name
+        for path in PACKAGE.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for imported in (
+            [alias.name for alias in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+        )
+        if imported.split(".")[0] == "libvirt_bridge_lab"
+        for name in [module_name(path)]
+    }
+    assert bench == {"libvirt_bridge.cli"}

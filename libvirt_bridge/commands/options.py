@@ -23,11 +23,6 @@ from collections.abc import Callable, Iterator
 from .. import cockpit, installation, logrotate
 from .. import config as configmod
 from ..config import ETC_LIBVIRT
-from ..errors import BridgeError, UsageError
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from ..sandbox.cells import Cell
 
 # What a command module's ``add_parser`` is given: ``add_subparsers().add_parser``, with
 # the shared options and formatting already in place.
@@ -173,34 +168,3 @@ def libvirt_uri(args: argparse.Namespace) -> str:
     """``--connect``, else the config's libvirt_uri."""
     uri: str | None = args.connect
     return uri or load_config(args).libvirt_uri
-
-
-def add_libvirt_cell(parser: argparse.ArgumentParser) -> None:
-    """``--libvirt CELL``: which libvirt a private sandbox runs (demo, lab)."""
-    parser.add_argument(
-        "--libvirt",
-        metavar="CELL",
-        default="system-monolithic",
-        help=(
-            "which libvirt the daemons run, and how: the host's own (system-monolithic, "
-            "the default: one libvirtd), or libvirt 11.3 from the cached root with one "
-            "libvirtd (11.3-monolithic) or modular daemons (11.3-modular: virtqemud, "
-            "virtlogd)"
-        ),
-    )
-
-
-def libvirt_cell(args: argparse.Namespace) -> Cell:
-    """``--libvirt``'s cell, once this host can run it (UsageError, BridgeError)."""
-    # The sandbox is imported here, not with the CLI: it is most of the CLI's import time.
-    from ..sandbox import SandboxError, check_host_can_run_libvirt
-    from ..sandbox.cells import Cell
-
-    try:
-        cell = Cell.parse(args.libvirt)
-    except SandboxError as exc:
-        raise UsageError(f"--libvirt: {exc}") from None
-    reason = check_host_can_run_libvirt(cell)
-    if reason is not None:
-        raise BridgeError(f"cannot run libvirt {cell} here: {reason}")
-    return cell

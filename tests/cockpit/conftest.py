@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from selenium import webdriver
 
-from libvirt_bridge import cockpit, lab, service
+from libvirt_bridge import cockpit, service
 from libvirt_bridge.installation import Plan
-from libvirt_bridge.sandbox import check_host_can_run_libvirt
+from libvirt_bridge_lab import lab
+from libvirt_bridge_lab.sandbox import check_host_can_run_libvirt
 from testing.cockpit import CockpitWs, chromium, missing_tools
 
 # The lab's scripts: one that changes the XML at a start (the dry run's diff), and one

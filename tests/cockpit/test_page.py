@@ -19,8 +19,8 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 
-from libvirt_bridge import lab
-from libvirt_bridge.sandbox.client import virsh
+from libvirt_bridge_lab import lab
+from libvirt_bridge_lab.sandbox.client import virsh
 from testing.cockpit import CockpitWs
 
 pytestmark = [pytest.mark.cockpit, pytest.mark.libvirt]

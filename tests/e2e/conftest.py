@@ -1,4 +1,4 @@
-"""Fixtures that run private libvirt daemons (``libvirt_bridge.sandbox``).
+"""Fixtures that run private libvirt daemons (``libvirt_bridge_lab.sandbox``).
 
 On a machine that cannot run them (not root, libvirt or QEMU missing, a cell's root not
 built), the fixtures fail with the reason instead of skipping: the end-to-end tests are
@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_bridge.sandbox import (
+from libvirt_bridge_lab.sandbox import (
     Sandbox,
     check_host_can_run_libvirt,
     mounts_mentioning,
     process_alive,
 )
-from libvirt_bridge.sandbox.cells import CELLS, Cell
+from libvirt_bridge_lab.sandbox.cells import CELLS, Cell
 
 
 def chosen_cells(config: pytest.Config) -> list[str]:

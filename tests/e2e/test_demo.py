@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from libvirt_bridge import mapping
-from libvirt_bridge.sandbox import mounts_mentioning
-from libvirt_bridge.sandbox.cells import CELLS, Cell
+from libvirt_bridge_lab.sandbox import mounts_mentioning
+from libvirt_bridge_lab.sandbox.cells import CELLS, Cell
 from testing.harness import live_processes_mentioning
 
 pytestmark = pytest.mark.libvirt

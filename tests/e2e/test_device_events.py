@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from libvirt_bridge.sandbox import Sandbox
+from libvirt_bridge_lab.sandbox import Sandbox
 from testing.e2e import ListenedProbe, Record, listened
 from testing.harness import ovirt_vm
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_bridge.sandbox import Sandbox
+from libvirt_bridge_lab.sandbox import Sandbox
 from testing.e2e import ListenedProbe, Record, kill_listener, listened, wait_until
 
 from .test_device_events import (

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from libvirt_bridge import launcher
-from libvirt_bridge.sandbox import Sandbox, process_alive
+from libvirt_bridge_lab.sandbox import Sandbox, process_alive
 from testing.e2e import Probe, events_of, kill_listener, probed, wait_until
 
 pytestmark = pytest.mark.libvirt

@@ -17,7 +17,7 @@ import pytest
 from lxml import etree
 
 from libvirt_bridge import catalogue
-from libvirt_bridge.sandbox import Sandbox, override_conf
+from libvirt_bridge_lab.sandbox import Sandbox, override_conf
 from testing.e2e import bridge_cli, queues_empty, wait_until
 from testing.harness import ovirt_vm
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_bridge import lab as labmod
+from libvirt_bridge_lab import lab as labmod
 from testing.harness import live_processes_mentioning
 
 from .conftest import require_libvirt_host

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_bridge.sandbox import Sandbox
-from libvirt_bridge.sandbox.cells import SYSTEM, Cell
+from libvirt_bridge_lab.sandbox import Sandbox
+from libvirt_bridge_lab.sandbox.cells import SYSTEM, Cell
 from testing.e2e import Probe, wait_until
 
 pytestmark = pytest.mark.libvirt

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_bridge.sandbox import Sandbox
+from libvirt_bridge_lab.sandbox import Sandbox
 from testing.e2e import ListenedProbe, Record, bridge_cli, kill_listener, listened, wait_until
 
 pytestmark = pytest.mark.libvirt

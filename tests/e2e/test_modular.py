@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from libvirt_bridge.daemons import process_name
-from libvirt_bridge.sandbox import Sandbox
-from libvirt_bridge.sandbox.cells import MODULAR
+from libvirt_bridge_lab.sandbox import Sandbox
+from libvirt_bridge_lab.sandbox.cells import MODULAR
 from testing.e2e import Probe, listened
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.libvirt_modes(MODULAR)]

@@ -18,7 +18,7 @@ import pytest
 from lxml import etree
 
 from libvirt_bridge import domxml
-from libvirt_bridge.sandbox import Sandbox
+from libvirt_bridge_lab.sandbox import Sandbox
 from testing.e2e import Probe, bridge_cli, listened
 
 pytestmark = pytest.mark.libvirt

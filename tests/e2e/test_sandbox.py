@@ -19,7 +19,7 @@ import pytest
 from libvirt_bridge import config
 from libvirt_bridge.daemons import process_name
 from libvirt_bridge.hook import is_launcher
-from libvirt_bridge.sandbox import (
+from libvirt_bridge_lab.sandbox import (
     OVIRT_VM_NS,
     Sandbox,
     SandboxError,
@@ -27,7 +27,7 @@ from libvirt_bridge.sandbox import (
     mounts_mentioning,
     process_alive,
 )
-from libvirt_bridge.sandbox.cells import Cell
+from libvirt_bridge_lab.sandbox.cells import Cell
 
 pytestmark = pytest.mark.libvirt
 
@@ -249,7 +249,7 @@ def test_sandbox_dies_with_its_owner(tmp_path: Path, libvirt_cell: Cell) -> None
     code = textwrap.dedent(
         f"""
         import os, signal
-        from libvirt_bridge.sandbox import Sandbox
+        from libvirt_bridge_lab.sandbox import Sandbox
         sandbox = Sandbox({str(root)!r}, "lbsb7", cell={libvirt_cell.name!r}).start()
         print(*sandbox.pids(), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from libvirt_bridge.daemons import process_name
-from libvirt_bridge.sandbox import Sandbox
+from libvirt_bridge_lab.sandbox import Sandbox
 from testing.e2e import probed, wait_until
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.soak]

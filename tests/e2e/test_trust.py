@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_bridge.sandbox import Sandbox
+from libvirt_bridge_lab.sandbox import Sandbox
 from testing.e2e import Record, bridge_cli, listened
 from testing.harness import ovirt_vm
 

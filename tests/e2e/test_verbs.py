@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from libvirt_bridge.runner import LIBVIRT_PASSED_ENV
-from libvirt_bridge.sandbox import Sandbox
+from libvirt_bridge_lab.sandbox import Sandbox
 from testing.e2e import ListenedProbe, Probe, bridge_cli, listened, probed
 
 pytestmark = pytest.mark.libvirt

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from libvirt_bridge import cockpit, fastpath, launcher, service
-from libvirt_bridge.sandbox import Sandbox
+from libvirt_bridge_lab.sandbox import Sandbox
 from testing import packaging
 from testing.e2e import PROBE, Probe
 from testing.packaging import BRIDGE, PYTHON, SITE, PackageWorld
@@ -142,6 +142,12 @@ def test_the_deb_holds_what_the_wheel_holds(deb: Path, tmp_path: Path) -> None:
         # Cockpit's Hooks page: a symlink to the package data (docs/cockpit.md).
         "/usr/share/cockpit/libvirt-bridge",
     }
+    # The bench (the sandbox, the roots it builds with mmdebstrap, the demo and the lab) is
+    # not a host's: the package carries none of it.
+    assert [f for f in files if "libvirt_bridge_lab" in f or "/sandbox/" in f] == []
+    unpacked = tmp_path / "unpacked"
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
+    assert [p for p in unpacked.rglob("*.py") if b"mmdebstrap" in p.read_bytes()] == []
 
 
 def test_lintian_is_clean(deb: Path) -> None:

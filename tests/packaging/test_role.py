@@ -21,7 +21,7 @@ import pytest
 
 from libvirt_bridge import config, launcher
 from libvirt_bridge.hook import is_launcher
-from libvirt_bridge.sandbox import Sandbox
+from libvirt_bridge_lab.sandbox import Sandbox
 from testing import packaging
 from testing.packaging import PackageWorld
 

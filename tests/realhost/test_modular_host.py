@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_bridge.sandbox import roots
+from libvirt_bridge_lab.sandbox import roots
 from testing import systemd_host
 from testing.bridge_on_host import GUEST, UNIT, fires, install_bridge, status
 from testing.systemd_host import Host

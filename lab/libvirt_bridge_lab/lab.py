@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
-from .errors import BridgeError
+from libvirt_bridge.errors import BridgeError
 
 DEFAULT_DIR = "/var/lib/libvirt-bridge/lab"
 SANDBOX_NAME = "lblab"
@@ -77,11 +77,11 @@ def keeper_alive(pid: int, directory: str) -> bool:
             argv = f.read().split(b"\0")
     except OSError:
         return False
-    return b"libvirt_bridge.lab" in argv and os.fsencode(directory) in argv
+    return b"libvirt_bridge_lab.lab" in argv and os.fsencode(directory) in argv
 
 
 def keeper_argv(directory: str, libvirt: str) -> list[str]:
-    return [sys.executable, "-m", "libvirt_bridge.lab", directory, libvirt]
+    return [sys.executable, "-m", "libvirt_bridge_lab.lab", directory, libvirt]
 
 
 # -- up, status, down (the CLI's side) -------------------------------------------------------

@@ -18,7 +18,7 @@ recipe's root is built beside the old one, never over it, since running sandboxe
 old one as their overlay's lower layer; ``prune`` removes old roots no mount names. A file
 lock serialises concurrent builds of one root.
 
-``python -m libvirt_bridge.sandbox.roots build 11.3`` builds (or finds) it and prints its
+``python -m libvirt_bridge_lab.sandbox.roots build 11.3`` builds (or finds) it and prints its
 path; ``path 11.3`` prints where it is, and exits 1 if it is not built; ``prune 11.3``
 removes the roots of older recipes that no sandbox uses.
 The cache directory is ``$LIBVIRT_BRIDGE_ROOTS`` if set, else ``/var/cache/libvirt-bridge/roots``.
@@ -235,7 +235,7 @@ def require(version: str, directory: str | None = None) -> str:
     if path is None:
         raise SandboxError(
             f"the libvirt {version} root is not built at {root_path(version, directory)}: "
-            f"run `python -m libvirt_bridge.sandbox.roots build {version}` (as root)"
+            f"run `python -m libvirt_bridge_lab.sandbox.roots build {version}` (as root)"
         )
     return path
 
@@ -577,7 +577,7 @@ def _mmdebstrap(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m libvirt_bridge.sandbox.roots",
+        prog="python -m libvirt_bridge_lab.sandbox.roots",
         description="Build or find the cached Debian roots that carry another libvirt.",
     )
     parser.add_argument("--cache-dir", help=f"default: ${CACHE_ENV} or {DEFAULT_CACHE}")

@@ -6,10 +6,11 @@ import argparse
 import shlex
 import textwrap
 
-from ..errors import OK, BridgeError
+from libvirt_bridge.commands.options import AddParser
+from libvirt_bridge.errors import OK, BridgeError
+
 from ..lab import DEFAULT_DIR, GUEST, Lab
-from . import options
-from .options import AddParser
+from . import add_libvirt_cell, libvirt_cell
 
 FAILED = 1
 
@@ -51,7 +52,7 @@ def add_parser(add: AddParser) -> None:
             help=f"the lab's directory (default: {DEFAULT_DIR})",
         )
         if name == "up":
-            options.add_libvirt_cell(action)
+            add_libvirt_cell(action)
     parser.set_defaults(func=main)
 
 
@@ -77,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from .. import lab
 
-    started, new = lab.up(args.dir, str(options.libvirt_cell(args)))
+    started, new = lab.up(args.dir, str(libvirt_cell(args)))
     what = "started" if new else "runs already"
     print(
         f"lab {what} in {started.directory} (libvirt {started.libvirt}, pid {started.keeper_pid})"
@@ -104,8 +105,8 @@ def _describe(lab: Lab) -> None:
 
 
 def _status(lab: Lab) -> int:
-    from .. import service
-    from ..connection import open_connection
+    from libvirt_bridge import service
+    from libvirt_bridge.connection import open_connection
 
     print(f"lab runs in {lab.directory} (libvirt {lab.libvirt}, its keeper pid {lab.keeper_pid})")
     _describe(lab)
@@ -115,7 +116,7 @@ def _status(lab: Lab) -> int:
         print(f"PROBLEM: its libvirt does not answer: {exc}")
         return FAILED
     try:
-        from ..listener import STATE_NAMES
+        from libvirt_bridge.listener import STATE_NAMES
 
         for dom in conn.listAllDomains():
             print(f"  domain:   {dom.name()} {STATE_NAMES.get(dom.state()[0], '?')}")

@@ -6,9 +6,10 @@ import argparse
 import os
 import textwrap
 
-from ..errors import BridgeError, UsageError
-from . import options
-from .options import AddParser
+from libvirt_bridge.commands.options import AddParser
+from libvirt_bridge.errors import BridgeError, UsageError
+
+from . import add_libvirt_cell, libvirt_cell
 
 
 def add_parser(add: AddParser) -> None:
@@ -32,14 +33,14 @@ def add_parser(add: AddParser) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--workdir", help="where the sandboxes live (default: a temp dir)")
-    options.add_libvirt_cell(parser)
+    add_libvirt_cell(parser)
     parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     if args.workdir is not None and not os.path.isdir(args.workdir):
         raise UsageError(f"--workdir {args.workdir!r} is not a directory")
-    cell = options.libvirt_cell(args)
+    cell = libvirt_cell(args)
     from ..demo import run_demo
     from ..sandbox import SandboxError
 

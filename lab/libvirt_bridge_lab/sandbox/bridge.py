@@ -34,16 +34,18 @@ import tempfile
 import time
 from collections.abc import Mapping
 
-from .. import config, service
-from ..files import write_atomic
+import libvirt_bridge
+from libvirt_bridge import config, service
+from libvirt_bridge.files import write_atomic
+
 from .daemons import Daemons
 from .errors import SandboxError, tails
 from .layout import Layout
 
 # The sandbox's etc/libvirt, as its daemons (and install, run beside them) see it.
 CONFDIR = "/etc/libvirt"
-# The source tree of this package, when it runs from one (a wheel is built from it).
-_SOURCE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The bridge's source tree, when it runs from one (a wheel is built from it).
+_SOURCE = os.path.dirname(os.path.dirname(os.path.abspath(libvirt_bridge.__file__)))
 # What of the source tree a wheel is made of (pyproject.toml's packages and readme).
 _WHEEL_INPUTS = ("pyproject.toml", "README.md", "libvirt_bridge", "install", "hooks.d", "cockpit")
 _WHEEL_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
@@ -71,7 +73,7 @@ def bridge_wheel(source: str = _SOURCE) -> str:
 
     The cache is the roots' (``cache_dir()/wheels/<digest>``): built once per change.
     """
-    from .roots import cache_dir  # not at import: python -m libvirt_bridge.sandbox.roots
+    from .roots import cache_dir  # not at import: python -m libvirt_bridge_lab.sandbox.roots
 
     if not os.path.isfile(os.path.join(source, "pyproject.toml")):
         raise SandboxError(f"no source tree at {source}: a chrooted cell installs from one")
@@ -176,7 +178,7 @@ class Bridge:
 
     def _install_venv(self) -> None:
         """In a chrooted cell: pip-install the bridge into the sandbox's venv (module doc)."""
-        from .roots import WHEELHOUSE  # not at import: python -m libvirt_bridge.sandbox.roots
+        from .roots import WHEELHOUSE  # not at import: python -m libvirt_bridge_lab.sandbox.roots
 
         venv = self.layout.venv_dir
         if os.path.exists(os.path.join(venv, "bin", "libvirt-bridge")):

@@ -21,11 +21,19 @@ import subprocess
 import sys
 import time
 
+import libvirt_bridge
+
 from .errors import SandboxError
 
 GRACE = 5.0
-# What the watchdog, run isolated (-I -S), imports this package from.
-_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# What the watchdog, run isolated (-I -S), imports this package and the bridge from (the
+# sandbox package's __init__ imports the bridge).
+_PACKAGE_PARENTS = sorted(
+    {
+        os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+        os.path.dirname(os.path.dirname(os.path.abspath(libvirt_bridge.__file__))),
+    }
+)
 # (mount namespace inode, UTS namespace inode)
 Inodes = tuple[int, int]
 
@@ -194,8 +202,8 @@ class Namespaces:
     def start_watchdog(self) -> None:
         read_fd, write_fd = os.pipe()
         code = (
-            f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); "
-            "from libvirt_bridge.sandbox.namespaces import watchdog_main; watchdog_main()"
+            f"import sys; sys.path[:0] = {_PACKAGE_PARENTS!r}; "
+            "from libvirt_bridge_lab.sandbox.namespaces import watchdog_main; watchdog_main()"
         )
         fds = [read_fd, *self._fds]
         try:

@@ -65,7 +65,7 @@ def override_conf(text: str, settings: Mapping[str, str]) -> str:
             in_list = value.startswith("[") and "]" not in value
             continue
         out.append(line)
-    out += ["", "# Set by libvirt_bridge.sandbox"]
+    out += ["", "# Set by libvirt_bridge_lab.sandbox"]
     out += [f"{key} = {value}" for key, value in settings.items()]
     return "\n".join(out) + "\n"
 
@@ -96,7 +96,7 @@ class Layout:
         # The cached root the daemons are chrooted into (None: the host's libvirt).
         self.libvirt_root: str | None = None
         if self.cell.chrooted:
-            from .roots import require  # not at import: python -m libvirt_bridge.sandbox.roots
+            from .roots import require  # not at import: python -m libvirt_bridge_lab.sandbox.roots
 
             self.libvirt_root = require(self.cell.libvirt)
         self.etc_dir = self._path("etc/libvirt")

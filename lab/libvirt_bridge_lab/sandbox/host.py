@@ -59,7 +59,7 @@ def check_host_can_run_libvirt(cell: Cell | None = None) -> str | None:
         missing = [name for name in CHROOT_HOST_BINARIES if which(name) is None]
         if missing:
             return f"missing {', '.join(missing)}: install util-linux, coreutils, libvirt-clients"
-        from .roots import require  # not at import: python -m libvirt_bridge.sandbox.roots
+        from .roots import require  # not at import: python -m libvirt_bridge_lab.sandbox.roots
 
         try:
             libvirt_root = require(cell.libvirt)

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
-from . import log, mapping
+from libvirt_bridge import log, mapping
+
 from .sandbox import Sandbox
 from .sandbox.cells import Cell
 
