@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import textwrap
 
 from ..errors import FAILED, OK
 from . import options
@@ -13,11 +12,11 @@ from .props import config_or_none, note
 
 
 def add_parser(add: AddParser) -> None:
-    parser = add(
+    parser = options.add_command(
+        add,
         "check-props",
-        parents=[options.CONNECT],
-        help="list the custom properties of the domains that never reach hook scripts",
-        description=textwrap.fill(
+        summary="list the custom properties of the domains that never reach hook scripts",
+        description=(
             "List the custom properties, the VMs' and their devices', in the live and "
             "persistent definitions of DOMAIN (without DOMAIN: of every domain, running or "
             "defined) that the bridge keeps from hook scripts: names that are not plain, "
@@ -26,12 +25,13 @@ def add_parser(add: AddParser) -> None:
             "in force ([properties] in the config), names it does not declare and values "
             "that do not match (docs/security.md). Each is printed with its fix. Exit "
             "status: 0 when none is refused, 1 when one is or libvirt fails, 2 for bad "
-            "usage.",
-            break_on_hyphens=False,
+            "usage."
         ),
-        epilog=(
-            "examples: libvirt-bridge check-props\n          libvirt-bridge check-props vm1 --json"
+        epilog=options.examples(
+            "libvirt-bridge check-props",
+            "libvirt-bridge check-props vm1 --json",
         ),
+        parents=[options.CONNECT],
     )
     parser.add_argument(
         "domain", metavar="DOMAIN", nargs="?", help="only this domain (name, UUID or id)"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import textwrap
 
 from ..errors import UsageError
 from ..runner import LIBVIRT_ENV_TEXT
@@ -57,12 +56,13 @@ HELP = {
 
 def add_parser(add: AddParser) -> None:
     for verb, (short, long, example) in HELP.items():
-        parser = add(
+        parser = options.add_command(
+            add,
             verb,
+            summary=short,
+            description=f"{long} {ENVIRONMENT}",
+            epilog=options.examples(example),
             parents=[options.CONNECT],
-            help=short,
-            description=textwrap.fill(f"{long} {ENVIRONMENT}"),
-            epilog=f"example: {example}",
         )
         parser.add_argument("domain", help="the domain's name, UUID or id")
         required = verb != "detach-device"

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import sys
-import textwrap
 import time
 
 from ..errors import OK, UsageError
@@ -23,10 +22,11 @@ COLUMNS = ("time", "domain", "event", "script", "rc", "outcome", "duration")
 
 
 def add_parser(add: AddParser) -> None:
-    parser = add(
+    parser = options.add_command(
+        add,
         "history",
-        help="the hook script runs on record: which ran for a VM, when, how they ended",
-        description=textwrap.fill(
+        summary="the hook script runs on record: which ran for a VM, when, how they ended",
+        description=(
             "Print the record of each hook script run (kept in state_dir, history_size KiB of "
             "it, the oldest dropped first): when it started, the domain, the VDSM event, "
             "what fired it (the libvirt call or event, a verb, a trial of `run`), the script, "
@@ -36,14 +36,13 @@ def add_parser(add: AddParser) -> None:
             "it failed. A table by default, oldest first; --json prints one JSON object a "
             "line with the keys time (UTC), domain, uuid, event, source, script, rc, "
             "outcome, duration, xml_changed and stderr. --follow waits for new runs after "
-            "printing those on record.",
-            break_on_hyphens=False,
+            "printing those on record."
         ),
-        epilog=(
-            "examples: libvirt-bridge history vm1\n"
-            "          libvirt-bridge history --failed --since 1h\n"
-            "          libvirt-bridge history vm1 --event before_vm_start --json\n"
-            "          libvirt-bridge history --since 2026-12-07T08:00 --follow"
+        epilog=options.examples(
+            "libvirt-bridge history vm1",
+            "libvirt-bridge history --failed --since 1h",
+            "libvirt-bridge history vm1 --event before_vm_start --json",
+            "libvirt-bridge history --since 2026-12-07T08:00 --follow",
         ),
     )
     parser.add_argument(

@@ -20,9 +20,9 @@ def add_parser(add: AddParser) -> None:
             "(possibly rewritten) XML on stdout for migrate and restore, a non-zero exit "
             "to refuse the operation."
         ),
-        epilog=(
-            "examples: libvirt-bridge hook qemu vm1 prepare begin - < vm1.xml\n"
-            "          libvirt-bridge hook daemon - start - start"
+        epilog=options.examples(
+            "libvirt-bridge hook qemu vm1 prepare begin - < vm1.xml",
+            "libvirt-bridge hook daemon - start - start",
         ),
     )
     parser.add_argument("driver", choices=["qemu", "daemon"], help="which libvirt hook")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import textwrap
 from functools import partial
 
 from .. import catalogue, cockpit, installation, service
@@ -20,11 +19,11 @@ from .options import AddParser
 
 
 def add_parser(add: AddParser) -> None:
-    parser = add(
+    parser = options.add_command(
+        add,
         "install",
-        parents=[options.LOGROTATE_DIR, options.COCKPIT_DIR, options.DRY_RUN],
-        help="install the hook launchers into libvirt's hooks directory (idempotent)",
-        description=textwrap.fill(
+        summary="install the hook launchers into libvirt's hooks directory (idempotent)",
+        description=(
             "Install the bridge: the launchers CONFDIR/hooks/qemu and CONFDIR/hooks/daemon "
             "that libvirt executes, one directory per VDSM event under every hooks root of "
             "the config, and the config file with every default when it does not exist (an "
@@ -50,14 +49,15 @@ def add_parser(add: AddParser) -> None:
             "in CONFDIR already (the Debian package runs `install --if-installed "
             "--no-listener` on upgrade, so that the launchers are the new version's)."
         ),
-        epilog=(
-            "examples: sudo libvirt-bridge install\n"
-            "          sudo libvirt-bridge install --dry-run\n"
-            "          sudo libvirt-bridge install --confdir /srv/lab/etc/libvirt "
-            "--config /srv/lab/bridge.toml\n"
-            "          libvirt-bridge install --hooks list\n"
-            "          sudo libvirt-bridge install --hooks cantmigrate hugepages"
+        epilog=options.examples(
+            "sudo libvirt-bridge install",
+            "sudo libvirt-bridge install --dry-run",
+            "sudo libvirt-bridge install --confdir /srv/lab/etc/libvirt "
+            "--config /srv/lab/bridge.toml",
+            "libvirt-bridge install --hooks list",
+            "sudo libvirt-bridge install --hooks cantmigrate hugepages",
         ),
+        parents=[options.INSTALLING],
     )
     parser.add_argument(
         "--no-listener",

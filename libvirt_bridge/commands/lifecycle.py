@@ -8,7 +8,6 @@ arguments and the call they make.
 from __future__ import annotations
 
 import argparse
-import textwrap
 
 from ..runner import LIBVIRT_ENV_TEXT
 from ..verbs import Verbs
@@ -80,12 +79,13 @@ def add_parser(add: AddParser) -> None:
     for verb, (short, long, example) in HELP.items():
         # restore runs no script itself: libvirt's hook does.
         text = long if verb == "restore" else f"{long} {ENVIRONMENT}"
-        parser = add(
+        parser = options.add_command(
+            add,
             verb,
+            summary=short,
+            description=text,
+            epilog=options.examples(example),
             parents=[options.CONNECT],
-            help=short,
-            description=textwrap.fill(text),
-            epilog=f"example: {example}",
         )
         if verb == "restore":
             parser.add_argument("file", help="the file written by save")

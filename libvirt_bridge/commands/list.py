@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import textwrap
 
 from .. import installation
 from ..errors import UsageError
@@ -23,12 +22,14 @@ class _StderrLog(Log):
 
 
 def add_parser(add: AddParser) -> None:
-    parser = add(
+    parser = options.add_command(
+        add,
         "list",
-        parents=[options.CONNECT],
-        help="list the scripts each event runs, in run order, with their sha256 (--domains: "
-        "the domains)",
-        description=textwrap.fill(
+        summary=(
+            "list the scripts each event runs, in run order, with their sha256 (--domains: "
+            "the domains)"
+        ),
+        description=(
             "List, per VDSM event that has at least one script that would run, its scripts "
             "in run order with their sha256 (like VDSM's installed() report; an unreadable "
             'script gets checksum ""). The rules are the hook\'s own: files that are not '
@@ -36,11 +37,12 @@ def add_parser(add: AddParser) -> None:
             "stderr. --json prints "
             '{"<event>": {"<script>": {"checksum": "<sha256>", "path": "<path>"}}}.'
         ),
-        epilog=(
-            "examples: libvirt-bridge list\n"
-            "          libvirt-bridge list --json --config /srv/lab/bridge.toml\n"
-            "          libvirt-bridge list --domains --json"
+        epilog=options.examples(
+            "libvirt-bridge list",
+            "libvirt-bridge list --json --config /srv/lab/bridge.toml",
+            "libvirt-bridge list --domains --json",
         ),
+        parents=[options.CONNECT],
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument(

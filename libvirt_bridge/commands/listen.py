@@ -29,9 +29,9 @@ def add_parser(add: AddParser) -> None:
             "per-device events beside them). Runs in the foreground (as a systemd service) "
             "unless --background is given; reconnects when the daemon restarts."
         ),
-        epilog=(
-            "examples: libvirt-bridge listen\n"
-            "          libvirt-bridge listen --background --pidfile /run/lb/listener.pid"
+        epilog=options.examples(
+            "libvirt-bridge listen",
+            "libvirt-bridge listen --background --pidfile /run/lb/listener.pid",
         ),
     )
     parser.add_argument("--pidfile", help="write the listener's pid here (removed on exit)")

@@ -3,7 +3,8 @@
 ``cli`` gives every command that works with an installation ``--config`` and ``--confdir``
 (the hook command, which libvirt runs, only ``--config``); a command adds the others it
 needs as ``parents`` of its parser (``CONNECT`` for the commands that talk to libvirt,
-``LOGROTATE_DIR`` and ``COCKPIT_DIR`` for those that write a host's files).
+``LOGROTATE_DIR`` and ``COCKPIT_DIR`` for those that check a host's files, ``INSTALLING``
+for those that write them). ``add_command`` declares a command's parser from its texts.
 
 One rule finds the installation: the libvirt configuration directory is ``--confdir``, else
 $LIBVIRT_BRIDGE_CONFDIR, else /etc/libvirt; the config is ``--config``, else
@@ -18,7 +19,8 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator
+import textwrap
+from collections.abc import Callable, Iterator, Sequence
 
 from .. import cockpit, installation, logrotate
 from .. import config as configmod
@@ -29,8 +31,9 @@ from ..config import ETC_LIBVIRT
 AddParser = Callable[..., argparse.ArgumentParser]
 
 
-def _parent() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(add_help=False)
+def _parent(*parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """A parser of options only, to be a command's parent; with those of ``parents``."""
+    return argparse.ArgumentParser(add_help=False, parents=list(parents))
 
 
 def add_config(parser: argparse.ArgumentParser, default: object = None) -> None:
@@ -78,33 +81,63 @@ def add_confdir(parser: argparse.ArgumentParser, default: object = None) -> None
 CONFDIR = _parent()
 add_confdir(CONFDIR)
 
-LOGROTATE_DIR = _parent()
-LOGROTATE_DIR.add_argument(
+
+def _entry_dir(flag: str, default: str, what: str) -> argparse.ArgumentParser:
+    """A parent with ``flag DIR``: ``what``, a directory another program reads the
+    bridge's entries from."""
+    parent = _parent()
+    parent.add_argument(flag, default=default, metavar="DIR", help=f"{what} (default: {default})")
+    return parent
+
+
+LOGROTATE_DIR = _entry_dir(
     "--logrotate-dir",
-    default=logrotate.ENTRY_DIR,
-    metavar="DIR",
-    help=(
-        "where logrotate reads its entries, the bridge's log rotation among them "
-        f"(default: {logrotate.ENTRY_DIR})"
-    ),
+    logrotate.ENTRY_DIR,
+    "where logrotate reads its entries, the bridge's log rotation among them",
 )
-
-COCKPIT_DIR = _parent()
-COCKPIT_DIR.add_argument(
+COCKPIT_DIR = _entry_dir(
     "--cockpit-dir",
-    default=cockpit.ENTRY_DIR,
-    metavar="DIR",
-    help=(
-        "Cockpit's directory of packages, where the Hooks page goes when Cockpit is "
-        f"installed (default: {cockpit.ENTRY_DIR})"
-    ),
+    cockpit.ENTRY_DIR,
+    "Cockpit's directory of packages, where the Hooks page goes when Cockpit is installed",
 )
-
 
 DRY_RUN = _parent()
 DRY_RUN.add_argument(
     "--dry-run", action="store_true", help="print what would be done; change nothing"
 )
+
+# install and uninstall: they write (or remove) the entries, or say what they would do.
+INSTALLING = _parent(LOGROTATE_DIR, COCKPIT_DIR, DRY_RUN)
+
+
+def examples(*command_lines: str) -> str:
+    """An epilog: ``command_lines`` one under another, after "example:" ("examples:")."""
+    label = "example: " if len(command_lines) == 1 else "examples: "
+    return label + f"\n{' ' * len(label)}".join(command_lines)
+
+
+def add_command(
+    add: AddParser,
+    name: str,
+    *,
+    summary: str,
+    description: str,
+    epilog: str,
+    parents: Sequence[argparse.ArgumentParser] = (),
+    break_on_hyphens: bool = False,
+) -> argparse.ArgumentParser:
+    """The parser of command ``name``: ``summary`` in the list of commands, ``description``
+    under its usage, filled to 70 columns, and ``epilog`` after its options.
+
+    An option or a name with a hyphen (--dry-run, libvirt-bridge) is kept on one line
+    unless ``break_on_hyphens``."""
+    return add(
+        name,
+        parents=list(parents),
+        help=summary,
+        description=textwrap.fill(description, break_on_hyphens=break_on_hyphens),
+        epilog=epilog,
+    )
 
 
 def confdir(args: argparse.Namespace) -> str:

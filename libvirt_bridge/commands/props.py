@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import textwrap
 
 from ..config import Config, ConfigError
 from ..errors import OK, BridgeError, UsageError
@@ -62,12 +61,14 @@ ACTIONS = (
 
 
 def add_parser(add: AddParser) -> None:
-    parser = add(
+    parser = options.add_command(
+        add,
         "props",
-        parents=[options.CONNECT],
-        help="get, set or unset a VM's custom properties (what hook scripts get in their "
-        "environment)",
-        description=textwrap.fill(
+        summary=(
+            "get, set or unset a VM's custom properties (what hook scripts get in their "
+            "environment)"
+        ),
+        description=(
             "Show or change the custom properties of a domain: the "
             "<ovirt-vm:custom><ovirt-vm:NAME>VALUE</ovirt-vm:NAME> elements in its "
             "ovirt-vm metadata, as oVirt writes them and as the bridge exports them to every "
@@ -82,16 +83,16 @@ def add_parser(add: AddParser) -> None:
             "in force ([properties] in the config), set takes only declared names whose "
             "value matches; `libvirt-bridge check-props` lists what is refused on every "
             "domain. Exit status: 0 done, 1 when libvirt or the domain fails, 2 for bad "
-            "usage or a refused property.",
-            break_on_hyphens=False,
+            "usage or a refused property."
         ),
-        epilog=(
-            "examples: libvirt-bridge props vm1 set pincpu=1-4 'label=web server'\n"
-            "          libvirt-bridge props vm1 get\n"
-            "          libvirt-bridge props vm1 get --json\n"
-            "          libvirt-bridge props vm1 unset label\n"
-            "          libvirt-bridge props --connect qemu+ssh://host2/system vm1 get"
+        epilog=options.examples(
+            "libvirt-bridge props vm1 set pincpu=1-4 'label=web server'",
+            "libvirt-bridge props vm1 get",
+            "libvirt-bridge props vm1 get --json",
+            "libvirt-bridge props vm1 unset label",
+            "libvirt-bridge props --connect qemu+ssh://host2/system vm1 get",
         ),
+        parents=[options.CONNECT],
     )
     parser.add_argument("domain", metavar="DOMAIN", help="the domain's name, UUID or id")
     parser.add_argument("--device", metavar="ID", help=DEVICE_HELP)

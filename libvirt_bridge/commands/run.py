@@ -7,7 +7,6 @@ import difflib
 import json
 import os
 import sys
-import textwrap
 
 from .. import config
 from ..errors import FAILED, OK, BridgeError, UsageError
@@ -24,11 +23,13 @@ TRIAL = "trial run by `libvirt-bridge run`, nothing is applied to libvirt"
 
 
 def add_parser(add: AddParser) -> None:
-    parser = add(
+    parser = options.add_command(
+        add,
         "run",
-        parents=[options.CONNECT],
-        help="try one event's scripts on a domain's XML, outside libvirt, and show what they did",
-        description=textwrap.fill(
+        summary=(
+            "try one event's scripts on a domain's XML, outside libvirt, and show what they did"
+        ),
+        description=(
             "Run the scripts of one VDSM event, as the real event would (same scripts in the "
             "same order, same contract: the XML in $_hook_domxml, the VM's custom properties "
             "and vmId in an environment like the one libvirt gives hooks, the config's "
@@ -52,16 +53,16 @@ def add_parser(add: AddParser) -> None:
             '[NAME], "log": PATH}. '
             "Exit status: 0 when every "
             "script succeeded (or none would run), 1 when a script failed or the trial could "
-            "not run, 2 for bad usage.",
-            break_on_hyphens=False,
+            "not run, 2 for bad usage."
         ),
-        epilog=(
-            "examples: libvirt-bridge run before_vm_start vm1\n"
-            "          libvirt-bridge run before_vm_migrate_destination vm1 --xml vm1.xml\n"
-            "          virsh dumpxml vm1 | libvirt-bridge run after_vm_start vm1 --xml -\n"
-            "          libvirt-bridge run after_nic_hotplug vm1 --device 52:54:00:12:34:56\n"
-            "          libvirt-bridge run before_vdsm_start"
+        epilog=options.examples(
+            "libvirt-bridge run before_vm_start vm1",
+            "libvirt-bridge run before_vm_migrate_destination vm1 --xml vm1.xml",
+            "virsh dumpxml vm1 | libvirt-bridge run after_vm_start vm1 --xml -",
+            "libvirt-bridge run after_nic_hotplug vm1 --device 52:54:00:12:34:56",
+            "libvirt-bridge run before_vdsm_start",
         ),
+        parents=[options.CONNECT],
     )
     parser.add_argument("event", metavar="EVENT", help=f"a VDSM event: {', '.join(EVENTS)}")
     parser.add_argument(

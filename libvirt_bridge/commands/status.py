@@ -7,7 +7,6 @@ import difflib
 import json
 import os
 import shlex
-import textwrap
 
 from .. import (
     cockpit,
@@ -81,11 +80,11 @@ class Report:
 
 
 def add_parser(add: AddParser) -> None:
-    parser = add(
+    parser = options.add_command(
+        add,
         "status",
-        parents=[options.LOGROTATE_DIR, options.COCKPIT_DIR],
-        help="check the installation and the hook scripts; list each problem with its fix",
-        description=textwrap.fill(
+        summary="check the installation and the hook scripts; list each problem with its fix",
+        description=(
             "Check that the launchers are installed in CONFDIR/hooks (and which earlier hooks "
             "they run first, and that none of those is itself a libvirt-bridge launcher), that "
             "the running libvirtd/virtqemud using CONFDIR has picked "
@@ -106,11 +105,14 @@ def add_parser(add: AddParser) -> None:
             "Exit status: 0 when all is well, 1 when there is a problem, 2 when CONFDIR does "
             "not exist."
         ),
-        epilog=(
-            "examples: sudo libvirt-bridge status\n"
-            "          sudo libvirt-bridge status --confdir /srv/lab/etc/libvirt "
-            "--config /srv/lab/bridge.toml"
+        epilog=options.examples(
+            "sudo libvirt-bridge status",
+            "sudo libvirt-bridge status --confdir /srv/lab/etc/libvirt "
+            "--config /srv/lab/bridge.toml",
         ),
+        parents=[options.LOGROTATE_DIR, options.COCKPIT_DIR],
+        # Its --help has always split a hyphenated name at the end of a line.
+        break_on_hyphens=True,
     )
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object (the shape above) instead"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import textwrap
 
 from .. import cockpit, installation
 from .. import config as configmod
@@ -12,11 +11,11 @@ from .options import AddParser
 
 
 def add_parser(add: AddParser) -> None:
-    parser = add(
+    parser = options.add_command(
+        add,
         "uninstall",
-        parents=[options.LOGROTATE_DIR, options.COCKPIT_DIR, options.DRY_RUN],
-        help="remove the hook launchers and restore the hooks they kept (idempotent)",
-        description=textwrap.fill(
+        summary="remove the hook launchers and restore the hooks they kept (idempotent)",
+        description=(
             "Remove the bridge's launchers CONFDIR/hooks/qemu and CONFDIR/hooks/daemon (only "
             "files written by libvirt-bridge) and rename the kept earlier hooks qemu.legacy "
             "and daemon.legacy back, unchanged (a libvirt-bridge launcher kept there is removed, "
@@ -28,10 +27,10 @@ def add_parser(add: AddParser) -> None:
             "that uninstall undoes what install did with it (the Debian package's prerm "
             "relies on this)."
         ),
-        epilog=(
-            "examples: sudo libvirt-bridge uninstall\n"
-            "          sudo libvirt-bridge uninstall --dry-run"
+        epilog=options.examples(
+            "sudo libvirt-bridge uninstall", "sudo libvirt-bridge uninstall --dry-run"
         ),
+        parents=[options.INSTALLING],
     )
     parser.set_defaults(func=main)
 

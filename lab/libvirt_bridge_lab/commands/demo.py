@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import textwrap
 
+from libvirt_bridge.commands import options
 from libvirt_bridge.commands.options import AddParser
 from libvirt_bridge.errors import BridgeError, UsageError
 
@@ -13,10 +13,11 @@ from . import add_libvirt_cell, libvirt_cell
 
 
 def add_parser(add: AddParser) -> None:
-    parser = add(
+    parser = options.add_command(
+        add,
         "demo",
-        help="show the bridge at work on two private libvirt daemons (about a minute)",
-        description=textwrap.fill(
+        summary="show the bridge at work on two private libvirt daemons (about a minute)",
+        description=(
             "Boot two private libvirt daemons in their own namespaces (the host's libvirt "
             "is not touched), install the bridge, a probe script for every VDSM event and "
             "the listener in each, then drive one guest through start, suspend, resume, "
@@ -30,7 +31,6 @@ def add_parser(add: AddParser) -> None:
             "examples:\n  sudo .venv/bin/libvirt-bridge demo\n"
             "  sudo .venv/bin/libvirt-bridge demo --libvirt 11.3-modular"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--workdir", help="where the sandboxes live (default: a temp dir)")
     add_libvirt_cell(parser)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import textwrap
 
+from libvirt_bridge.commands import options
 from libvirt_bridge.commands.options import AddParser
 from libvirt_bridge.errors import OK, BridgeError
 
@@ -16,10 +16,11 @@ FAILED = 1
 
 
 def add_parser(add: AddParser) -> None:
-    parser = add(
+    parser = options.add_command(
+        add,
         "lab",
-        help="a private libvirt with one guest and the bridge installed, to try hooks on",
-        description=textwrap.fill(
+        summary="a private libvirt with one guest and the bridge installed, to try hooks on",
+        description=(
             "up: boot a private libvirt daemon in its own namespaces (the host's libvirt "
             "is not touched), install the bridge and its listener in it, define one guest "
             f"({GUEST}, shut off), and print the URI to drive it with (virsh -c URI) and "
@@ -28,14 +29,13 @@ def add_parser(add: AddParser) -> None:
             "listener. down: destroy its guests, stop it and remove its directory. up on "
             "a lab that runs prints it again. Needs root, libvirt and QEMU "
             "(scripts/setup.sh). Exit status: 0 done (status: the lab runs), 1 it failed "
-            "(status: no lab runs there), 2 bad usage.",
-            break_on_hyphens=False,
+            "(status: no lab runs there), 2 bad usage."
         ),
-        epilog=(
-            "examples: sudo libvirt-bridge lab up\n"
-            "          sudo libvirt-bridge lab status\n"
-            "          sudo libvirt-bridge lab down\n"
-            "          sudo libvirt-bridge lab up --dir /srv/lab2 --libvirt 11.3-modular"
+        epilog=options.examples(
+            "sudo libvirt-bridge lab up",
+            "sudo libvirt-bridge lab status",
+            "sudo libvirt-bridge lab down",
+            "sudo libvirt-bridge lab up --dir /srv/lab2 --libvirt 11.3-modular",
         ),
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
