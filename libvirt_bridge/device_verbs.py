@@ -26,14 +26,11 @@ import libvirt
 from lxml import etree
 
 from . import devices, domxml, mapping, props
-from .asyncq import Job, enqueue, spawn_runner
 from .connection import message
-from .discovery import find_scripts
-from .dispatch import take_deferred
 from .errors import UsageError
+from .firing import Firing, fire
 from .mapping import BEFORE, DONE, FAILED, NOT_REMOVED
 from .runner import EventProperties
-from .sync import run_sync
 from .verbs import VerbError, Verbs, hook_process_environment
 
 # How long detach-device waits for libvirt to report the device gone (VDSM waits too).
@@ -169,21 +166,19 @@ class DeviceVerbs:
 
         Raises VerbError when a script refuses (its stderr is already printed).
         """
-        scripts = find_scripts(self.config.hooks_dirs, row.event, self.log)
-        if not scripts:
-            return device.element
-        name, uuid = dom.name(), dom.UUIDString()
+        name = dom.name()
+        firing = Firing(row, name, dom.UUIDString(), device.xml, props=device.props)
         with hook_process_environment():
-            status, output = run_sync(
-                row, self.config, self.log, name, uuid, device.xml, scripts, device.props
-            )
-        print(f"{row.event}: {len(scripts)} script(s) ran")
-        if status:
+            fired = fire(firing, self.config, self.log)
+        if not fired.scripts:
+            return device.element
+        print(f"{row.event}: {fired.scripts} script(s) ran")
+        if fired.status:
             raise VerbError(f"{row.event} refused {_describe(row, device, name)}; nothing was done")
-        if not output:
+        if not fired.output:
             return device.element
         try:
-            changed = devices.parse_element(output)
+            changed = devices.parse_element(fired.output)
         except (domxml.XMLError, devices.DeviceError) as exc:
             raise VerbError(
                 f"{row.event} left no device element ({exc}); nothing was done"
@@ -198,19 +193,11 @@ class DeviceVerbs:
     def _after(self, dom: libvirt.virDomain, verb: str, context: str, device: Device) -> None:
         """Queue the verb's after event of this outcome, if the table has one."""
         row = mapping.find_row("verb", verb, device.element.tag, context)
-        if row is None or not find_scripts(self.config.hooks_dirs, row.event, self.log):
+        if row is None:
             return
-        uuid = dom.UUIDString()
-        job = Job(row.event, dom.name(), uuid, device.xml, props=device.props, source=row.source)
+        firing = Firing(row, dom.name(), dom.UUIDString(), device.xml, props=device.props)
         with hook_process_environment():
-            # The domain's hook calls the launcher deferred happened before this change.
-            take_deferred(self.config, self.log, name=dom.name())
-            try:
-                enqueue(self.config.state_dir, uuid, job)
-            except OSError as exc:
-                self.log.error(f"cannot queue {row.event} for {dom.name()!r}: {exc.strerror}; lost")
-                return
-            spawn_runner(self.config, self.log, uuid)
+            fire(firing, self.config, self.log)
 
     # --- the device's properties ----------------------------------------------------------
 

@@ -1,7 +1,8 @@
-"""Firing one VDSM event for one domain: find its scripts, build their environment, run.
+"""Running a queued VDSM event's scripts for one domain (or one of its devices): find
+them, build their environment, run them and report each run.
 
-Shared by the async runner, the listener and ``libvirt-bridge run``; the hook's sync path
-uses ``runner`` and ``sync`` directly.
+What the async runner and the listener's drainer run for each job (``asyncq``); a sync
+event runs through ``sync``, which the hook call, the verbs and ``firing`` use.
 """
 
 from __future__ import annotations

@@ -20,8 +20,9 @@ import posix
 import sys
 
 from .config import ConfigError, load
-from .dispatch import HookCall, run
-from .dispatch import take_deferred as queue_deferred
+from .dispatch import run
+from .firing import take_deferred as queue_deferred
+from .hookcall import HookCall
 from .log import Log, say
 from .plainos import environ, exists
 

@@ -4,7 +4,7 @@ An async call (``started begin``, ``release end``: ``mapping.DEFERRED_CALLS``) o
 jobs, yet starting Python to do so costs libvirt about an interpreter start inside its
 call. So when such a call has work, the launcher (``fastpath.render``'s ``lb_defer``)
 saves it here in plain sh and returns, and a Python process it starts in the background
-queues it (``dispatch.take_deferred``). One call is three files in ``<state_dir>/inbox/``,
+queues it (``firing.take_deferred``). One call is three files in ``<state_dir>/inbox/``,
 named by the domain and a number that grows with each call of that domain:
 
 - ``NAME#SEQ.xml``: the XML libvirt gave on stdin;

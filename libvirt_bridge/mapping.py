@@ -232,7 +232,7 @@ DECIDES: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
 DAEMON_FAST_CALLS: tuple[tuple[str, str], ...] = (("shutdown", "-"),)
 
 # Calls that read libvirt's status file of the domain during the call, to tell which of
-# their rows applies (see dispatch._context).
+# their rows applies (see hookcall._context).
 READS_STATUS_FILE: frozenset[tuple[str, str]] = frozenset(
     {("started", "begin"), ("stopped", "end")}
 )
@@ -345,6 +345,12 @@ def find_row(driver: str, op: str, subop: str, context: str) -> Row | None:
         ):
             return row
     return None
+
+
+def listener_row(event: str) -> Row:
+    """A row the listener fires ``event`` from (they differ only in the libvirt event behind
+    it, which the listener names itself)."""
+    return next(r for r in HOOK_TABLE if r.driver == "listener" and r.event == event)
 
 
 def has_rows(driver: str, op: str, subop: str) -> bool:

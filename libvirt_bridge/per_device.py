@@ -7,7 +7,7 @@ devices and leases for before_device_create), each with that device's element al
 properties then the VM's, as VDSM's do. A before_* one runs, per device in ``<devices>``
 order, before the VM's event, and a failure of one that can veto refuses the operation
 without running the VM's event; an after_* one is queued as one job behind the VM's
-(``dispatch.queue_companion``), and the runner that drains it runs it per device.
+(``firing.fire``), and the runner that drains it runs it per device.
 
 Only before_device_create's element is applied: where the VM's event's XML is (the
 ``start`` verb), the element its scripts leave replaces the device, and before_vm_start
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from lxml import etree
 
     from .config import Config
+    from .jobs import Job
     from .log import Log
     from .runner import EventProperties
 
@@ -97,27 +98,19 @@ def run_before(
     return 0, (etree.tostring(root) if changed else xml), ran
 
 
-def run_after(
-    config: Config,
-    log: Log,
-    event: str,
-    name: str,
-    uuid: str,
-    xml: bytes,
-    scripts: list[str],
-    tmp_prefix: str,
-    source: str = "",
-) -> None:
-    """Run a queued companion ``event`` (``dispatch.queue_companion``) on each device of
-    the domain ``xml`` that has custom properties, in order."""
+def run_after(config: Config, log: Log, job: Job, scripts: list[str], tmp_prefix: str) -> None:
+    """Run a queued companion's ``job`` (``firing``) on each device of its domain's XML
+    that has custom properties, in order."""
     from . import devices
     from .events import run_scripts_for
 
     try:
-        root = domxml.parse(xml, remove_blank_text=True)
+        root = domxml.parse(job.xml, remove_blank_text=True)
     except domxml.XMLError as exc:
-        log.error(f"{event} domain={name!r}: the domain XML is not well-formed ({exc})")
+        log.error(f"{job.event} domain={job.name!r}: the domain XML is not well-formed ({exc})")
         return
-    for element, props in _devices(event, root):
+    for element, props in _devices(job.event, root):
         data = devices.event_xml(element)
-        run_scripts_for(config, log, event, name, uuid, data, scripts, tmp_prefix, props, source)
+        run_scripts_for(
+            config, log, job.event, job.name, job.uuid, data, scripts, tmp_prefix, props, job.source
+        )

@@ -30,14 +30,12 @@ import libvirt
 from . import fastpath, mapping
 from .config import Config
 from .connection import find_domain, message, open_connection
-from .discovery import find_scripts
-from .dispatch import HookCall, companion_scripts, fire, take_deferred
 from .errors import BridgeError
+from .firing import Firing, fire, take_deferred
 from .log import Log, say
 from .mapping import DESTROY
 from .runner import libvirt_hook_environment
 from .state import DESTROYED_BY_VERB, STARTED_BY_VERB, State
-from .sync import run_sync
 
 RUN_DIR_VARIABLE = "LIBVIRT_BRIDGE_RUN_DIR"
 
@@ -116,30 +114,19 @@ class Verbs:
         """
         row = mapping.find_row("verb", verb, "-", mapping.ANY)
         assert row is not None, verb
-        scripts = find_scripts(self.config.hooks_dirs, row.event, self.log)
-        device_scripts = companion_scripts(row.event, self.config, self.log)
-        if not scripts and not device_scripts:
-            return b""
-        xml = dom.XMLDesc(flags).encode()
         name, uuid = dom.name(), dom.UUIDString()
-        status, data, output, refused_by = 0, xml, b"", row.event
+        firing = Firing(row, name, uuid, lambda: dom.XMLDesc(flags).encode())
         with hook_process_environment(extra_env):
-            if device_scripts:
-                from .per_device import run_before
-
-                status, data, devices = run_before(
-                    row, self.config, self.log, name, uuid, xml, device_scripts
-                )
-                refused_by = mapping.DEVICE_COMPANIONS[row.event]
-                print(per_device_summary(refused_by, len(device_scripts), devices))
-            if scripts and not status:
-                refused_by = row.event
-                status, output = run_sync(row, self.config, self.log, name, uuid, data, scripts)
-                print(f"{row.event}: {len(scripts)} script(s) ran")
-        if status:
-            message = f"{refused_by} refused to {verb} {name!r}; nothing was done"
-            raise Vetoed(message, refused_by, xml)
-        return output or (data if data != xml else b"")
+            fired = fire(firing, self.config, self.log)
+        if fired.device_scripts:
+            device_event = mapping.DEVICE_COMPANIONS[row.event]
+            print(per_device_summary(device_event, fired.device_scripts, fired.devices))
+        if fired.ran_last == row.event:
+            print(f"{row.event}: {fired.scripts} script(s) ran")
+        if fired.status:
+            message = f"{fired.ran_last} refused to {verb} {name!r}; nothing was done"
+            raise Vetoed(message, fired.ran_last, fired.given)
+        return fired.output or (fired.xml if fired.xml != fired.given else b"")
 
     def _call(self, what: str, action: object, *args: object) -> None:
         try:
@@ -204,12 +191,10 @@ class Verbs:
         the domain's other async events, with the XML before_vm_start was given.
         """
         with hook_process_environment():
-            take_deferred(self.config, self.log, name=name)
             for op in ("stopped", "release"):
                 row = mapping.find_row("qemu", op, "end", DESTROY)
                 assert row is not None, op
-                call = HookCall("qemu", name, op, "end", "-")
-                fire(row, call, self.config, self.log, uuid, uuid, xml, None)
+                fire(Firing(row, name, uuid, xml), self.config, self.log)
 
     def _mark(
         self, state: State, name: str, uuid: str, kind: str, taken_at: tuple[str, str]

@@ -92,3 +92,50 @@ def test_the_package_leaves_the_bench_alone() -> None:
         for name in [module_name(path)]
     }
     assert bench == {"libvirt_bridge.cli"}
+
+
+# The runtime package's parts, lowest first (docs/development.md draws them): a part may
+# import its own modules and those of the parts before it, never one after it.
+PARTS: dict[str, tuple[str, ...]] = {
+    "base": (
+        "libvirt_bridge", "errors", "mapping", "config", "log", "journal", "files", "plainos",
+        "discovery", "screening", "schema", "domxml", "connection",
+    ),
+    "hook path": (
+        "hook", "dispatch", "hookcall", "firing", "fastpath", "sync", "asyncq", "jobs", "inbox",
+        "runner", "per_device", "events", "devices", "state", "detached", "spawn_nogil",
+        "records", "reporting", "history", "metrics", "notify",
+    ),
+    "verbs": ("verbs", "device_verbs", "props"),
+    "host setup": (
+        "installation", "launcher", "logrotate", "daemons", "confinement", "catalogue",
+        "cockpit", "service",
+    ),
+    "listener": (
+        "listener", "eventconnection", "deviceevents", "devicewatch", "tracker", "drainer",
+        "serial",
+    ),
+}  # fmt: skip
+PART_OF = {
+    (m if m == "libvirt_bridge" else f"libvirt_bridge.{m}"): part
+    for part, modules in PARTS.items()
+    for m in modules
+}
+
+
+def test_every_module_of_the_core_has_its_part() -> None:
+    core = {m for m in GRAPH if not m.startswith((*CLI, "libvirt_bridge.compat"))}
+    assert sorted(core - set(PART_OF)) == []
+    assert sorted(set(PART_OF) - core) == []
+
+
+def test_a_part_imports_no_part_after_it() -> None:
+    order = list(PARTS)
+    upward = sorted(
+        f"{m} -> {t}"
+        for m, targets in GRAPH.items()
+        if m in PART_OF
+        for t in targets
+        if t in PART_OF and order.index(PART_OF[t]) > order.index(PART_OF[m])
+    )
+    assert upward == []
