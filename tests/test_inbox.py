@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from libvirt_bridge import config, dispatch, hook, inbox, launcher
+from libvirt_bridge import config, firing, hook, inbox, launcher
 from libvirt_bridge.log import Log
 from testing.harness import Bridge, call_contained, domain_xml
 
@@ -246,7 +246,7 @@ def test_a_damaged_call_file_is_dropped_once_old(bridge: HoldingBridge) -> None:
 
 def test_the_hook_path_checks_the_inbox_without_locking_it(tmp_path: Path) -> None:
     cfg = config.load(str(Bridge(tmp_path).config))
-    dispatch.take_deferred(cfg, Log(cfg.log_file))
+    firing.take_deferred(cfg, Log(cfg.log_file))
     assert (Path(cfg.state_dir) / inbox.INBOX).is_dir()
     assert not (Path(cfg.state_dir) / f"{inbox.INBOX}.lock").exists()
 
@@ -257,7 +257,7 @@ def test_a_listener_or_verb_takes_only_its_own_domains_calls(bridge: HoldingBrid
         assert bridge.qemu(name, "started", "begin", domain_xml(name)).returncode == 0
     cfg = config.load(str(bridge.config))
     queued: list[str] = []
-    dispatch.take_deferred(cfg, Log(cfg.log_file), lambda c, lg, key: queued.append(key), "vm2")
+    firing.take_deferred(cfg, Log(cfg.log_file), lambda c, lg, key: queued.append(key), "vm2")
     assert len(queued) == 1
     assert [n for n in bridge.waiting() if n.endswith(".call")] == ["vm1#1000000001.call"]
 
