@@ -89,6 +89,8 @@ def keeper_argv(directory: str, libvirt: str) -> list[str]:
 
 def up(directory: str, libvirt: str) -> tuple[Lab, bool]:
     """Start the lab in ``directory`` unless it runs; (its record, whether it was started)."""
+    from .sandbox.namespaces import session_child
+
     directory = os.path.abspath(directory)
     running = _running_lab(directory)
     if running is not None:
@@ -100,13 +102,8 @@ def up(directory: str, libvirt: str) -> tuple[Lab, bool]:
         )
     os.makedirs(directory, mode=0o755, exist_ok=True)
     with open(os.path.join(directory, KEEPER_LOG), "wb") as log:
-        keeper = subprocess.Popen(
-            keeper_argv(directory, libvirt),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd="/",
-            start_new_session=True,
+        keeper = session_child(
+            keeper_argv(directory, libvirt), stdout=log, stderr=subprocess.STDOUT
         )
     deadline = time.monotonic() + UP_TIMEOUT
     while time.monotonic() < deadline:

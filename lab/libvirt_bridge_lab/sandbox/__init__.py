@@ -10,6 +10,7 @@ The bridge is installed in it by the real ``libvirt-bridge install``, run inside
 One module a concern: ``host`` (what this machine must have), ``layout`` (the
 directories and their mounts), ``namespaces`` (which processes are the sandbox's, killing
 them, the watchdog), ``daemons`` (starting, stopping and reloading libvirtd and virtlogd),
+``daemonwatch`` (their pids, whether they are ready, what a reload did),
 ``capscache`` (QEMU capabilities shared between sandboxes), ``client`` and ``guests``
 (virsh, the guests), ``bridge`` (installing the bridge, its listener), and ``sandbox``,
 the class that composes them.

@@ -20,6 +20,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
+from typing import IO
 
 import libvirt_bridge
 
@@ -36,6 +38,30 @@ _PACKAGE_PARENTS = sorted(
 )
 # (mount namespace inode, UTS namespace inode)
 Inodes = tuple[int, int]
+
+
+def session_child(
+    argv: Sequence[str],
+    *,
+    stdout: int | IO[bytes] = subprocess.DEVNULL,
+    stderr: int = subprocess.DEVNULL,
+    env: Mapping[str, str] | None = None,
+    pass_fds: Sequence[int] = (),
+) -> subprocess.Popen[bytes]:
+    """``argv`` in a session of its own, at ``/``, its stdin /dev/null (its output too unless
+    ``stdout``, ``stderr`` say otherwise). Raises OSError."""
+    # Its own session: what the caller's terminal sends its process group (Ctrl-C, a
+    # hangup) does not reach it; it is ended on purpose (a sandbox's close, lab down).
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        env=env,
+        pass_fds=pass_fds,
+        cwd="/",
+        start_new_session=True,
+    )
 
 
 def process_alive(pid: int) -> bool:
@@ -207,14 +233,8 @@ class Namespaces:
         )
         fds = [read_fd, *self._fds]
         try:
-            self._watchdog = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", code, *map(str, fds)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                pass_fds=fds,
-                cwd="/",
-                start_new_session=True,
+            self._watchdog = session_child(
+                [sys.executable, "-I", "-S", "-c", code, *map(str, fds)], pass_fds=fds
             )
         except BaseException:
             os.close(write_fd)
