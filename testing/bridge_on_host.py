@@ -5,25 +5,17 @@ the events they run for, virsh actions checked against them, status, the unit, t
 from __future__ import annotations
 
 import json
-import time
+import subprocess
 from pathlib import Path
 
+from .probes import GUEST_CYCLE
 from .systemd_host import Host
+from .waits import wait_until
 
 UNIT = "libvirt-bridge-listener.service"
 HOOKS_ROOT = "/etc/libvirt/hooks/vdsm.d"
 RECORD = "/var/lib/lb-probe/events"
-PROBED = (
-    "before_vm_start",
-    "after_vm_start",
-    "after_vm_pause",
-    "after_vm_cont",
-    "after_vm_hibernate",
-    "before_vm_dehibernate",
-    "after_vm_dehibernate",
-    "before_vm_destroy",
-    "after_vm_destroy",
-)
+PROBED = GUEST_CYCLE
 PROBE = f'#!/bin/sh\nbasename "$(dirname "$0")" >> {RECORD}\n'
 FOREIGN_HOOK = "#!/bin/sh\n# the admin's own hook, there before the bridge\nexit 0\n"
 GUEST = """<domain type='qemu'>
@@ -49,13 +41,15 @@ def fires(host: Host, action: list[str], expected: list[str], timeout: float = 6
     shows up in the next call's share)."""
     before = len(events(host))
     host.run(["virsh", "-c", "qemu:///system", *action])
-    deadline = time.monotonic() + timeout
-    while len(events(host)) < before + len(expected):
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    got = events(host)[before:]
-    assert got == expected, f"virsh {' '.join(action)}: {got}\n{host.journal_tail(40)}"
+
+    def fired() -> list[str]:
+        return events(host)[before:]
+
+    def said() -> str:
+        return f"virsh {' '.join(action)}: {fired()}\n{host.journal_tail(40)}"
+
+    wait_until(lambda: len(fired()) >= len(expected), said, timeout, interval=0.1)
+    assert fired() == expected, said()
 
 
 def status(host: Host, *options: str) -> str:
@@ -71,13 +65,12 @@ def unit_property(host: Host, name: str) -> str:
 
 
 def wait_until_connected(host: Host, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = host.run(["libvirt-bridge", "status"], check=False)
-        if result.returncode == 0:
-            return
-        assert time.monotonic() < deadline, result.stdout
-        time.sleep(0.2)
+    """Return once ``libvirt-bridge status`` says all is well (the listener connected)."""
+
+    def report() -> subprocess.CompletedProcess[str]:
+        return host.run(["libvirt-bridge", "status"], check=False)
+
+    wait_until(lambda: report().returncode == 0, lambda: report().stdout, timeout, interval=0.2)
 
 
 def journal(host: Host, *matches: str) -> list[dict[str, str]]:

@@ -2,17 +2,18 @@
 
 ``Bridge.call`` runs the installed launcher file with libvirt's argv, the XML on stdin, an
 environment of PATH, HOME and LC_ALL=C only, and cwd ``/``. Probe scripts record what they
-saw (argv, environment, XML, cwd, stdin) as JSON lines, so tests assert on behaviour.
+saw (``probes.PROBE``: argv, environment, XML, cwd, stdin) as JSON lines, so tests assert
+on behaviour.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import uuid as uuidlib
 from collections.abc import Iterator, Mapping
@@ -20,34 +21,10 @@ from pathlib import Path
 
 from libvirt_bridge import asyncq, inbox, launcher
 
-LIBVIRT_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LC_ALL": "C"}
+from .probes import Record, events_of, probe_script, read_records
+from .waits import wait_for_file, wait_until
 
-PROBE = """\
-#!{python}
-import json, os, sys
-path = os.environ.get("_hook_domxml")
-xml = open(path, "rb").read().decode("utf-8", "replace") if path else None
-try:
-    stdin = sys.stdin.read()
-except Exception as exc:
-    stdin = repr(exc)
-record = {{
-    "event": os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0]))),
-    "script": os.path.basename(sys.argv[0]),
-    "argv": sys.argv,
-    "env": dict(os.environ),
-    "xml": xml,
-    "xml_path": path,
-    "xml_mode": oct(os.stat(path).st_mode & 0o777) if path else None,
-    "cwd": os.getcwd(),
-    "stdin": stdin,
-    "pid": os.getpid(),
-    "ppid": os.getppid(),
-}}
-with open({record!r}, "a") as f:
-    f.write(json.dumps(record) + "\\n")
-{tail}
-"""
+LIBVIRT_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LC_ALL": "C"}
 
 
 def queues_empty(state_dir: str) -> bool:
@@ -145,6 +122,37 @@ def _traces(pid: str) -> Iterator[bytes]:
             pass
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def assert_a_left_process_never_holds_the_call(bridge: Bridge, tmp_path: Path, spawn: str) -> None:
+    """A before_vm_start script runs the shell command ``spawn``, which leaves a process of
+    120 s that writes its pid to ``{pidfile}``: libvirt's call returns, with the script's
+    success, while that process still runs."""
+    pidfile = tmp_path / "left.pid"
+    body = spawn.format(pidfile=pidfile)
+    bridge.script("before_vm_start", "10_daemonize", f"#!/bin/sh\n{body}\necho bye >&2\n")
+    started = time.monotonic()
+    result = bridge.qemu("vm1", "prepare", "begin", domain_xml())
+    elapsed = time.monotonic() - started
+    # A daemon writes its pid on its own, maybe after the script ended.
+    wait_for_file(pidfile, "the pid of the process the script left", 10)
+    left = int(pidfile.read_text())
+    try:
+        assert result.returncode == 0, result.stderr
+        assert "10_daemonize rc=0" in bridge.log_text()
+        assert elapsed < 60  # the call returned while the process (120 s) still ran
+        assert alive(left)
+    finally:
+        os.kill(left, signal.SIGKILL)
+
+
 def call_contained(
     argv: list[str], stdin: bytes, timeout: float
 ) -> subprocess.CompletedProcess[bytes]:
@@ -153,14 +161,9 @@ def call_contained(
     A call that has not ended after ``timeout`` s is an AssertionError, and its whole
     group is killed first: a hook that recursed or hung leaves nothing behind.
     """
+    pipe = subprocess.PIPE
     process = subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=LIBVIRT_ENV,
-        cwd="/",
-        start_new_session=True,
+        argv, stdin=pipe, stdout=pipe, stderr=pipe, env=LIBVIRT_ENV, cwd="/", start_new_session=True
     )
     try:
         out, err = process.communicate(stdin, timeout=timeout)
@@ -169,6 +172,18 @@ def call_contained(
         process.communicate()
         raise AssertionError(f"{argv} did not end in {timeout} s") from None
     return subprocess.CompletedProcess(argv, process.returncode, out, err)
+
+
+def write_hook_script(
+    hooks_root: Path, event: str, name: str, body: str, mode: int = 0o755
+) -> Path:
+    """Write script ``name`` of ``event`` under ``hooks_root``, executable by ``mode``."""
+    directory = hooks_root / event
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(body)
+    path.chmod(mode)
+    return path
 
 
 class Bridge:
@@ -218,20 +233,13 @@ class Bridge:
     def script(
         self, event: str, name: str, body: str, mode: int = 0o755, root: Path | None = None
     ) -> Path:
-        directory = (root or self.hooks) / event
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / name
-        path.write_text(body)
-        path.chmod(mode)
-        return path
+        return write_hook_script(root or self.hooks, event, name, body, mode)
 
     def probe(
         self, event: str, name: str = "50_probe", tail: str = "", root: Path | None = None
     ) -> Path:
         """A script that records what it saw; ``tail`` is Python run after recording."""
-        body = PROBE.format(
-            python=sys.executable, record=str(self.records), tail=textwrap.dedent(tail)
-        )
+        body = probe_script(sys.executable, self.records, tail)
         return self.script(event, name, body, root=root)
 
     def call(
@@ -268,39 +276,32 @@ class Bridge:
             path.chmod(0o755)
         return path
 
-    def read_records(self) -> list[dict[str, object]]:
-        if not self.records.exists():
-            return []
-        return [json.loads(line) for line in self.records.read_text().splitlines()]
+    def read_records(self) -> list[Record]:
+        return read_records(self.records)
 
     def events(self) -> list[str]:
-        return [str(r["event"]) for r in self.read_records()]
+        return events_of(self.read_records())
 
     def log_text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
 
-    def wait_async(self, count: int | None = None, timeout: float = 20) -> list[dict[str, object]]:
-        """Wait until every async queue is drained (and ``count`` records exist)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            records = self.read_records()
-            if (
+    def wait_async(self, count: int = 0, timeout: float = 20) -> list[Record]:
+        """The records, once every async queue is drained and ``count`` of them exist."""
+        wait_until(
+            lambda: (
                 queues_empty(str(self.state))
-                and (count is None or len(records) >= count)
+                and len(self.read_records()) >= count
                 and not self._runner_alive()
-            ):
-                return records
-            time.sleep(0.02)
-        raise AssertionError(
-            f"async events not done after {timeout}s: records={self.events()} log={self.log_text()}"
+            ),
+            lambda: f"async events done: records={self.events()} log={self.log_text()}",
+            timeout,
         )
+        return self.read_records()
 
     def _runner_alive(self) -> bool:
         queue_root = self.state / "queue"
         if not queue_root.exists():
             return False
-        import fcntl
-
         for lock in queue_root.glob("*.lock"):
             fd = os.open(lock, os.O_RDWR)
             try:

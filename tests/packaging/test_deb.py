@@ -22,7 +22,7 @@ import pytest
 from libvirt_bridge import cockpit, fastpath, launcher, service
 from libvirt_bridge_lab.sandbox import Sandbox
 from testing import packaging
-from testing.e2e import PROBE, Probe
+from testing.e2e import Probe, Record, read_records
 from testing.packaging import BRIDGE, PYTHON, SITE, PackageWorld
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.packaging]
@@ -44,13 +44,13 @@ echo "$1 $2 $3" >> {marker}
 class PackagedProbe(Probe):
     """Probes run by the distribution's python3 that also record their parent process."""
 
-    def script(self, tail: str = "") -> str:
-        parents = str(Path(self.sandbox.bridge_dir) / "parents.jsonl")
-        return PROBE.format(python=PYTHON, records=str(self.records)) + PARENT % parents
+    def __init__(self, sandbox: Sandbox, events: tuple[str, ...]) -> None:
+        self.parents_path = Path(sandbox.bridge_dir) / "parents.jsonl"
+        tail = PARENT % str(self.parents_path)
+        super().__init__(sandbox, events, tail=tail, python=PYTHON)
 
-    def parents(self) -> list[dict[str, object]]:
-        path = Path(self.sandbox.bridge_dir) / "parents.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()]
+    def parents(self) -> list[Record]:
+        return read_records(self.parents_path)
 
 
 def tree(directory: str) -> dict[str, str]:
