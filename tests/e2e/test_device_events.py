@@ -17,7 +17,7 @@ import pytest
 from lxml import etree
 
 from libvirt_bridge_lab.sandbox import Sandbox
-from testing.e2e import ListenedProbe, Record, listened
+from testing.e2e import ListenedProbe, Record, element_of, env_of, listened
 from testing.harness import ovirt_vm
 
 pytestmark = pytest.mark.libvirt
@@ -49,17 +49,19 @@ DEVICE_EVENTS = (
     "after_nic_hotplug",
     "after_nic_hotunplug",
 )
+LISTENED = (*DEVICE_EVENTS, *ListenedProbe.SENTINEL_EVENTS)
 
 
-def device_file(sandbox: Sandbox, tmp_path: Path, name: str, xml: str) -> str:
-    path = tmp_path / f"{name}.xml"
+def device_file(directory: Path, name: str, xml: str) -> str:
+    """The path of a new file ``name``.xml holding ``xml``, for virsh."""
+    path = directory / f"{name}.xml"
     path.write_text(xml)
     return str(path)
 
 
 def the_element(record: Record) -> etree._Element:
     """The element the script got: exactly one device, not a domain."""
-    root = etree.fromstring(str(record["xml"]).encode())
+    root = element_of(record)
     assert root.tag in ("disk", "interface"), record["xml"]
     return root
 
@@ -73,7 +75,7 @@ def make_image(sandbox: Sandbox) -> None:
 
 @pytest.fixture
 def guest(sandbox: Sandbox) -> tuple[ListenedProbe, str]:
-    probe = listened(sandbox, (*DEVICE_EVENTS, "after_vm_pause", "after_vm_cont"))
+    probe = listened(sandbox, LISTENED)
     make_image(sandbox)
     uuid = sandbox.define_guest("g1", metadata=METADATA)
     sandbox.virsh("start", "g1")
@@ -98,7 +100,7 @@ def test_attach_and_detach_fire_once_each_with_the_element_and_its_properties(
     properties: dict[str, str],
 ) -> None:
     probe, uuid = guest
-    path = device_file(sandbox, tmp_path, "device", xml)
+    path = device_file(tmp_path, "device", xml)
     wanted = etree.fromstring(xml.encode())
 
     sandbox.virsh("attach-device", "g1", path, "--live")
@@ -111,8 +113,7 @@ def test_attach_and_detach_fire_once_each_with_the_element_and_its_properties(
         element = the_element(record)
         assert element.tag == wanted.tag
         assert element.find("alias").get("name") == wanted.find("alias").get("name")
-        env = record["env"]
-        assert isinstance(env, dict)
+        env = env_of(record)
         # The device's properties, the VM's, and vmId, as VDSM gives them.
         assert {k: env.get(k) for k in properties} == properties
         assert (env.get("owner"), env.get("vmId"), record["vmId"]) == ("ops", uuid, uuid)
@@ -126,7 +127,7 @@ def test_a_device_attached_to_the_persistent_definition_only_fires_nothing(
     sandbox: Sandbox, guest: tuple[ListenedProbe, str], tmp_path: Path
 ) -> None:
     probe, _ = guest
-    path = device_file(sandbox, tmp_path, "disk", DISK)
+    path = device_file(tmp_path, "disk", DISK)
     sandbox.virsh("attach-device", "g1", path, "--config")
     sandbox.virsh("detach-device", "g1", path, "--config")
     assert probe.caught_up() == []
@@ -142,14 +143,14 @@ def test_a_device_of_a_guest_started_before_the_listener_is_known_at_removal(
     make_image(sandbox)
     sandbox.install_bridge()
     uuid = sandbox.define_guest("g1", metadata=METADATA)
-    path = device_file(sandbox, tmp_path, "disk", DISK)
+    path = device_file(tmp_path, "disk", DISK)
     sandbox.virsh("attach-device", "g1", path, "--config")
     sandbox.virsh("start", "g1")
     sandbox.start_listener()
-    probe = ListenedProbe(sandbox, (*DEVICE_EVENTS, "after_vm_pause", "after_vm_cont"))
+    probe = ListenedProbe(sandbox, LISTENED)
     sandbox.virsh("detach-device", "g1", path, "--live")
     [record] = probe.new(1)
     assert record["event"] == "after_disk_hotunplug"
-    env = record["env"]
-    assert isinstance(env, dict) and (env.get("tier"), env.get("vmId")) == ("fast", uuid)
+    env = env_of(record)
+    assert (env.get("tier"), env.get("vmId")) == ("fast", uuid)
     assert the_element(record).find("target").get("dev") == "sdb"

@@ -17,21 +17,19 @@ from pathlib import Path
 import pytest
 
 from libvirt_bridge_lab.sandbox import Sandbox
-from testing.e2e import ListenedProbe, Record, kill_listener, listened, wait_until
-
-from .test_device_events import (
-    DEVICE_EVENTS,
-    DISK,
-    METADATA,
-    NIC,
-    device_file,
-    make_image,
-    the_element,
+from testing.e2e import (
+    ListenedProbe,
+    Record,
+    env_of,
+    kill_listener,
+    listened,
+    resynced,
+    wait_until,
 )
 
-pytestmark = pytest.mark.libvirt
+from .test_device_events import DISK, LISTENED, METADATA, NIC, device_file, make_image, the_element
 
-LISTENED = (*DEVICE_EVENTS, "after_vm_pause", "after_vm_cont")
+pytestmark = pytest.mark.libvirt
 
 
 def on_port(xml: str, port: int) -> str:
@@ -45,8 +43,8 @@ def devices(sandbox: Sandbox, tmp_path: Path) -> tuple[ListenedProbe, str, str]:
     """The listened sandbox, and the files of the NIC and of the disk."""
     probe = listened(sandbox, LISTENED)
     make_image(sandbox)
-    nic = device_file(sandbox, tmp_path, "nic", on_port(NIC, 1))
-    return probe, nic, device_file(sandbox, tmp_path, "disk", on_port(DISK, 2))
+    nic = device_file(tmp_path, "nic", on_port(NIC, 1))
+    return probe, nic, device_file(tmp_path, "disk", on_port(DISK, 2))
 
 
 def guest(sandbox: Sandbox, name: str) -> str:
@@ -71,12 +69,6 @@ def unplug(sandbox: Sandbox, name: str, path: str, alias: str) -> None:
 def fired(records: list[Record]) -> list[tuple[str, str]]:
     """Each record's event and device alias, sorted."""
     return sorted((str(r["event"]), the_element(r).find("alias").get("name")) for r in records)
-
-
-def resynced(sandbox: Sandbox, line: str) -> None:
-    """Wait until the listener's log has its resync line ``line``."""
-    log = Path(sandbox.log_file)
-    wait_until(lambda: line in log.read_text(), f"{line!r} in the log")
 
 
 def test_a_device_attached_and_another_detached_while_the_listener_was_down_fire_once(
@@ -106,8 +98,7 @@ def test_a_device_attached_and_another_detached_while_the_listener_was_down_fire
     assert unplugged["xml"] == plugged["xml"]
     assert the_element(added).find("target").get("dev") == "sdb"
     for record, props in ((unplugged, {"extnet": "br-test"}), (added, {"tier": "fast"})):
-        env = record["env"]
-        assert isinstance(env, dict)
+        env = env_of(record)
         assert {k: env.get(k) for k in props} == props
         assert (env.get("owner"), env.get("vmId")) == ("ops", uuid)
     log = probe.log()
@@ -119,7 +110,7 @@ def test_a_device_attached_and_another_detached_while_the_listener_was_down_fire
     # A listener killed and started again finds nothing more to fire.
     kill_listener(sandbox)
     sandbox.start_listener()
-    resynced(sandbox, "resynchronised 2 domain(s) after a gap, 0 missed event(s) fired")
+    resynced(probe, "resynchronised 2 domain(s) after a gap, 0 missed event(s) fired")
     assert probe.new(0) == []
     # The disk the resync found is known: its removal fires, with its element.
     unplug(sandbox, "g1", disk, "ua-disk1")
@@ -135,7 +126,7 @@ def test_a_domain_started_again_during_the_gap_fires_nothing_for_its_devices(
     restarted, through = guest(sandbox, "g1"), guest(sandbox, "g2")
     for name in ("g1", "g2"):
         plug(sandbox, name, nic)
-    assert [r["event"] for r in probe.new(2)] == ["after_nic_hotplug"] * 2
+    assert probe.events(2) == ["after_nic_hotplug"] * 2
 
     kill_listener(sandbox)
     # g1 runs again, with another set of devices: they came with its start.
@@ -175,7 +166,7 @@ def test_device_changes_while_the_connection_was_lost_fire_once_it_is_back(
         unplug(sandbox, "g1", disk, "ua-disk1")
     finally:
         os.kill(listener, signal.SIGCONT)
-    resynced(sandbox, "resynchronised 2 domain(s) after a gap, 2 missed event(s) fired")
+    resynced(probe, "resynchronised 2 domain(s) after a gap, 2 missed event(s) fired")
 
     records = probe.new(2)
     assert fired(records) == [

@@ -6,8 +6,6 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +14,18 @@ import pytest
 
 from libvirt_bridge import launcher
 from libvirt_bridge_lab.sandbox import Sandbox, process_alive
-from testing.e2e import Probe, events_of, kill_listener, probed, wait_until
+from testing.e2e import (
+    DESTROYED,
+    STARTED,
+    Probe,
+    events_of,
+    kill_listener,
+    probed,
+    resynced,
+    sentinel_script,
+    wait_for_file,
+    wait_until,
+)
 
 pytestmark = pytest.mark.libvirt
 
@@ -24,22 +33,14 @@ pytestmark = pytest.mark.libvirt
 def test_killed_async_runner_does_not_block_the_next_event(sandbox: Sandbox) -> None:
     probe = probed(sandbox)
     ready = Path(sandbox.bridge_dir) / "ready"
-    sandbox.add_hook_script(
-        "after_vm_start", "60_slow", f"#!/bin/sh\ntouch {ready}\nexec sleep 60\n"
-    )
+    sandbox.add_hook_script("after_vm_start", "60_slow", sentinel_script(ready, "exec sleep 60"))
     uuid = sandbox.define_guest("g1")
     sandbox.virsh("start", "g1")
-    wait_until(ready.exists, "the slow after_vm_start script")
+    wait_for_file(ready, "the slow after_vm_start script")
     runner = next(int(str(r["ppid"])) for r in probe.all() if r["event"] == "after_vm_start")
     os.kill(runner, signal.SIGKILL)
     sandbox.virsh("destroy", "g1")
-    records = probe.at_least(4)
-    assert events_of(records, uuid) == [
-        "before_vm_start",
-        "after_vm_start",
-        "before_vm_destroy",
-        "after_vm_destroy",
-    ]
+    assert events_of(probe.at_least(4), uuid) == [*STARTED, *DESTROYED]
     assert "async event after_vm_start of 'g1'" in probe.log()
     assert "was interrupted" in probe.log()
     assert sandbox.domstate("g1") == "shut off"
@@ -57,8 +58,7 @@ def test_listener_killed_and_restarted_fires_what_it_can_see_once(sandbox: Sandb
     sandbox.virsh("suspend", "flipped")
     sandbox.virsh("resume", "flipped")  # nothing left to see of this one
     sandbox.start_listener()
-    resynced = "resynchronised 2 domain(s) after a gap, 1 missed event(s) fired"
-    wait_until(lambda: resynced in probe.log(), "the listener's resync")
+    resynced(probe, "resynchronised 2 domain(s) after a gap, 1 missed event(s) fired")
     records = probe.at_least(5)
     assert events_of(records, paused)[2:] == ["after_vm_pause"]
     assert events_of(records, flipped)[2:] == []
@@ -108,13 +108,7 @@ def test_full_read_only_or_deleted_state_dir(sandbox: Sandbox) -> None:
     sandbox.virsh("start", "g1")
     probe.at_least(seen + 2)
     sandbox.virsh("destroy", "g1")
-    records = probe.at_least(seen + 4)
-    assert [r["event"] for r in records][seen:] == [
-        "before_vm_start",
-        "after_vm_start",
-        "before_vm_destroy",
-        "after_vm_destroy",
-    ]
+    assert events_of(probe.at_least(seen + 4))[seen:] == [*STARTED, *DESTROYED]
 
 
 def test_thirty_guests_started_and_destroyed_at_once(sandbox: Sandbox) -> None:
@@ -127,12 +121,7 @@ def test_thirty_guests_started_and_destroyed_at_once(sandbox: Sandbox) -> None:
         list(pool.map(lambda n: sandbox.virsh("destroy", n, timeout=120), names))
     records = probe.at_least(120, timeout=120)
     for name in names:
-        assert events_of(records, uuids[name]) == [
-            "before_vm_start",
-            "after_vm_start",
-            "before_vm_destroy",
-            "after_vm_destroy",
-        ], name
+        assert events_of(records, uuids[name]) == [*STARTED, *DESTROYED], name
 
 
 def migrate_and_kill(
@@ -144,16 +133,16 @@ def migrate_and_kill(
     destination = probed(make_sandbox("lbsb2"))
     inside = Path(destination.sandbox.bridge_dir) / "inside"
     destination.sandbox.add_hook_script(
-        "before_vm_migrate_destination", "60_slow", f"#!/bin/sh\ntouch {inside}\nsleep 5\n"
+        "before_vm_migrate_destination", "60_slow", sentinel_script(inside, "sleep 5")
     )
     uuid = source.sandbox.define_guest("g1")
     source.sandbox.virsh("start", "g1")
     source.at_least(2)
     victim = {"source": source, "destination": destination}[killed].sandbox
-    killer = threading.Thread(target=_kill_when, args=(inside, victim))
-    killer.start()
-    result = source.sandbox.migrate("g1", destination.sandbox)
-    killer.join()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        killing = pool.submit(kill_daemon_once_inside, inside, victim)
+        result = source.sandbox.migrate("g1", destination.sandbox)
+        killing.result()  # its failure to kill is the test's
     return source, destination, uuid, result
 
 
@@ -176,7 +165,7 @@ def test_destination_daemon_killed_during_migration(make_sandbox: Callable[[str]
     source.sandbox.virsh("destroy", "g1")
     destination.sandbox.virsh("start", "g1")
     records = destination.at_least(3)
-    assert events_of(records, uuid)[-2:] == ["before_vm_start", "after_vm_start"]
+    assert events_of(records, uuid)[-2:] == list(STARTED)
     assert "after_vm_migrate" not in " ".join(events_of(records, uuid))
 
 
@@ -191,14 +180,13 @@ def test_source_daemon_killed_during_migration(make_sandbox: Callable[[str], San
     assert "after_vm_migrate_destination" not in fired
 
 
-def _kill_when(flag: Path, sandbox: Sandbox) -> None:
-    deadline = time.monotonic() + 30
-    while not flag.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
+def kill_daemon_once_inside(sentinel: Path, sandbox: Sandbox) -> None:
+    """SIGKILL the daemon of ``sandbox`` once a hook script left ``sentinel``; return once
+    it is gone."""
+    wait_for_file(sentinel, "the slow hook script")
     pid = sandbox.libvirtd_pid()
     os.kill(pid, signal.SIGKILL)
-    while process_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: not process_alive(pid), f"the killed daemon {pid} gone")
 
 
 def test_a_launcher_kept_as_the_earlier_hook_runs_nothing_twice_and_install_repairs_it(
@@ -212,7 +200,7 @@ def test_a_launcher_kept_as_the_earlier_hook_runs_nothing_twice_and_install_repa
         launcher.write(str(path), "qemu", sandbox.config_path, legacy)
     uuid = sandbox.define_guest("g1")
     sandbox.virsh("start", "g1")
-    assert events_of(probe.at_least(2), uuid) == ["before_vm_start", "after_vm_start"]
+    assert events_of(probe.at_least(2), uuid) == list(STARTED)
     assert f"the earlier hook {legacy} is itself a libvirt-bridge launcher: not run" in (
         probe.log()
     )
@@ -225,11 +213,4 @@ def test_a_launcher_kept_as_the_earlier_hook_runs_nothing_twice_and_install_repa
     sandbox.virsh("destroy", "g1")
     probe.at_least(4)  # after_vm_destroy is async: the next start does not wait for it
     sandbox.virsh("start", "g1")
-    assert events_of(probe.at_least(6), uuid) == [
-        "before_vm_start",
-        "after_vm_start",
-        "before_vm_destroy",
-        "after_vm_destroy",
-        "before_vm_start",
-        "after_vm_start",
-    ]
+    assert events_of(probe.at_least(6), uuid) == [*STARTED, *DESTROYED, *STARTED]

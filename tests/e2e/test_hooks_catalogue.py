@@ -18,7 +18,17 @@ from lxml import etree
 
 from libvirt_bridge import catalogue
 from libvirt_bridge_lab.sandbox import Sandbox, override_conf
-from testing.e2e import bridge_cli, queues_empty, wait_until
+from testing.e2e import (
+    DESTROYED,
+    STARTED,
+    define_with_devices,
+    define_xml,
+    events_of,
+    queues_empty,
+    read_records,
+    verb,
+    wait_until,
+)
 from testing.harness import ovirt_vm
 
 pytestmark = pytest.mark.libvirt
@@ -63,9 +73,9 @@ def test_cantmigrate_refuses_a_virsh_migrate(make_sandbox: Callable[[str], Sandb
     assert destination.running_guests() == []
 
     # On the source, `libvirt-bridge migrate` refuses before anything moves.
-    verb = bridge_cli(source, "migrate", "--connect", source.uri, "--live", "db1", destination.uri)
-    assert verb.returncode == 1
-    assert "migration away from this host refused" in verb.stderr
+    refused = verb(source, "migrate", "--live", "db1", destination.uri)
+    assert refused.returncode == 1
+    assert "migration away from this host refused" in refused.stderr
     assert source.domstate("db1") == "running"
 
     moved = source.migrate("web1", destination)
@@ -128,9 +138,7 @@ def define_hugepage_guest(sandbox: Sandbox, name: str) -> None:
     xml = sandbox.domain_xml(name).replace(
         "  <vcpu>", "  <memoryBacking><hugepages/></memoryBacking>\n  <vcpu>"
     )
-    path = Path(sandbox.bridge_dir) / f"{name}.xml"
-    path.write_text(xml)
-    sandbox.virsh("define", str(path))
+    define_xml(sandbox, xml)
 
 
 def books(sandbox: Sandbox) -> list[str]:
@@ -199,8 +207,7 @@ def test_audit_records_a_start_and_destroy(sandbox: Sandbox) -> None:
     log = Path(sandbox.log_dir) / "libvirt-bridge-audit.jsonl"
 
     def records() -> list[dict[str, object]]:
-        lines = log.read_text().splitlines() if log.exists() else []
-        return [r for r in map(json.loads, lines) if r["domain"] == "g1"]
+        return [r for r in read_records(log) if r["domain"] == "g1"]
 
     sandbox.virsh("start", "g1")
     wait_until(lambda: len(records()) == 2, "the start's records")
@@ -208,12 +215,7 @@ def test_audit_records_a_start_and_destroy(sandbox: Sandbox) -> None:
     wait_until(lambda: len(records()) == 4, "the destroy's records")
     wait_until(lambda: queues_empty(sandbox.state_dir), "the bridge idle")
     got = records()
-    assert [r["event"] for r in got] == [
-        "before_vm_start",
-        "after_vm_start",
-        "before_vm_destroy",
-        "after_vm_destroy",
-    ]
+    assert events_of(got) == [*STARTED, *DESTROYED]
     for record in got:
         assert record["uuid"] == uuid
         assert record["properties"] == {"owner": "ops", "pincpu": "0"}
@@ -234,7 +236,7 @@ def test_pincpu_pins_a_guest_started_by_libvirt_bridge_start(sandbox: Sandbox) -
     install_hook(sandbox, "pincpu")
     sandbox.define_guest("g1", metadata=ovirt_vm({"pincpu": "0"}))
 
-    result = bridge_cli(sandbox, "start", "--connect", sandbox.uri, "g1")
+    result = verb(sandbox, "start", "g1")
     assert result.returncode == 0, result.stderr
     assert "with the XML its before_vm_start scripts changed" in result.stdout
     assert cpuset(sandbox.virsh("dumpxml", "g1").stdout) == "0"
@@ -252,7 +254,7 @@ def test_pincpu_pins_a_guest_started_by_libvirt_bridge_start(sandbox: Sandbox) -
 
     # A malformed value refuses either start, naming the property.
     sandbox.define_guest("g2", metadata=ovirt_vm({"pincpu": "1-"}))
-    refused = bridge_cli(sandbox, "start", "--connect", sandbox.uri, "g2")
+    refused = verb(sandbox, "start", "g2")
     assert refused.returncode == 1
     assert "invalid custom property pincpu='1-'" in refused.stderr
     plain = sandbox.virsh("start", "g2", check=False)
@@ -281,26 +283,22 @@ def test_nicnet_places_a_hotplugged_nic_on_its_network(sandbox: Sandbox, tmp_pat
     sandbox.virsh("start", "g1")
     nic = tmp_path / "nic.xml"
     nic.write_text(NICNET_NIC)
-    args = ["attach-device", "--connect", sandbox.uri, "g1", str(nic)]
-    result = bridge_cli(sandbox, *args, "--prop", "nicnet=network:lab-net")
+    result = verb(sandbox, "attach-device", "g1", str(nic), "--prop", "nicnet=network:lab-net")
     assert result.returncode == 1
     assert NO_LAB_NET in result.stderr, result.stderr
     # Without the property the NIC is attached as the file says.
-    result = bridge_cli(sandbox, *args)
+    result = verb(sandbox, "attach-device", "g1", str(nic))
     assert result.returncode == 0, result.stderr
     live = etree.fromstring(sandbox.virsh("dumpxml", "g1").stdout.encode())
     assert live.find("devices/interface").get("type") == "user"
 
 
-def test_nicnet_places_a_nic_at_libvirt_bridge_start_only(sandbox: Sandbox, tmp_path: Path) -> None:
+def test_nicnet_places_a_nic_at_libvirt_bridge_start_only(sandbox: Sandbox) -> None:
     sandbox.install_bridge()
     install_hook(sandbox, "nicnet")
-    xml = sandbox.domain_xml("g1", metadata=NICNET_METADATA).replace(
-        "</devices>", f"    {NICNET_NIC.replace('usb-net', 'virtio')}\n  </devices>"
-    )
-    (tmp_path / "g1.xml").write_text(xml)
-    sandbox.virsh("define", str(tmp_path / "g1.xml"))
-    result = bridge_cli(sandbox, "start", "--connect", sandbox.uri, "g1")
+    nic = NICNET_NIC.replace("usb-net", "virtio")
+    define_with_devices(sandbox, "g1", nic, metadata=NICNET_METADATA)
+    result = verb(sandbox, "start", "g1")
     assert result.returncode == 1
     assert NO_LAB_NET in result.stderr, result.stderr
     # A plain virsh start boots the NIC as defined; the bridge logs the change it could

@@ -5,19 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from libvirt_bridge_lab import lab as labmod
+from testing.e2e import lab_probe
 from testing.harness import live_processes_mentioning
 
 from .conftest import require_libvirt_host
 
 pytestmark = pytest.mark.libvirt
-
-PROBE = '#!/bin/sh\necho "$vmId" >> {out}\n'
 
 
 def bridge(*argv: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -37,13 +35,6 @@ def virsh(uri: str, *argv: str) -> str:
     return result.stdout
 
 
-def script(lab: labmod.Lab, event: str, out: Path) -> None:
-    directory = Path(lab.hooks_root) / event
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "10_probe").write_text(PROBE.format(out=out))
-    (directory / "10_probe").chmod(0o755)
-
-
 def test_a_lab_stays_until_down_and_fires_hooks_under_plain_virsh(tmp_path: Path) -> None:
     require_libvirt_host()
     directory = tmp_path / "lab"
@@ -61,17 +52,16 @@ def test_a_lab_stays_until_down_and_fires_hooks_under_plain_virsh(tmp_path: Path
         assert virsh(lab.uri, "domstate", labmod.GUEST).strip() == "shut off"
 
         # A hook author's first try: a script, then plain virsh.
-        out = tmp_path / "fired"
-        for event in ("before_vm_start", "after_vm_pause"):
-            script(lab, event, out)
+        probe = lab_probe(lab, tmp_path / "records.jsonl", ("before_vm_start", "after_vm_pause"))
         virsh(lab.uri, "start", labmod.GUEST)
         virsh(lab.uri, "suspend", labmod.GUEST)
         uuid = virsh(lab.uri, "domuuid", labmod.GUEST).strip()
         # after_vm_pause comes from the listener, a moment after virsh returns.
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(out.read_text().split()) < 2:
-            time.sleep(0.1)
-        assert out.read_text().split() == [uuid, uuid]
+        fired = probe.at_least(2, timeout=20)
+        assert [(r["event"], r["vmId"]) for r in fired] == [
+            ("before_vm_start", uuid),
+            ("after_vm_pause", uuid),
+        ]
 
         # The bridge's commands reach the lab through its config, from the host.
         tried = bridge("run", "before_vm_start", labmod.GUEST, "--config", lab.config_path)

@@ -15,7 +15,14 @@ import pytest
 
 from libvirt_bridge_lab.sandbox import Sandbox
 from libvirt_bridge_lab.sandbox.cells import SYSTEM, Cell
-from testing.e2e import Probe, wait_until
+from testing.e2e import (
+    DESTROYED,
+    STARTED,
+    Probe,
+    env_of,
+    events_of,
+    wait_for_file,
+)
 
 pytestmark = pytest.mark.libvirt
 
@@ -27,6 +34,7 @@ OVIRT_METADATA = (
 
 
 def bridged(make: Callable[[str], Sandbox], name: str, **config: object) -> tuple[Sandbox, Probe]:
+    """Sandbox ``name``, with the bridge (and ``config``) and a probe in every event."""
     sandbox = make(name)
     sandbox.install_bridge(config or None)
     return sandbox, Probe(sandbox)
@@ -41,16 +49,15 @@ def test_start_and_destroy(make_sandbox: Callable[[str], Sandbox]) -> None:
     uuid = sandbox.define_guest("g1", metadata=OVIRT_METADATA)
     sandbox.virsh("start", "g1")
     records = probe.new(2)
-    assert [r["event"] for r in records] == ["before_vm_start", "after_vm_start"]
+    assert events_of(records) == list(STARTED)
     for record in records:
         assert record["vmId"] == uuid
         assert "<name>g1</name>" in str(record["xml"]) and uuid in str(record["xml"])
-        env = record["env"]
-        assert isinstance(env, dict)
+        env = env_of(record)
         assert (env["pincpu"], env["label"]) == ("0", "ünï code")
     sandbox.virsh("destroy", "g1")
     records = probe.new(2)
-    assert [r["event"] for r in records] == ["before_vm_destroy", "after_vm_destroy"]
+    assert events_of(records) == list(DESTROYED)
     assert all(r["vmId"] == uuid for r in records)
 
 
@@ -58,9 +65,9 @@ def test_qmp_quit_is_a_poweroff(make_sandbox: Callable[[str], Sandbox]) -> None:
     sandbox, probe = bridged(make_sandbox, "lbsb1")
     sandbox.define_guest("g1")
     sandbox.virsh("start", "g1")
-    assert probe.events(2) == ["before_vm_start", "after_vm_start"]
+    assert probe.events(2) == list(STARTED)
     sandbox.virsh("qemu-monitor-command", "g1", '{"execute":"quit"}', check=False)
-    assert probe.events(2) == ["before_vm_destroy", "after_vm_destroy"]
+    assert probe.events(2) == list(DESTROYED)
     assert sandbox.domstate("g1") == "shut off"
 
 
@@ -70,7 +77,7 @@ def test_save_restore_and_managedsave(
     sandbox, probe = bridged(make_sandbox, "lbsb1")
     sandbox.define_guest("g1")
     sandbox.virsh("start", "g1")
-    assert probe.events(2) == ["before_vm_start", "after_vm_start"]
+    assert probe.events(2) == list(STARTED)
     image = str(tmp_path / "g1.save")
     sandbox.virsh("save", "g1", image)
     assert probe.events(1) == ["after_vm_hibernate"]
@@ -93,7 +100,7 @@ def test_the_stop_kind_comes_from_releases_reason_where_libvirt_gives_one(
     sandbox, probe = bridged(make_sandbox, "lbsb1", qemu_status_dir=nowhere)
     sandbox.define_guest("g1")
     sandbox.virsh("start", "g1")
-    assert probe.events(2) == ["before_vm_start", "after_vm_start"]
+    assert probe.events(2) == list(STARTED)
     sandbox.virsh("save", "g1", str(tmp_path / "g1.save"))
     says_why = libvirt_cell.libvirt != SYSTEM  # 11.3
     after = "after_vm_hibernate" if says_why else "after_vm_destroy"
@@ -130,7 +137,7 @@ def test_live_migration_both_ways(make_sandbox: Callable[[str], Sandbox]) -> Non
     destination, destination_probe = bridged(make_sandbox, "lbsb2")
     uuid = source.define_guest("g1")
     source.virsh("start", "g1")
-    assert source_probe.events(2) == ["before_vm_start", "after_vm_start"]
+    assert source_probe.events(2) == list(STARTED)
     result = source.migrate("g1", destination)
     assert result.returncode == 0, result.stderr
     assert destination_probe.events(1) == ["before_vm_migrate_destination"]
@@ -140,7 +147,7 @@ def test_live_migration_both_ways(make_sandbox: Callable[[str], Sandbox]) -> Non
     assert back.returncode == 0, back.stderr
     assert source_probe.events(1) == ["before_vm_migrate_destination"]
     records = destination_probe.new(1)
-    assert [r["event"] for r in records] == ["after_vm_migrate_source"]
+    assert events_of(records) == ["after_vm_migrate_source"]
     assert records[0]["vmId"] == uuid
     assert source.domstate("g1") == "running"
 
@@ -151,7 +158,7 @@ def test_daemon_restart_keeps_guests_and_fires_no_vm_event(
     sandbox, probe = bridged(make_sandbox, "lbsb1")
     sandbox.define_guest("g1")
     sandbox.virsh("start", "g1")
-    assert probe.events(2) == ["before_vm_start", "after_vm_start"]
+    assert probe.events(2) == list(STARTED)
     sandbox.restart_daemon()
     # after_vdsm_stop is async: its runner may finish after the new daemon's start hook.
     assert sorted(probe.events(2)) == ["after_vdsm_stop", "before_vdsm_start"]
@@ -236,7 +243,7 @@ def test_after_script_may_call_virsh_on_its_own_domain(
     )
     sandbox.define_guest("g1")
     sandbox.virsh("start", "g1")
-    wait_until(out.exists, "the after_vm_start script's virsh")
+    wait_for_file(out, "the after_vm_start script's virsh")
     assert out.read_text().strip() == "running"
 
 
@@ -253,7 +260,7 @@ def test_script_timeout(make_sandbox: Callable[[str], Sandbox]) -> None:
     sandbox.virsh("start", "g1")
     # The second start's after_vm_start: once its job is done, 60_hang has been killed.
     probe.new(3)
-    log = Path(sandbox.log_file).read_text()
+    log = probe.log()
     assert "after_vm_start domain='g1'" in log
     assert f"{sandbox.hooks_root}/after_vm_start/60_hang killed after timeout" in log
     assert sandbox.domstate("g1") == "running"

@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 
 from libvirt_bridge_lab.sandbox import Sandbox
-from testing.e2e import ListenedProbe, Record, bridge_cli, kill_listener, listened, wait_until
+from testing.e2e import (
+    STARTED,
+    ListenedProbe,
+    Record,
+    bridge_cli,
+    events_of,
+    kill_listener,
+    listened,
+    wait_until,
+)
 
 pytestmark = pytest.mark.libvirt
 
@@ -41,7 +50,8 @@ def two_hosts(
 
 
 def listener_fired(records: list[Record]) -> list[str]:
-    return [str(r["event"]) for r in records if r["event"] in LISTENED]
+    """The events in ``records`` that only the listener fires."""
+    return [event for event in events_of(records) if event in LISTENED]
 
 
 def test_suspend_and_resume_fire_once_each(sandbox: Sandbox) -> None:
@@ -51,12 +61,7 @@ def test_suspend_and_resume_fire_once_each(sandbox: Sandbox) -> None:
     sandbox.virsh("suspend", "g1")
     sandbox.virsh("resume", "g1")
     got = probe.at_least(4)
-    assert [r["event"] for r in got] == [
-        "before_vm_start",
-        "after_vm_start",
-        "after_vm_pause",
-        "after_vm_cont",
-    ]
+    assert events_of(got) == [*STARTED, "after_vm_pause", "after_vm_cont"]
     assert all(r["vmId"] == uuid and r["name"] == "g1" for r in got)
     # Each run on record, with what fired it.
     history = bridge_cli(sandbox, "history", "g1", "--json")
@@ -82,11 +87,10 @@ def test_save_start_restore_fire_no_pause_or_continue(sandbox: Sandbox, tmp_path
         ("start", "g1"),
     ):
         sandbox.virsh(*action)
-    fired = [str(r["event"]) for r in probe.caught_up()]
+    fired = events_of(probe.caught_up())
     assert listener_fired(probe.all()) == []
     assert Counter(fired) == Counter(
-        ["before_vm_start", "after_vm_start"]
-        + 2 * ["after_vm_hibernate", "before_vm_dehibernate", "after_vm_dehibernate"]
+        [*STARTED] + 2 * ["after_vm_hibernate", "before_vm_dehibernate", "after_vm_dehibernate"]
     )
 
 
@@ -114,7 +118,7 @@ def test_a_migration_that_came_in_while_the_listener_was_down_fires_once_it_is_b
     assert listener_fired(destination_probe.settled()) == []  # no listener: nothing more comes
     destination.start_listener()
     assert listener_fired(destination_probe.at_least(1)) == ["after_vm_migrate_destination"]
-    log = Path(destination.log_file).read_text()
+    log = destination_probe.log()
     # Two domains: g1 and the sentinel guest.
     assert "resynchronised 2 domain(s) after a gap, 1 missed event(s) fired" in log
     # A later restart has nothing new to fire.

@@ -21,7 +21,7 @@ import pytest
 from libvirt_bridge.daemons import process_name
 from libvirt_bridge_lab.sandbox import Sandbox
 from libvirt_bridge_lab.sandbox.cells import MODULAR
-from testing.e2e import Probe, listened
+from testing.e2e import ListenedProbe, Probe, listened
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.libvirt_modes(MODULAR)]
 
@@ -96,8 +96,7 @@ def test_only_virtqemud_fires_the_daemon_events(sandbox: Sandbox) -> None:
         assert f"Calling hook /etc/libvirt/hooks/daemon id=- op={op}" in log, log[-2000:]
     # ... and fires nothing: the bridge saw who called.
     assert probe.settled() == []
-    bridge_log = Path(sandbox.log_file).read_text()
-    assert "called by 'virtnetworkd', not by a qemu daemon; no event" in bridge_log
+    assert "called by 'virtnetworkd', not by a qemu daemon; no event" in probe.log()
     assert daemon_record(sandbox, "virtnetworkd") is None
     # virtqemud's own stop and start fire both events, once each.
     old = sandbox.daemon_pid()
@@ -140,9 +139,9 @@ def _accepted_by(inodes: set[str]) -> list[tuple[str, str]]:
 
 def test_listener_connects_to_virtqemud(make_sandbox: Callable[[str], Sandbox]) -> None:
     sandbox = make_sandbox("lbsb1")
-    probe = listened(sandbox, ("after_vm_pause", "after_vm_cont"))
+    probe = listened(sandbox, ListenedProbe.SENTINEL_EVENTS)
     listener = sandbox.listener_pid()
-    assert "listener: connected to qemu:///system" in Path(sandbox.log_file).read_text()
+    assert "listener: connected to qemu:///system" in probe.log()
     # Its connection is one virtqemud accepted, on its read-only socket: the listener only
     # watches (there is no libvirt-sock).
     connections = _accepted_by(_socket_inodes(listener))

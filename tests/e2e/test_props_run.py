@@ -19,11 +19,9 @@ from lxml import etree
 
 from libvirt_bridge import domxml
 from libvirt_bridge_lab.sandbox import Sandbox
-from testing.e2e import Probe, bridge_cli, listened
+from testing.e2e import ListenedProbe, Probe, env_of, listened, verb
 
 pytestmark = pytest.mark.libvirt
-
-SENTINEL = ("after_vm_pause", "after_vm_cont")
 
 NS = domxml.OVIRT_VM_NS
 RICH_METADATA = (
@@ -49,17 +47,18 @@ class Bridged(Probe):
         sandbox.install_bridge()
         super().__init__(sandbox, ("before_vm_start",), tail=EDIT)
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """``libvirt-bridge ARGS`` with an environment of a shell (and one odd variable)."""
+    def verb(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """``libvirt-bridge NAME --connect URI ARGS`` with an environment of a shell (and one
+        odd variable)."""
         shell = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": pwd.getpwuid(os.geteuid()).pw_dir,
             "SHELL_ONLY_VARIABLE": "not for hooks",
         }
-        return bridge_cli(self.sandbox, *args, env=shell)
+        return verb(self.sandbox, name, *args, env=shell)
 
     def props(self, domain: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return self.cli("props", "--connect", self.sandbox.uri, domain, *args)
+        return self.verb("props", domain, *args)
 
 
 @pytest.fixture
@@ -155,16 +154,14 @@ def test_a_property_set_reaches_the_next_start(bridged: Bridged) -> None:
     assert result.returncode == 0, result.stderr
     sandbox.virsh("start", "g1")
     [record] = bridged.new(1)
-    env = record["env"]
-    assert isinstance(env, dict)
+    env = env_of(record)
     assert (env["pincpu"], env["label"], env["vmId"]) == ("0", "ünï code", uuid)
     # Changed while it runs, seen at the start after the next.
     assert bridged.props("g1", "set", "pincpu=1").returncode == 0
     sandbox.virsh("destroy", "g1")
     sandbox.virsh("start", "g1")
     [record] = bridged.new(1)
-    second = record["env"]
-    assert isinstance(second, dict) and second["pincpu"] == "1"
+    assert env_of(record)["pincpu"] == "1"
     sandbox.virsh("destroy", "g1")
 
 
@@ -174,7 +171,7 @@ def test_run_tries_the_scripts_and_changes_nothing(bridged: Bridged) -> None:
     assert bridged.props("g1", "set", "pincpu=0").returncode == 0
     before = sandbox.virsh("dumpxml", "g1").stdout
     before_inactive = sandbox.virsh("dumpxml", "--inactive", "g1").stdout
-    result = bridged.cli("run", "before_vm_start", "g1", "--connect", sandbox.uri)
+    result = bridged.verb("run", "before_vm_start", "g1")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert out.startswith(f"trial of before_vm_start for domain g1 (vmId {uuid}): nothing is")
@@ -186,13 +183,12 @@ def test_run_tries_the_scripts_and_changes_nothing(bridged: Bridged) -> None:
     assert sandbox.virsh("dumpxml", "g1").stdout == before
     assert sandbox.virsh("dumpxml", "--inactive", "g1").stdout == before_inactive
     assert sandbox.domstate("g1") == "shut off"
-    assert "[trial]" in Path(sandbox.log_file).read_text()
+    assert "[trial]" in bridged.log()
     # The scripts saw what the real event gives them: compare with a real start.
     sandbox.virsh("start", "g1")
     trial, real = bridged.new(2)
     assert trial["event"] == real["event"] == "before_vm_start"
-    trial_env, real_env = trial["env"], real["env"]
-    assert isinstance(trial_env, dict) and isinstance(real_env, dict)
+    trial_env, real_env = env_of(trial), env_of(real)
     assert sorted(trial_env) == sorted(real_env)
     for key in ("pincpu", "vmId", "LC_ALL", "HOME"):
         assert trial_env[key] == real_env[key], key
@@ -208,7 +204,7 @@ def test_run_with_a_failing_script(bridged: Bridged) -> None:
     sandbox.add_hook_script(
         "before_vm_start", "60_veto", "#!/bin/sh\necho 'no, not now' >&2\nexit 1\n"
     )
-    result = bridged.cli("run", "before_vm_start", "g1", "--connect", sandbox.uri)
+    result = bridged.verb("run", "before_vm_start", "g1")
     assert result.returncode == 1
     assert "60_veto: rc=1, failed, " in result.stdout and "  | no, not now\n" in result.stdout
     assert "result: 1 of 2 script(s) failed: 60_veto" in result.stdout
@@ -227,12 +223,14 @@ PLANNED_NIC = f"""<interface type='user'>
 def test_a_nic_named_before_it_is_plugged_gets_its_properties_under_plain_virsh(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    probe = listened(sandbox, ("after_nic_hotplug", "after_nic_hotunplug", *SENTINEL))
+    probe = listened(
+        sandbox, ("after_nic_hotplug", "after_nic_hotunplug", *ListenedProbe.SENTINEL_EVENTS)
+    )
     sandbox.define_guest("g1")
     sandbox.virsh("start", "g1")
 
     def props(*args: str) -> subprocess.CompletedProcess[str]:
-        return bridge_cli(sandbox, "props", "--connect", sandbox.uri, "g1", *args)
+        return verb(sandbox, "props", "g1", *args)
 
     planned = props("--device", PLANNED_MAC, "set", "extnet=lab")
     assert planned.returncode == 0, planned.stderr
@@ -242,8 +240,7 @@ def test_a_nic_named_before_it_is_plugged_gets_its_properties_under_plain_virsh(
     sandbox.virsh("attach-device", "g1", str(nic), "--live")
     [plugged] = probe.new(1)
     assert plugged["event"] == "after_nic_hotplug"
-    env = plugged["env"]
-    assert isinstance(env, dict) and env.get("extnet") == "lab"
+    assert env_of(plugged).get("extnet") == "lab"
     listed = props("devices")
     assert f"NIC {PLANNED_MAC} (--device {PLANNED_MAC}): <interface> in the live" in listed.stdout
 

@@ -9,7 +9,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-import time
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ from libvirt_bridge_lab.sandbox import (
     process_alive,
 )
 from libvirt_bridge_lab.sandbox.cells import Cell
+from testing.e2e import wait_until
 
 pytestmark = pytest.mark.libvirt
 
@@ -262,8 +262,11 @@ def test_sandbox_dies_with_its_owner(tmp_path: Path, libvirt_cell: Cell) -> None
     pids = [int(pid) for pid in owner.stdout.split()]
     # The daemon and virtlogd, and maybe a child of the daemon's for a moment (QEMU probed).
     assert len(pids) >= 2, pids
-    deadline = time.monotonic() + 20
-    while any(process_alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert [pid for pid in pids if process_alive(pid)] == []
+
+    def alive() -> list[int]:
+        return [pid for pid in pids if process_alive(pid)]
+
+    wait_until(
+        lambda: alive() == [], lambda: f"the sandbox's processes gone (alive: {alive()})", 20
+    )
     assert mounts_mentioning(str(root)) == []

@@ -23,26 +23,15 @@ from pathlib import Path
 
 import pytest
 
+from libvirt_bridge import history
 from libvirt_bridge.daemons import process_name
 from libvirt_bridge_lab.sandbox import Sandbox
-from testing.e2e import probed, wait_until
+from testing.e2e import GUEST_CYCLE, probed, wait_until
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.soak]
 
 # What one cycle fires, each exactly once: the hook's events and the listener's.
-CYCLE_EVENTS = Counter(
-    [
-        "before_vm_start",
-        "after_vm_start",
-        "after_vm_pause",
-        "after_vm_cont",
-        "after_vm_hibernate",
-        "before_vm_dehibernate",
-        "after_vm_dehibernate",
-        "before_vm_destroy",
-        "after_vm_destroy",
-    ]
-)
+CYCLE_EVENTS = Counter(GUEST_CYCLE)
 # The listener's growth allowed from the end of the warm-up (a fifth of the cycles) to
 # the end: no descriptor, and a little memory for the allocator's own slack.
 FD_GROWTH = 0
@@ -148,8 +137,6 @@ def test_cycles_fire_each_event_once_and_leave_nothing(
     }
     assert set(kept) <= bounded, f"files left in the state dir: {set(kept) - bounded}"
     # One record per script run, none lost, none twice.
-    from libvirt_bridge import history
-
     runs = [r for r in history.read(sandbox.state_dir) if r["domain"] == "g1"]
     assert len(runs) == soak_cycles * per_cycle
     fds_warm, rss_warm = figures["warm"]

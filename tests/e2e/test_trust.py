@@ -5,12 +5,10 @@ the verbs and ``run``.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from libvirt_bridge_lab.sandbox import Sandbox
-from testing.e2e import Record, bridge_cli, listened
+from testing.e2e import Record, define_with_devices, env_of, events_of, listened, verb
 from testing.harness import ovirt_vm
 
 pytestmark = pytest.mark.libvirt
@@ -34,22 +32,15 @@ EVENTS = (
 )
 
 
-def define_hostile(sandbox: Sandbox, tmp_path: Path) -> str:
+def define_hostile(sandbox: Sandbox) -> str:
     metadata = ovirt_vm(
         {**VM_HOSTILE, "label": "web"}, nics={MAC: {**NIC_HOSTILE, "extnet": "br-test"}}
     )
-    xml = sandbox.domain_xml("g1", metadata=metadata).replace(
-        "</devices>", f"    {NIC}\n  </devices>"
-    )
-    path = tmp_path / "g1.xml"
-    path.write_text(xml)
-    sandbox.virsh("define", str(path))
-    return sandbox.virsh("domuuid", "g1").stdout.strip()
+    return define_with_devices(sandbox, "g1", NIC, metadata=metadata)
 
 
 def screened(record: Record, uuid: str, device: bool = False) -> None:
-    env = record["env"]
-    assert isinstance(env, dict)
+    env = env_of(record)
     for name, value in {**VM_HOSTILE, **(NIC_HOSTILE if device else {})}.items():
         assert env.get(name) != value, f"{record['event']}: {name} reached the script"
     assert env["vmId"] == uuid
@@ -58,14 +49,14 @@ def screened(record: Record, uuid: str, device: bool = False) -> None:
         assert env["extnet"] == "br-test"
 
 
-def test_hostile_metadata_reaches_no_script_on_any_path(sandbox: Sandbox, tmp_path: Path) -> None:
+def test_hostile_metadata_reaches_no_script_on_any_path(sandbox: Sandbox) -> None:
     probe = listened(sandbox, EVENTS)
-    uuid = define_hostile(sandbox, tmp_path)
+    uuid = define_hostile(sandbox)
 
     # libvirt's own hook, under plain virsh: the VM's event and its NIC's.
     sandbox.virsh("start", "g1")
     got = probe.new(2)
-    assert [r["event"] for r in got] == ["before_device_create", "before_vm_start"]
+    assert events_of(got) == ["before_device_create", "before_vm_start"]
     screened(got[0], uuid, device=True)
     screened(got[1], uuid)
 
@@ -75,17 +66,17 @@ def test_hostile_metadata_reaches_no_script_on_any_path(sandbox: Sandbox, tmp_pa
     assert paused["event"] == "after_vm_pause"
     screened(paused, uuid)
     sandbox.virsh("resume", "g1")
-    assert [r["event"] for r in probe.new(1)] == ["after_vm_cont"]
+    assert probe.events(1) == ["after_vm_cont"]
 
     # A verb.
-    result = bridge_cli(sandbox, "pause", "--connect", sandbox.uri, "g1")
+    result = verb(sandbox, "pause", "g1")
     assert result.returncode == 0, result.stderr
     paused_by_verb = [r for r in probe.new(2) if r["event"] == "before_vm_pause"]
     assert len(paused_by_verb) == 1
     screened(paused_by_verb[0], uuid)
 
     # run, the trial.
-    result = bridge_cli(sandbox, "run", "--connect", sandbox.uri, "before_vm_start", "g1")
+    result = verb(sandbox, "run", "before_vm_start", "g1")
     assert result.returncode == 0, result.stderr
     assert "left out: custom property LD_PRELOAD (of the VM) refused: changes what" in result.stdout
     assert "    label=web" in result.stdout
@@ -93,18 +84,18 @@ def test_hostile_metadata_reaches_no_script_on_any_path(sandbox: Sandbox, tmp_pa
     [trial] = probe.new(1)
     screened(trial, uuid)
 
-    log = Path(sandbox.log_file).read_text()
+    log = probe.log()
     for event in ("before_vm_start", "before_device_create", "after_vm_pause", "before_vm_pause"):
         assert f"{event} domain='g1' uuid={uuid}: custom property LD_PRELOAD (of the VM)" in log
     assert "custom property LD_LIBRARY_PATH (of the <interface>) refused" in log
 
     # The operator's view: what the domain carries that scripts never get.
-    result = bridge_cli(sandbox, "check-props", "--connect", sandbox.uri, "g1")
+    result = verb(sandbox, "check-props", "g1")
     assert result.returncode == 1
     assert f"g1 NIC {MAC}: LD_LIBRARY_PATH=/nonexistent/lib (live and persistent)" in (
         result.stdout
     )
     # And the verbs will not write such a property.
-    result = bridge_cli(sandbox, "props", "--connect", sandbox.uri, "g1", "set", "ENV=/x")
+    result = verb(sandbox, "props", "g1", "set", "ENV=/x")
     assert result.returncode == 2
     assert "property name 'ENV' is refused" in result.stderr

@@ -13,7 +13,17 @@ import pytest
 
 from libvirt_bridge.runner import LIBVIRT_PASSED_ENV
 from libvirt_bridge_lab.sandbox import Sandbox
-from testing.e2e import ListenedProbe, Probe, bridge_cli, listened, probed
+from testing.e2e import (
+    DESTROYED,
+    STARTED,
+    ListenedProbe,
+    Probe,
+    env_of,
+    listened,
+    migrate_verb,
+    probed,
+    verb,
+)
 
 pytestmark = pytest.mark.libvirt
 
@@ -26,10 +36,6 @@ PINCPU_METADATA = (
     '<ovirt-vm:vm xmlns:ovirt-vm="http://ovirt.org/vm/1.0"><ovirt-vm:custom>'
     "<ovirt-vm:pincpu>0</ovirt-vm:pincpu></ovirt-vm:custom></ovirt-vm:vm>"
 )
-
-
-def verb(sandbox: Sandbox, name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return bridge_cli(sandbox, name, "--connect", sandbox.uri, *args)
 
 
 @pytest.fixture
@@ -57,7 +63,7 @@ def test_pause_resume_save_and_destroy_fire_each_event_once(bridged: ListenedPro
     sandbox = bridged.sandbox
     sandbox.define_guest("g1")
     assert verb(sandbox, "start", "g1").returncode == 0
-    assert bridged.events(2) == ["before_vm_start", "after_vm_start"]
+    assert bridged.events(2) == list(STARTED)
     assert verb(sandbox, "pause", "g1").returncode == 0
     assert bridged.events(2) == ["before_vm_pause", "after_vm_pause"]
     assert verb(sandbox, "resume", "g1").returncode == 0
@@ -69,7 +75,7 @@ def test_pause_resume_save_and_destroy_fire_each_event_once(bridged: ListenedPro
     assert "managed save" in result.stdout
     assert bridged.events(2) == ["before_vm_dehibernate", "after_vm_dehibernate"]
     assert verb(sandbox, "destroy", "g1").returncode == 0
-    assert bridged.events(2) == ["before_vm_destroy", "after_vm_destroy"]
+    assert bridged.events(2) == list(DESTROYED)
 
 
 def test_migrate_verb_runs_the_source_event(make_sandbox: Callable[[str], Sandbox]) -> None:
@@ -78,15 +84,7 @@ def test_migrate_verb_runs_the_source_event(make_sandbox: Callable[[str], Sandbo
     source.sandbox.define_guest("g1")
     source.sandbox.virsh("start", "g1")
     source.events(2)
-    result = verb(
-        source.sandbox,
-        "migrate",
-        "--live",
-        "g1",
-        destination.sandbox.uri,
-        "--migrateuri",
-        "tcp://127.0.0.1",
-    )
+    result = migrate_verb(source.sandbox, destination.sandbox)
     assert result.returncode == 0, result.stderr
     assert source.events(2) == ["before_vm_migrate_source", "after_vm_migrate_source"]
     assert destination.events(1) == ["before_vm_migrate_destination"]
@@ -103,7 +101,7 @@ def test_start_boots_the_changed_xml_once_and_keeps_the_definition(bridged: List
     assert "cpuset='0'" in sandbox.virsh("dumpxml", "g1").stdout
     assert "cpuset" not in sandbox.virsh("dumpxml", "--inactive", "g1").stdout
     # before_vm_start ran in the verb, not a second time at libvirt's prepare.
-    assert bridged.events(2) == ["before_vm_start", "after_vm_start"]
+    assert bridged.events(2) == list(STARTED)
 
 
 def test_plain_virsh_start_warns_or_refuses_an_xml_change(bridged: ListenedProbe) -> None:
@@ -112,7 +110,7 @@ def test_plain_virsh_start_warns_or_refuses_an_xml_change(bridged: ListenedProbe
     sandbox.define_guest("g1", metadata=PINCPU_METADATA)
     sandbox.virsh("start", "g1")
     assert "cpuset" not in sandbox.virsh("dumpxml", "g1").stdout
-    assert "40_pincpu changed the domain XML" in Path(sandbox.log_file).read_text()
+    assert "40_pincpu changed the domain XML" in bridged.log()
     sandbox.virsh("destroy", "g1")
     sandbox.install_bridge({"start_xml_changes": "refuse"})
     result = sandbox.virsh("start", "g1", check=False)
@@ -130,11 +128,10 @@ def test_verb_scripts_get_libvirts_hook_environment_not_the_callers(bridged: Lis
     sandbox.virsh("start", "g1")
     bridged.events(2)
     caller = dict(os.environ, FOO="bar", LC_ALL="C.UTF-8")
-    result = bridge_cli(sandbox, "pause", "--connect", sandbox.uri, "g1", env=caller)
+    result = verb(sandbox, "pause", "g1", env=caller)
     assert result.returncode == 0, result.stderr
     record = bridged.new(2)[0]
-    env = record["env"]
-    assert isinstance(env, dict)
+    env = env_of(record)
     assert record["event"] == "before_vm_pause"
     assert "FOO" not in env and "LIBVIRT_BRIDGE_CONFIG" not in env
     # Of the caller's variables, only those libvirt passes to a hook; then the bridge's.
@@ -170,7 +167,7 @@ def test_a_refused_verb_start_fires_the_events_of_a_refused_virsh_start(
     os.unlink(veto)
     started = verb(sandbox, "start", "g1")
     assert started.returncode == 0, started.stderr
-    assert bridged.events(2) == ["before_vm_start", "after_vm_start"]
+    assert bridged.events(2) == list(STARTED)
     assert sandbox.domstate("g1") == "running"
 
 
