@@ -10,9 +10,35 @@ from libvirt_bridge.screening import screen
 
 ADDED, REMOVED, FAILED = mapping.DEVICE_ADDED, mapping.DEVICE_REMOVED, mapping.REMOVAL_FAILED
 
-LIVE = """<domain type='kvm'>
+UUID = "0f0e0d0c-0000-0000-0000-000000000001"
+
+
+def usb_disk(image: str, target: str, alias: str) -> str:
+    """A disk on the USB bus, laid out as in libvirt's live XML."""
+    return (
+        "    <disk type='file' device='disk'>\n"
+        f"      <source file='/images/{image}'/>\n"
+        f"      <target dev='{target}' bus='usb'/>\n"
+        f"      <alias name='{alias}'/>\n"
+        "    </disk>\n"
+    )
+
+
+NIC = """    <interface type='user'>
+      <mac address='52:54:00:aa:00:01'/>
+      <model type='usb-net'/>
+      <alias name='net0'/>
+    </interface>
+"""
+DIMM = """    <memory model='dimm'>
+      <target><size unit='KiB'>131072</size><node>0</node></target>
+      <alias name='dimm0'/>
+    </memory>
+"""
+CONTROLLER = "    <controller type='usb' index='0'>\n      <alias name='usb'/>\n    </controller>\n"
+LIVE = f"""<domain type='kvm'>
   <name>g1</name>
-  <uuid>0f0e0d0c-0000-0000-0000-000000000001</uuid>
+  <uuid>{UUID}</uuid>
   <metadata>
     <ovirt-vm:vm xmlns:ovirt-vm="http://ovirt.org/vm/1.0">
       <ovirt-vm:custom><ovirt-vm:extnet>vm-wins</ovirt-vm:extnet></ovirt-vm:custom>
@@ -27,27 +53,9 @@ LIVE = """<domain type='kvm'>
     </ovirt-vm:vm>
   </metadata>
   <devices>
-    <disk type='file' device='disk'>
-      <source file='/images/extra.img'/>
-      <target dev='sdb' bus='usb'/>
-      <alias name='ua-disk1'/>
-    </disk>
-    <interface type='user'>
-      <mac address='52:54:00:aa:00:01'/>
-      <model type='usb-net'/>
-      <alias name='net0'/>
-    </interface>
-    <memory model='dimm'>
-      <target><size unit='KiB'>131072</size><node>0</node></target>
-      <alias name='dimm0'/>
-    </memory>
-    <controller type='usb' index='0'>
-      <alias name='usb'/>
-    </controller>
-  </devices>
+{usb_disk("extra.img", "sdb", "ua-disk1")}{NIC}{DIMM}{CONTROLLER}  </devices>
 </domain>
 """
-UUID = "0f0e0d0c-0000-0000-0000-000000000001"
 
 
 def watching() -> DeviceWatch:
@@ -153,19 +161,7 @@ def test_the_listeners_device_rows() -> None:
 # -- after a gap: what a resync finds missed ---------------------------------------------
 
 RUNNING = LIVE.replace("<domain type='kvm'>", "<domain type='kvm' id='3'>")
-NIC = """    <interface type='user'>
-      <mac address='52:54:00:aa:00:01'/>
-      <model type='usb-net'/>
-      <alias name='net0'/>
-    </interface>
-"""
-DISK2 = """    <disk type='file' device='disk'>
-      <source file='/images/more.img'/>
-      <target dev='sdc' bus='usb'/>
-      <alias name='ua-disk2'/>
-    </disk>
-"""
-CONTROLLER = "    <controller type='usb' index='0'>\n      <alias name='usb'/>\n    </controller>\n"
+DISK2 = usb_disk("more.img", "sdc", "ua-disk2")
 
 
 def changed(xml: str = RUNNING, *, drop: str = "", add: str = "", run: str = "3") -> str:
@@ -213,9 +209,8 @@ def test_a_domain_started_again_meanwhile_came_with_its_devices() -> None:
 def test_only_devices_with_events_are_found() -> None:
     watch = resynced()
     # A controller has no event; a memory device has one when added, none when removed.
-    memory = RUNNING[RUNNING.index("    <memory model") : RUNNING.index("    <controller")]
-    assert watch.catch_up(UUID, changed(drop=memory + CONTROLLER)) == []
-    missed = watch.catch_up(UUID, changed(add=memory + CONTROLLER))
+    assert watch.catch_up(UUID, changed(drop=DIMM + CONTROLLER)) == []
+    missed = watch.catch_up(UUID, changed(add=DIMM + CONTROLLER))
     assert [(m.op, m.alias, m.event) for m in missed] == [(ADDED, "dimm0", "after_memory_hotplug")]
 
 

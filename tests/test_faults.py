@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import io
-import os
-import signal
 import subprocess
 import sys
-import threading
-import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from libvirt_bridge import dispatch
-from testing.harness import LIBVIRT_ENV, Bridge, domain_xml
+from testing.harness import (
+    LIBVIRT_ENV,
+    Bridge,
+    assert_a_left_process_never_holds_the_call,
+    domain_xml,
+)
+from testing.waits import wait_for_file
 
 MAX_RSS_KB = """
 import resource, subprocess, sys
@@ -68,22 +71,8 @@ def test_a_script_that_closes_or_reuses_its_stdio(bridge: Bridge, tmp_path: Path
 
 
 def test_a_double_forked_daemon_does_not_hold_the_event(bridge: Bridge, tmp_path: Path) -> None:
-    pidfile = tmp_path / "daemon.pid"
-    bridge.script(
-        "before_vm_start",
-        "10_daemon",
-        f"#!/bin/sh\n( setsid sh -c 'echo $$ > {pidfile}; exec sleep 120' & )\necho started >&2\n",
-    )
-    try:
-        result = bridge.qemu("vm1", "prepare", "begin", domain_xml())
-        assert result.returncode == 0
-        deadline = time.monotonic() + 10
-        while not pidfile.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert "10_daemon rc=0" in bridge.log_text()
-    finally:
-        if pidfile.exists():
-            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+    daemon = "( setsid sh -c 'echo $$ > {pidfile}; exec sleep 120' & )"
+    assert_a_left_process_never_holds_the_call(bridge, tmp_path, daemon)
 
 
 def test_a_script_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
@@ -117,18 +106,16 @@ def test_a_script_replaced_while_it_runs(bridge: Bridge, tmp_path: Path) -> None
     )
 
     def replace() -> None:
-        deadline = time.monotonic() + 10
-        while not started.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for_file(started, "the old script running", 10)
         new = script.with_name(".new")
         new.write_text("#!/bin/sh\necho new >&2\n")
         new.chmod(0o755)
         new.rename(script)
 
-    thread = threading.Thread(target=replace)
-    thread.start()
-    first = bridge.qemu("vm1", "prepare", "begin", domain_xml())
-    thread.join()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        replaced = pool.submit(replace)
+        first = bridge.qemu("vm1", "prepare", "begin", domain_xml())
+        replaced.result()
     second = bridge.qemu("vm1", "prepare", "begin", domain_xml())
     assert first.returncode == second.returncode == 0
     runs = [x for x in bridge.log_text().splitlines() if "10_old" in x]

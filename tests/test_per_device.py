@@ -3,10 +3,9 @@ fired through the installed launchers, as libvirt calls them."""
 
 from __future__ import annotations
 
-from lxml import etree
-
 from libvirt_bridge import mapping
 from testing.harness import Bridge, domain_xml, ovirt_vm, uuid_of
+from testing.probes import STARTED, Record, element_of, env_of, events_of
 
 METADATA = ovirt_vm(
     {"owner": "ops"},
@@ -28,12 +27,9 @@ def domain() -> bytes:
     return domain_xml("vm1", extra=DEVICES)
 
 
-def macs(records: list[dict[str, object]]) -> list[str]:
-    found = []
-    for record in records:
-        element = etree.fromstring(str(record["xml"]).encode())
-        found.append(str(element.find("mac").get("address")))
-    return found
+def macs(records: list[Record]) -> list[str]:
+    """The MAC of the NIC each record's script got."""
+    return [str(element_of(record).find("mac").get("address")) for record in records]
 
 
 def test_a_cold_boot_fires_device_create_per_nic_with_properties(bridge: Bridge) -> None:
@@ -48,21 +44,16 @@ def test_a_cold_boot_fires_device_create_per_nic_with_properties(bridge: Bridge)
     for op in ("prepare", "start", "started"):
         assert bridge.qemu("vm1", op, "begin", xml).returncode == 0
     records = bridge.wait_async(6)
-    assert [r["event"] for r in records] == [
-        "before_device_create",
-        "before_device_create",
-        "before_vm_start",
-        "after_vm_start",
-        "after_device_create",
-        "after_device_create",
-    ]
+    # Each NIC's event around the VM's.
+    nics = 2
+    expected = ["before_device_create"] * nics + [*STARTED] + ["after_device_create"] * nics
+    assert events_of(records) == expected
     # The NICs with properties, one each, in <devices> order; not the disk (VDSM keeps a
     # disk's properties elsewhere), not the NIC without.
     device_records = [r for r in records if "device" in str(r["event"])]
     assert macs(device_records) == ["52:54:00:00:00:01", "52:54:00:00:00:02"] * 2
     for record, extnet in zip(device_records, ["br-a", "br-b"] * 2, strict=True):
-        env = record["env"]
-        assert isinstance(env, dict)
+        env = env_of(record)
         assert (env["extnet"], env["owner"], env["vmId"]) == (extnet, "ops", uuid_of(xml))
 
 
@@ -103,9 +94,7 @@ def test_destroy_and_migration_fire_their_device_companions(bridge: Bridge) -> N
     assert bridge.qemu("vm1", "stopped", "end", xml).returncode == 0
     assert bridge.qemu("vm1", "release", "end", xml).returncode == 0
     records = bridge.wait_async(6)
-    assert [r["event"] for r in records[2:]] == ["before_device_destroy"] * 2 + [
-        "after_device_destroy"
-    ] * 2
+    assert events_of(records[2:]) == ["before_device_destroy"] * 2 + ["after_device_destroy"] * 2
     assert macs(records[2:4]) == ["52:54:00:00:00:01", "52:54:00:00:00:02"]
 
 
@@ -114,7 +103,7 @@ def test_no_companion_script_no_xml_parse_and_nothing_queued(bridge: Bridge) -> 
     xml = domain()
     for op in ("prepare", "start", "started"):
         assert bridge.qemu("vm1", op, "begin", xml).returncode == 0
-    assert [r["event"] for r in bridge.wait_async(1)] == ["after_vm_start"]
+    assert events_of(bridge.wait_async(1)) == ["after_vm_start"]
 
 
 def test_the_fast_path_serves_the_companions_too() -> None:

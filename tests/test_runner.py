@@ -7,12 +7,17 @@ import os
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from testing.harness import Bridge, domain_xml, uuid_of
+from testing.harness import (
+    Bridge,
+    alive,
+    assert_a_left_process_never_holds_the_call,
+    domain_xml,
+    uuid_of,
+)
 
 APPEND_NAME = """#!/bin/sh
 printf '%s\\n' "$(basename "$0")" >> {out}
@@ -309,7 +314,7 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert b"10_hang (killed after timeout" in result.stderr
     child = int(pidfile.read_text())
-    assert not _alive(child)
+    assert not alive(child)
 
 
 def test_timeout_zero_means_none(tmp_path: Path) -> None:
@@ -319,33 +324,7 @@ def test_timeout_zero_means_none(tmp_path: Path) -> None:
 
 
 def test_background_child_never_holds_the_call(bridge: Bridge, tmp_path: Path) -> None:
-    pidfile = tmp_path / "bg.pid"
-    bridge.script(
-        "before_vm_start",
-        "10_daemonize",
-        f"#!/bin/sh\nsleep 120 &\necho $! > {pidfile}\necho bye >&2\n",
-    )
-    started = time.monotonic()
-    result = prepare(
-        bridge,
-        domain_xml(),
-    )
-    elapsed = time.monotonic() - started
-    child = int(pidfile.read_text())
-    try:
-        assert result.returncode == 0
-        assert elapsed < 60  # the call returned while the child (120 s) still ran
-        assert _alive(child)
-    finally:
-        os.kill(child, 9)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    assert_a_left_process_never_holds_the_call(bridge, tmp_path, "sleep 120 &\necho $! > {pidfile}")
 
 
 # --- XML rules -----------------------------------------------------------------------

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from libvirt_bridge.schema import Schema
 from libvirt_bridge.screening import VM, name_refusal, screen
 from testing.harness import LIBVIRT_ENV, Bridge, domain_xml, escape, ovirt_vm
+from testing.probes import Record, env_of
 
 # What the product must keep from scripts, as its requirements list it (and glibc's
 # unsecvars.h), written out here rather than taken from the code under test.
@@ -159,8 +160,14 @@ def hostile(tmp_path: Path) -> dict[str, str]:
     return dict(HOSTILE, PATH=str(evil), BASH_ENV=str(sourced))
 
 
-def env_of(path: Path) -> dict[str, str]:
-    pairs = path.read_bytes().split(b"\0")
+def env_seen(bridge: Bridge, tmp_path: Path, event: str, xml: bytes) -> dict[str, str]:
+    """The environment a bash script of ``event`` ran with, once libvirt's prepare of
+    ``xml`` fired it; no hostile PATH or BASH_ENV (:func:`hostile`) may have taken effect."""
+    out = tmp_path / "env.out"
+    bridge.script(event, "50_env", BASH_PROBE.format(out=out))
+    assert bridge.qemu("vm1", "prepare", "begin", xml).returncode == 0
+    assert not (tmp_path / "mark").exists(), "a metadata-set PATH or BASH_ENV took effect"
+    pairs = out.read_bytes().split(b"\0")
     return dict(p.decode().split("=", 1) for p in pairs if p)
 
 
@@ -185,12 +192,8 @@ def test_metadata_never_sets_how_a_before_vm_start_script_runs(
     bridge: Bridge, tmp_path: Path
 ) -> None:
     props = hostile(tmp_path)
-    out = tmp_path / "env.out"
-    bridge.script("before_vm_start", "50_env", BASH_PROBE.format(out=out))
     xml = domain_xml("vm1", properties={k: escape(v) for k, v in props.items()})
-    assert bridge.qemu("vm1", "prepare", "begin", xml).returncode == 0
-    env = env_of(out)
-    assert not (tmp_path / "mark").exists(), "a metadata-set PATH or BASH_ENV took effect"
+    env = env_seen(bridge, tmp_path, "before_vm_start", xml)
     for name in ("LD_PRELOAD", "BASH_ENV", "PYTHONSTARTUP", "GCONV_PATH"):
         assert name not in env, name
     assert env["PATH"] == LIBVIRT_ENV["PATH"]
@@ -207,15 +210,11 @@ def test_metadata_never_sets_how_a_before_device_create_script_runs(
     bridge: Bridge, tmp_path: Path
 ) -> None:
     props = hostile(tmp_path)
-    out = tmp_path / "env.out"
-    bridge.script("before_device_create", "50_env", BASH_PROBE.format(out=out))
     metadata = ovirt_vm(
         {"owner": "ops", "LD_LIBRARY_PATH": "/nonexistent"},
         nics={"52:54:00:00:00:01": {**{k: escape(v) for k, v in props.items()}, "extnet": "b"}},
     )
-    assert bridge.qemu("vm1", "prepare", "begin", with_a_nic(metadata)).returncode == 0
-    env = env_of(out)
-    assert not (tmp_path / "mark").exists()
+    env = env_seen(bridge, tmp_path, "before_device_create", with_a_nic(metadata))
     for name in ("LD_PRELOAD", "LD_LIBRARY_PATH", "BASH_ENV", "PYTHONSTARTUP", "GCONV_PATH"):
         assert name not in env, name
     assert env["PATH"] == LIBVIRT_ENV["PATH"]
@@ -231,8 +230,7 @@ def test_an_async_events_scripts_are_screened_too(bridge: Bridge, tmp_path: Path
     for op in ("prepare", "start", "started"):
         assert bridge.qemu("vm1", op, "begin", xml).returncode == 0
     [record] = bridge.wait_async(1)
-    env = record["env"]
-    assert isinstance(env, dict)
+    env = env_of(record)
     assert "LD_PRELOAD" not in env and env["label"] == "web"
     assert len(refusal_lines(bridge, "after_vm_start")) == 1
 
@@ -253,12 +251,11 @@ def test_a_declared_schema_refuses_undeclared_names_and_values_at_run_time(
         nics={"52:54:00:00:00:01": {"nicnet": "network:lab", "vlan": "7"}},
     )
     assert bridge.qemu("vm1", "prepare", "begin", with_a_nic(metadata)).returncode == 0
-    device, vm = bridge.read_records()
-    assert isinstance(vm["env"], dict) and isinstance(device["env"], dict)
-    assert vm["env"]["pincpu"] == "0-3"
-    assert "label" not in vm["env"] and "other" not in vm["env"]
-    assert device["env"]["nicnet"] == "network:lab"  # declared by the drop-in file
-    assert "vlan" not in device["env"]
+    device, vm = (env_of(record) for record in bridge.read_records())
+    assert vm["pincpu"] == "0-3"
+    assert "label" not in vm and "other" not in vm
+    assert device["nicnet"] == "network:lab"  # declared by the drop-in file
+    assert "vlan" not in device
     log = bridge.log_text()
     assert (
         "custom property label (of the VM) refused: its value does not match the schema's "
@@ -304,9 +301,8 @@ def xml_text(value: str) -> str:
 BRIDGE_SET = {"vmId", "_hook_domxml", "PYTHONPATH"}
 
 
-def check_screened(record: dict[str, object], props: dict[str, str], log: str, event: str) -> None:
-    env = record["env"]
-    assert isinstance(env, dict)
+def check_screened(record: Record, props: dict[str, str], log: str, event: str) -> None:
+    env = env_of(record)
     for name, value in props.items():
         refused = f"custom property {name} (" in log
         if name in MUST_REFUSE:

@@ -14,6 +14,7 @@ import pytest
 
 from libvirt_bridge import confinement, launcher, logrotate, service
 from testing.hosts import FakeDaemon, Host, namespaces_usable, run
+from testing.waits import wait_until
 
 
 @pytest.fixture
@@ -24,18 +25,25 @@ def host(tmp_path: Path) -> Iterator[Host]:
     status, _, err = host.install(listener=True)
     assert status == 0, err
     host.bridge.script("before_vm_start", "50_ok", "#!/bin/sh\nexit 0\n")
-    deadline = time.monotonic() + 10
-    while not (service.read_status(str(host.bridge.state)) or "").startswith("connected"):
-        assert time.monotonic() < deadline, "the listener did not connect"
-        time.sleep(0.02)
+    wait_until(
+        lambda: (service.read_status(str(host.bridge.state)) or "").startswith("connected"),
+        "the listener connected",
+        10,
+    )
     yield host
     service.stop_background(str(host.bridge.state))
 
 
+def status_report(host: Host, exit_status: int) -> str:
+    """What ``libvirt-bridge status`` printed, once it exited with ``exit_status``."""
+    status, out, _ = host.cmd("status")
+    assert status == exit_status, out
+    return out
+
+
 def test_listener_that_does_not_run_is_a_problem(host: Host) -> None:
     assert service.stop_background(str(host.bridge.state))
-    status, out, _ = host.cmd("status")
-    assert status == 1
+    out = status_report(host, 1)
     assert "PROBLEM: the listener is not running" in out
     assert "fix: libvirt-bridge install" in out
     assert host.cmd("uninstall")[0] == 0
@@ -48,8 +56,7 @@ def test_an_install_without_listener_is_a_choice_not_a_problem(tmp_path: Path) -
     assert status == 0, err
     marker = service.no_listener_marker(str(host.config))
     assert f"wrote {marker} (status takes the missing listener for this choice)" in out
-    status, out, _ = host.cmd("status")
-    assert status == 0, out
+    out = status_report(host, 0)
     assert "note: no listener: the bridge was installed without one (install --no-listener)" in out
     assert "PROBLEM" not in out
     # Installed with the listener later, its absence is a problem again.
@@ -57,14 +64,12 @@ def test_an_install_without_listener_is_a_choice_not_a_problem(tmp_path: Path) -
     assert status == 0, err
     assert f"removed {marker} (the listener is installed again)" in out
     service.stop_background(str(host.bridge.state))
-    status, out, _ = host.cmd("status")
-    assert status == 1 and "PROBLEM: the listener is not running" in out
+    assert "PROBLEM: the listener is not running" in status_report(host, 1)
     assert host.cmd("uninstall")[0] == 0
 
 
 def test_clean_install_is_well(host: Host) -> None:
-    status, out, _ = host.cmd("status")
-    assert status == 0, out
+    out = status_report(host, 0)
     assert out.endswith("all is well\n")
     assert f"ok: {host.hooks / 'qemu'} is the libvirt-bridge launcher\n" in out
     assert f"ok: config {host.config} is valid\n" in out
@@ -82,28 +87,24 @@ def test_status_file_of_an_earlier_listener_is_not_trusted(host: Host) -> None:
     state = str(host.bridge.state)
     pid = service.running_pid(state)
     service.write_status(state, f"connected test:///default pid={pid + 100000}")
-    status, out, _ = host.cmd("status")
-    assert status == 1, out
+    out = status_report(host, 1)
     assert (
         f"PROBLEM: the listener (pid {pid}) has not said whether it is connected to "
         f"test:///default; {service.status_file(state)} is an earlier listener's\n"
     ) in out
     assert "ok: the listener is connected" not in out
     service.write_status(state, f"connected test:///default pid={pid}")
-    status, out, _ = host.cmd("status")
-    assert status == 0, out
+    out = status_report(host, 0)
 
 
 def test_legacy_is_reported(host: Host) -> None:
     legacy = host.hooks / "qemu.legacy"
     legacy.write_text("#!/bin/sh\nexit 0\n")
     legacy.chmod(0o755)
-    status, out, _ = host.cmd("status")
-    assert status == 1
+    out = status_report(host, 1)
     assert f"PROBLEM: {host.hooks / 'qemu'} does not run the earlier hook {legacy}\n" in out
     host.install()
-    status, out, _ = host.cmd("status")
-    assert status == 0, out
+    out = status_report(host, 0)
     assert f"launcher; it runs the earlier hook {legacy} first\n" in out
 
 
@@ -288,8 +289,7 @@ def test_each_problem_is_reported_with_its_fix(
 ) -> None:
     monkeypatch.setattr(confinement, "APPARMOR_PROFILES", str(host.root / "no-apparmor"))
     problem, fix = case(host)
-    status, out, _ = host.cmd("status")
-    assert status == 1, out
+    out = status_report(host, 1)
     assert out.endswith("1 problem(s)\n"), out
     start = out.index("PROBLEM: ")
     reported = out[start:]
@@ -298,19 +298,17 @@ def test_each_problem_is_reported_with_its_fix(
 
 
 def test_the_property_schema_is_noted(host: Host) -> None:
-    status, out, _ = host.cmd("status")
-    assert status == 0, out
+    out = status_report(host, 0)
     assert "note: no property schema is in force: every custom property reaches the" in out
     dropins = host.root / "properties.d"
     dropins.mkdir()
     (dropins / "nicnet.toml").write_text("[interface]\nnicnet = '.*'\n")
     host.bridge.write_config(libvirt_uri="test:///default", properties_dir=str(dropins))
-    status, out, _ = host.cmd("status")
+    _, out, _ = host.cmd("status")
     assert f"the 1 file(s) in {dropins} count once it has one" in out
     with host.config.open("a") as f:
         f.write("[properties.vm]\npincpu = '[0-9-]+'\nlabel = '.*'\n")
-    status, out, _ = host.cmd("status")
-    assert status == 0, out
+    out = status_report(host, 0)
     assert (
         f"ok: a property schema is in force ([properties] in {host.config} and 1 file(s) in "
         f"{dropins}): interface: nicnet; vm: label, pincpu; libvirt-bridge check-props lists"
@@ -319,8 +317,7 @@ def test_the_property_schema_is_noted(host: Host) -> None:
 
 def test_vdsm_only_event_is_a_note_with_the_reason(host: Host) -> None:
     (host.hooks_root / "after_get_caps").mkdir()
-    status, out, _ = host.cmd("status")
-    assert status == 0, out
+    out = status_report(host, 0)
     assert (
         f"note: {host.hooks_root / 'after_get_caps'}: the bridge does not fire after_get_caps "
         "(a call of VDSM's own API (host capabilities) that plain libvirt has no counterpart of)"
@@ -340,25 +337,23 @@ def test_daemon_picked_up_the_launchers_or_needs_a_sighup(host: Host, tmp_path: 
     daemon = FakeDaemon(tmp_path / "daemon", host.confdir)
     try:
         # Started after install, it has not looked for hooks since: libvirt would not know.
-        status, out, _ = host.cmd("status")
-        assert status == 1
+        out = status_report(host, 1)
         assert f"PROBLEM: libvirtd (pid {daemon.pid}) has not looked for hooks since" in out
         assert f"  fix: kill -HUP {daemon.pid}\n" in out
         # The SIGHUP makes it run the daemon hook, which records it.
         os.kill(daemon.pid, 1)
         record = host.bridge.state / "daemon" / "libvirtd"
-        deadline = time.monotonic() + 20
-        while not (record.exists() and f"pid={daemon.pid}" in record.read_text()):
-            assert time.monotonic() < deadline, "the fake daemon did not run the daemon hook"
-            time.sleep(0.02)
-        status, out, _ = host.cmd("status")
-        assert status == 0, out
+        wait_until(
+            lambda: record.exists() and f"pid={daemon.pid}" in record.read_text(),
+            "the fake daemon running the daemon hook",
+            20,
+        )
+        out = status_report(host, 0)
         assert f"ok: libvirtd (pid {daemon.pid}) has looked for hooks since" in out
         # Launchers written after its last look: it needs a SIGHUP again.
         future = time.time() + 5
         os.utime(host.hooks / "daemon", (future, future))
-        status, out, _ = host.cmd("status")
-        assert status == 1
+        out = status_report(host, 1)
         assert f"fix: kill -HUP {daemon.pid}" in out
         # A record left by an earlier daemon (another pid) does not count either.
         os.utime(host.hooks / "daemon", (0, 0))
@@ -382,26 +377,23 @@ def test_status_runs_as_a_program(host: Host) -> None:
 def test_a_launcher_kept_as_legacy_is_a_problem_install_fixes(host: Host) -> None:
     legacy = host.hooks / "daemon.legacy"
     launcher.write(str(legacy), "daemon", str(host.config), str(legacy))
-    status, out, _ = host.cmd("status")
-    assert status == 1
+    out = status_report(host, 1)
     assert f"PROBLEM: {legacy} is a libvirt-bridge launcher kept as the earlier hook" in out
     assert "  fix: libvirt-bridge install --confdir " in out
     # One problem for it, not a second one about the launcher beside it.
     assert out.count("PROBLEM") == 1, out
     host.install()
-    status, out, _ = host.cmd("status")
-    assert status == 0, out
+    out = status_report(host, 0)
 
 
 def test_a_large_log_that_nothing_rotates_is_noted(host: Host) -> None:
-    status, out, _ = host.cmd("status")
+    _, out, _ = host.cmd("status")
     entry = host.logrotate_dir / os.listdir(host.logrotate_dir)[0]
     assert f"ok: logrotate rotates the log {host.bridge.log} ({entry})\n" in out
     entry.unlink()
     with open(host.bridge.log, "ab") as f:
         f.truncate(logrotate.LARGE_LOG + 1)
-    status, out, _ = host.cmd("status")
-    assert status == 0, out
+    out = status_report(host, 0)
     assert f"note: the log {host.bridge.log} is 64 MiB and no entry in {host.logrotate_dir}" in out
     assert "libvirt-bridge install --confdir" in out
 
@@ -422,8 +414,7 @@ def test_selinux_confining_hooks_is_a_problem_with_its_fix(
     (host.selinuxfs / "enforce").write_text(enforce)
     if boolean is not None:
         (host.selinuxfs / "booleans" / "virt_hooks_unconfined").write_text(boolean)
-    status, out, _ = host.cmd("status")
-    assert status == (1 if problem else 0), out
+    out = status_report(host, (1 if problem else 0))
     if expected is None:
         assert "SELinux" not in out
     else:

@@ -315,39 +315,44 @@ def limit_kernel(
     monkeypatch.setattr(module.Pool, "set_total", set_total)
 
 
+CANNOT_RESERVE = (
+    "hugepages: cannot reserve hugepages for guest 'g1': it needs 32 pages of 2048 kB, "
+)
+RESERVE_AT_BOOT = (
+    "Free some memory, or reserve hugepages at boot (hugepagesz= and hugepages= on the kernel "
+    "command line)\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("free", "cap", "shortfall"),
+    [
+        (
+            4,
+            24,
+            "4 were free, and the kernel added only 20 of the 28 asked for: 8 pages missing (the "
+            "20 it added were given back). ",
+        ),
+        (0, 0, "0 were free, and the kernel added only 0 of the 32 asked for: 32 pages missing. "),
+    ],
+    ids=["fewer", "none"],
+)
 def test_kernel_giving_fewer_pages_fails_the_start_and_gives_them_back(
     module: ModuleType,
     monkeypatch: pytest.MonkeyPatch,
     pool: HugeTLB,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    free: int,
+    cap: int,
+    shortfall: str,
 ) -> None:
-    pool.admin_sets(4)
-    limit_kernel(module, monkeypatch, pool, cap=24)
+    pool.admin_sets(free)
+    limit_kernel(module, monkeypatch, pool, cap=cap)
     rc = run_in_process(module, monkeypatch, pool, START, hugepage_xml("g1"), tmp_path)
     assert rc == 2
-    assert capsys.readouterr().err == (
-        "hugepages: cannot reserve hugepages for guest 'g1': it needs 32 pages of 2048 kB, 4 "
-        "were free, and the kernel added only 20 of the 28 asked for: 8 pages missing (the 20 "
-        "it added were given back). Free some memory, or reserve hugepages at boot "
-        "(hugepagesz= and hugepages= on the kernel command line)\n"
-    )
-    assert (pool.nr(), pool.books()) == (4, {})
-
-
-def test_kernel_giving_none_fails_the_start(
-    module: ModuleType,
-    monkeypatch: pytest.MonkeyPatch,
-    pool: HugeTLB,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    limit_kernel(module, monkeypatch, pool, cap=0)
-    rc = run_in_process(module, monkeypatch, pool, START, hugepage_xml("g1"), tmp_path)
-    assert rc == 2
-    err = capsys.readouterr().err
-    assert "the kernel added only 0 of the 32 asked for: 32 pages missing. Free" in err
-    assert (pool.nr(), pool.books()) == (0, {})
+    assert capsys.readouterr().err == CANNOT_RESERVE + shortfall + RESERVE_AT_BOOT
+    assert (pool.nr(), pool.books()) == (free, {})
 
 
 def test_settings_never_come_from_custom_properties(
