@@ -196,9 +196,10 @@ class Probe(ProbeRecords):
         records = Path(sandbox.bridge_dir) / "records.jsonl"
         super().__init__(records, sandbox.state_dir, sandbox.log_file)
         self.sandbox = sandbox
-        script = probe_script(python or sandbox.python, records, tail)
+        # Its text, for a test that installs it elsewhere (the Ansible role's hooks).
+        self.script = probe_script(python or sandbox.python, records, tail)
         for event in events:
-            sandbox.add_hook_script(event, PROBE_NAME, script)
+            sandbox.add_hook_script(event, PROBE_NAME, self.script)
 
 
 class ListenedProbe(Probe):

@@ -139,3 +139,14 @@ def test_a_part_imports_no_part_after_it() -> None:
         if t in PART_OF and order.index(PART_OF[t]) > order.index(PART_OF[m])
     )
     assert upward == []
+
+
+def test_no_class_of_the_package_is_over_300_lines() -> None:
+    """A longer class does more than one thing: the listener split along its seams."""
+    sizes = {
+        f"{module_name(path)}.{node.name}": node.end_lineno - node.lineno + 1
+        for path in PACKAGE.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef) and node.end_lineno is not None
+    }
+    assert {name: size for name, size in sizes.items() if size > 300} == {}

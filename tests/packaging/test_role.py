@@ -277,7 +277,7 @@ def test_the_role_installs_configures_syncs_and_reports(
     src = tmp_path / "hooks-src"
     for event in ("before_vm_start", "after_vm_start"):
         (src / event).mkdir(parents=True)
-        (src / event / "50_probe").write_text(probe.script())
+        (src / event / "50_probe").write_text(probe.script)
     (src / "after_vm_destroy").mkdir()
     (src / "after_vm_destroy" / "20_hello").write_text(HELLO.format(event="after_vm_destroy"))
     write_inventory(ansible, sandbox, deb, src)
